@@ -1,0 +1,67 @@
+"""Prove a built image is instrumented: ASan checks in every binary, extensions load, canaries caught."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import containers
+from .events import Event, Reporter, null_reporter
+from .recipe import Recipe
+
+
+@dataclass
+class CheckResult:
+    binaries: dict[str, int] = field(default_factory=dict)  # path -> number of __asan_report call sites
+    extensions: dict[str, bool] = field(default_factory=dict)
+    leak_caught: bool = False
+    overflow_caught: bool = False
+    failures: list[str] = field(default_factory=list)
+    output: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def parse_output(text: str, recipe: Recipe) -> CheckResult:
+    """Read check-instrumented.sh's "key value" lines. Pure, so the rules are unit-tested."""
+    r = CheckResult(output=text)
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "binary":
+            r.binaries[parts[1]] = int(parts[2]) if parts[2].isdigit() else 0
+        elif len(parts) >= 3 and parts[0] == "ri":
+            r.extensions[parts[1]] = parts[2] == "ok"
+        elif line.startswith("leak-report "):
+            r.leak_caught = True
+        elif line.startswith("overflow-report "):
+            r.overflow_caught = True
+    if recipe.sanitizers.address:
+        if not r.binaries:
+            r.failures.append("no binaries were examined")
+        r.failures += [f"{path} has no AddressSanitizer checks" for path, n in r.binaries.items() if n == 0]
+        so_names = {p.rsplit("/", 1)[-1] for p in r.binaries}
+        r.failures += [f"{e.so_name}.so was not installed" for e in recipe.all_extensions
+                       if f"{e.so_name}.so" not in so_names]
+        if not r.overflow_caught:
+            r.failures.append("a heap-buffer-overflow canary ran unreported")
+        if recipe.sanitizers.leak and not r.leak_caught:
+            r.failures.append("a 4243-byte leak canary ran unreported")
+    r.failures += [f"`php --ri {name}` failed" for name, ok in r.extensions.items() if not ok]
+    return r
+
+
+def run_checks(client, image: str, recipe: Recipe, *, reporter: Reporter = null_reporter) -> CheckResult:
+    names = [e.so_name for e in recipe.all_extensions]
+    with containers.temporary(client, image, role="check",
+                              command=["sh", "/opt/asanlab/scripts/check-instrumented.sh", *names]) as c:
+        c.start()
+        c.wait(timeout=300)
+        text = c.logs(stdout=True, stderr=True).decode(errors="replace")
+    result = parse_output(text, recipe)
+    for path, n in result.binaries.items():
+        reporter(Event("check.binary", f"{path}: {n} ASan check sites", {"path": path, "sites": n}))
+    reporter(Event("check.done", "instrumentation check passed" if result.ok else
+                   "instrumentation check FAILED: " + "; ".join(result.failures),
+                   {"ok": result.ok, "failures": result.failures}))
+    return result

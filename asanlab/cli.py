@@ -1,0 +1,214 @@
+"""The command line: thin commands over the core. The one place that prints and exits."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__, recipe as recipes, session as sessions, text
+from .console import ConsoleReporter
+from .docker_client import client
+from .errors import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, AsanlabError, BuildFailed, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="PHP and Swoole under AddressSanitizer, LeakSanitizer and UBSan: "
+                       "build an instrumented image, run your app in it, read what the sanitizers found.")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_CODES = "Exit codes: 0 no findings, 1 findings, 2 usage or recipe error, 3 infrastructure (Docker, network, build)."
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"asanlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    pass
+
+
+@app.command(epilog=EXIT_CODES)
+def build(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="The recipe (YAML).")],
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every stage, ignoring Docker's cache.")] = False,
+    network: Annotated[Optional[str], typer.Option(help="Network for the build's RUN steps, e.g. host to reach "
+                                                        "a package mirror only the host can.")] = None,
+    print_dockerfile: Annotated[bool, typer.Option("--print-dockerfile",
+                                                   help="Print the rendered Dockerfile and stop (no Docker).")] = False,
+    frozen: Annotated[bool, typer.Option("--frozen", help="Refuse any source whose sha256 is not pinned "
+                                                          "(recipe, php.net data or lock file). For CI.")] = False,
+) -> None:
+    """Build the recipe's instrumented image (a no-op when it is already built)."""
+    from .build import build as do_build
+    from .render import render
+
+    r = recipes.load(recipe_path)
+    if print_dockerfile:
+        out.print(render(r).dockerfile, end="", markup=False)
+        return
+    reporter = ConsoleReporter(err)
+    try:
+        result = do_build(r, client, no_cache=no_cache, network=network, frozen=frozen, reporter=reporter)
+    finally:
+        reporter.close()
+    out.print(f"{result.image_ref}\n{result.readable_ref}\nimage {result.image_id}", markup=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False}, epilog=EXIT_CODES + (
+        " The container gets the SYS_PTRACE capability and nothing else: LeakSanitizer's final check "
+        "suspends the process's threads with ptrace, which some kernels and seccomp profiles forbid "
+        "without it. It never runs --privileged."))
+def run(
+    ctx: typer.Context,
+    app_path: Annotated[Path, typer.Argument(metavar="APP.php", help="The PHP entry point; its folder is mounted "
+                                                                     "read-only at /app.")],
+    recipe_path: Annotated[Optional[Path], typer.Option("--recipe", help="Build (if needed) and use this recipe's "
+                                                                         "image.")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Use this image instead of a recipe.")] = None,
+    publish: Annotated[Optional[list[str]], typer.Option("-p", "--publish", help="[IP:]HOST:CONTAINER port; binds "
+                                                         "127.0.0.1 unless an IP is given.")] = None,
+    env: Annotated[Optional[list[str]], typer.Option("-e", "--env", help="KEY=VALUE for the app.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Stop the app after this many seconds.")] = None,
+    grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL, for LeakSanitizer to "
+                                              "write its reports.")] = 15.0,
+    all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="How to print the findings at the end.")] = Format.text,
+) -> None:
+    """Run a PHP app (a Swoole server or a script) in the instrumented image and capture every report.
+
+    Arguments after `--` go to the app.
+    """
+    _run(app_path, recipe_path, image, publish or [], env or [], timeout, grace, list(ctx.args), all_findings, fmt)
+
+
+def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: list[str], env: list[str],
+         timeout: float | None, grace: float, args: list[str], all_findings: bool, fmt: Format) -> None:
+    from .run import RunOptions, run as do_run
+
+    if (recipe_path is None) == (image is None):
+        raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
+    reporter = ConsoleReporter(err)
+    r = recipes.load(recipe_path) if recipe_path else None
+    try:
+        if r is not None:
+            from .build import build as do_build
+
+            built = do_build(r, client, reporter=reporter)
+            image_ref, image_id = built.image_ref, built.image_id
+        else:
+            image_ref, image_id = image, _image_id(image)
+        result = do_run(client(), RunOptions(app=app_path, image=image_ref, image_id=image_id, args=args,
+                                             ports=publish, env=env, timeout=timeout, grace=grace, recipe=r),
+                        reporter=reporter)
+    finally:
+        reporter.close()
+    _print_findings(result.session.data, result.findings, fmt, all_findings)
+    raise typer.Exit(EXIT_FINDINGS if result.failing else EXIT_OK)
+
+
+def _image_id(ref: str) -> str:
+    from .build import find_image
+
+    found = find_image(client(), ref)
+    if found is None:
+        raise UsageError(f"image {ref} is not on this machine", hint="build one with `asanlab build RECIPE`")
+    return found.id
+
+
+def _print_findings(session: dict | None, findings, fmt: Format, show_all: bool, full: bool = False) -> None:
+    if fmt is Format.json:
+        out.print(text.render_json(session, findings), end="", markup=False)
+    else:
+        out.print(text.render(session, findings, show_all=show_all, full=full), end="", markup=False)
+
+
+@app.command("sessions")
+def list_sessions(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
+    """List recorded sessions, oldest first."""
+    rows = []
+    for sid in sessions.list_ids():
+        s = sessions.load(sid)
+        rows.append({"id": sid, "status": s.data.get("status"), "stop_reason": s.data.get("stop_reason"),
+                     "exit_code": s.data.get("exit_code"), "command": s.data.get("command"),
+                     "failing": (s.data.get("counts") or {}).get("failing")})
+    if fmt is Format.json:
+        out.print(json.dumps(rows, indent=2), markup=False)
+        return
+    if not rows:
+        out.print(f"no sessions in {sessions.sessions_dir()}", markup=False)
+    for row in rows:
+        out.print(f"{row['id']}  {row['status']:<8} {str(row['stop_reason']):<11} exit {row['exit_code']}  "
+                  f"findings {row['failing']}  {' '.join(row['command'] or [])}", markup=False)
+
+
+@app.command(epilog=EXIT_CODES)
+def replay(
+    ref: Annotated[str, typer.Argument(metavar="ID|latest", help="A session id, 'latest', or a session folder.")],
+    fmt: Annotated[Format, typer.Option("--format")] = Format.text,
+    all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Print each finding's full report.")] = False,
+) -> None:
+    """Re-read a session's raw logs with the current parser (no Docker) and print its findings."""
+    s = sessions.load(ref)
+    _, findings = sessions.analyse(s)
+    _print_findings(s.data, findings, fmt, all_findings, full)
+    raise typer.Exit(EXIT_FINDINGS if any(f.category != "startup-leak" for f in findings) else EXIT_OK)
+
+
+@app.command(epilog=EXIT_CODES)
+def demo(
+    recipe_path: Annotated[Optional[Path], typer.Option("--recipe", help="Another recipe than the built-in PHP "
+                                                                         "8.2 one.")] = None,
+) -> None:
+    """Build the built-in PHP 8.2 recipe and run a script with a real leak and a real double free."""
+    data = resources.files("asanlab").joinpath("data")
+    if recipe_path is None:
+        recipe_path = Path(str(data.joinpath("php8.2.yml")))
+    demo_app = Path(str(data.joinpath("demo.php")))
+    _run(demo_app, recipe_path, None, [], [], 300, 15.0, [], False, Format.text)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except AsanlabError as e:
+        err.print(f"asanlab: error: {e.message}", markup=False)
+        if isinstance(e, BuildFailed):
+            for line in e.tail[-20:]:
+                err.print(f"  | {line}", markup=False)
+            if e.log_path:
+                err.print(f"full build log: {e.log_path}", markup=False)
+        if e.hint:
+            err.print(f"hint: {e.hint}", markup=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("asanlab: interrupted")
+        sys.exit(130)
+    except Exception as e:  # click's usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(EXIT_USAGE)
+        raise

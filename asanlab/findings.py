@@ -1,0 +1,139 @@
+"""Reports -> findings: signatures, frame classes, start-up noise folded away. Pure.
+
+A finding is one bug: every report with the same signature (kind + the top meaningful frames,
+no addresses, PIDs or line numbers) counts toward it, across processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+from .reports import Frame, Report
+
+TOP_FRAMES = 3
+
+# Frames that say nothing about the bug: the sanitizer runtime, the allocator, libc, libffi's
+# trampolines. Matched against the function name or the module/file.
+RUNTIME_FUNCTIONS = re.compile(
+    r"^(__asan|__lsan|__ubsan|__sanitizer|__interceptor_|___interceptor_|__wrap_|"
+    r"(malloc|calloc|realloc|free|posix_memalign|memalign|aligned_alloc|valloc|strdup|strndup|"
+    r"memcpy|memmove|memset|strlen|strcpy|strncpy)$|operator new|operator delete|"
+    r"__libc_start|_start$|__GI_|ffi_call|ffi_call_unix64|ffi_call_int)")
+RUNTIME_LOCATIONS = re.compile(r"(compiler-rt|/sanitizer_common/|/asan/|/lsan/|/ubsan/|libc\.so|libc-|libffi\.so|"
+                               r"libstdc\+\+|ld-linux|libpthread)")
+# Allocations made while PHP or an extension starts up (or a request starts), which Swoole
+# workers never free because they exit without module shutdown: about 165 records per worker.
+STARTUP_FUNCTIONS = re.compile(
+    r"^(zm_startup_|zm_activate_|php_module_startup|zend_startup|zend_register_functions|"
+    r"zend_register_internal_|do_register_internal_class|zend_register_module_ex|zend_register_ini_entries|"
+    r"php_swoole_load_library|php_request_startup|zend_activate|php_init_config|sapi_startup|"
+    r"zend_startup_module|zend_register_class_alias|zend_declare_|php_register_internal_extensions|"
+    r"register_class_|zend_register_constant|zend_interned_strings_init|zend_register_list_destructors|"
+    r"zend_post_startup|php_startup_|zm_info_|zend_register_auto_global|zend_ini_startup)")
+
+
+def frame_class(f: Frame) -> str:
+    """runtime, libc, zend, php-ext, swoole, extension, user."""
+    fn = f.function or ""
+    loc = f.file or f.module or ""
+    if fn.startswith(("__asan", "__lsan", "__ubsan", "__sanitizer", "__interceptor_")) or "compiler-rt" in loc:
+        return "runtime"
+    if re.search(r"(libc\.so|libc-|ld-linux|libpthread|libstdc\+\+|libffi\.so)", loc) or \
+            RUNTIME_FUNCTIONS.match(fn):
+        return "libc"
+    if "swoole" in loc or fn.startswith(("swoole", "php_swoole", "zim_swoole", "Swoole")):
+        return "swoole"
+    if re.search(r"(^|/)(Zend|main|sapi|TSRM)/", loc) or fn.startswith(("zend_", "_zend_", "php_", "execute_ex",
+                                                                         "ZEND_", "_emalloc", "_efree")):
+        return "zend"
+    if re.search(r"(^|/)ext/", loc) or fn.startswith(("zif_", "zim_")):
+        return "php-ext"
+    if f.module and "/extensions/" in f.module:
+        return "extension"
+    return "user"
+
+
+def meaningful(frames: list[Frame]) -> list[Frame]:
+    out = [f for f in frames
+           if not (RUNTIME_FUNCTIONS.match(f.function or "") or RUNTIME_LOCATIONS.search(f.file or f.module or ""))]
+    return out or frames
+
+
+def _frame_key(f: Frame) -> str:
+    if f.function:
+        return re.sub(r"\+0x[0-9a-f]+$", "", f.function)
+    # Unsymbolized: the module's name stays, the offset does (it is stable within one build).
+    return f"{(f.module or '?').rsplit('/', 1)[-1]}+{f.offset}"
+
+
+def is_startup(r: Report) -> bool:
+    return r.tool == "LeakSanitizer" and any(STARTUP_FUNCTIONS.match(f.function or "") for f in r.frames)
+
+
+def signature(r: Report) -> str:
+    frames = meaningful(r.frames)[:TOP_FRAMES]
+    kind = "leak" if r.kind.endswith("-leak") else r.kind
+    if r.tool == "UndefinedBehaviorSanitizer":
+        # The message minus its values: "signed integer overflow: 2147483647 + 1 ..." -> shape only.
+        kind = "ubsan: " + re.sub(r"0x[0-9a-f]+|-?\d+", "N", r.message)[:120]
+    return " | ".join([kind] + [_frame_key(f) for f in frames])
+
+
+@dataclass
+class Finding:
+    signature: str
+    id: str  # short, stable hash of the signature
+    tool: str
+    kind: str
+    category: str  # "error", "leak", "startup-leak", "undefined"
+    count: int = 0
+    pids: list[int] = field(default_factory=list)
+    leaked_bytes: int = 0
+    leaked_objects: int = 0
+    incomplete: int = 0
+    example: Report | None = None
+
+    @property
+    def top_frame(self) -> Frame | None:
+        frames = meaningful(self.example.frames) if self.example else []
+        return frames[0] if frames else None
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "signature": self.signature, "tool": self.tool, "kind": self.kind,
+            "category": self.category, "count": self.count, "pids": self.pids,
+            "leaked_bytes": self.leaked_bytes, "leaked_objects": self.leaked_objects,
+            "incomplete": self.incomplete, "example": self.example.to_dict() if self.example else None,
+        }
+
+
+SEVERITY = {"error": 0, "undefined": 1, "leak": 2, "startup-leak": 3}
+
+
+def category(r: Report) -> str:
+    if r.tool == "LeakSanitizer":
+        return "startup-leak" if is_startup(r) else "leak"
+    if r.tool == "UndefinedBehaviorSanitizer":
+        return "undefined"
+    return "error"
+
+
+def group(reports: list[Report]) -> list[Finding]:
+    """One finding per signature, worst first: errors, then UB, then leaks by bytes."""
+    by_sig: dict[str, Finding] = {}
+    for r in reports:
+        sig = signature(r)
+        f = by_sig.get(sig)
+        if f is None:
+            f = by_sig[sig] = Finding(signature=sig, id=hashlib.sha256(sig.encode()).hexdigest()[:12],
+                                      tool=r.tool, kind=r.kind, category=category(r), example=r)
+        f.count += 1
+        if r.pid is not None and r.pid not in f.pids:
+            f.pids.append(r.pid)
+        f.leaked_bytes += r.leaked_bytes or 0
+        f.leaked_objects += r.leaked_objects or 0
+        if not r.complete:
+            f.incomplete += 1
+    return sorted(by_sig.values(), key=lambda f: (SEVERITY[f.category], -f.leaked_bytes, -f.count, f.signature))

@@ -1,0 +1,361 @@
+"""Recipes: YAML in, a frozen, validated Recipe out. Pure: no Docker, no network.
+
+Validation runs in two passes, both before anything else happens: the JSON schema in
+data/recipe.schema.json (types, unknown keys, flag shapes), then the rules a schema cannot say
+(Swoole/PHP compatibility, paths that leave the recipe's folder). Every problem names the file,
+the key path and the line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import RecipeError
+
+DEFAULT_BASE_IMAGE = "debian:bookworm"
+DEFAULT_COMPILER_VERSION = 14
+
+# Swoole line -> (oldest PHP, newest PHP) it builds against (FIELD-NOTES, from Swoole's releases).
+SWOOLE_PHP_SUPPORT: dict[str, tuple[str, str]] = {
+    "4.8": ("7.2", "8.2"),
+    "5.0": ("8.0", "8.2"),
+    "5.1": ("8.0", "8.3"),
+    "6.0": ("8.1", "8.4"),
+    "6.1": ("8.1", "8.4"),
+    "6.2": ("8.2", "8.5"),
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "url", "path", "debian" or "release" (derived from the version)
+    url: str | None = None
+    path: Path | None = None
+    debian: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Extension:
+    name: str
+    version: str
+    source: Source
+    configure: tuple[str, ...] = ()
+    so_name: str = ""
+
+
+@dataclass(frozen=True)
+class Php:
+    version: str
+    source: Source
+    configure: tuple[str, ...] = ()
+    debug: bool = True
+    zts: bool = False
+
+
+@dataclass(frozen=True)
+class Sanitizers:
+    address: bool = True
+    leak: bool = True
+    undefined: bool = True
+
+
+@dataclass(frozen=True)
+class Runtime:
+    asan_options: dict[str, Any] = field(default_factory=dict)
+    lsan_options: dict[str, Any] = field(default_factory=dict)
+    ubsan_options: dict[str, Any] = field(default_factory=dict)
+    suppressions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    path: Path | None
+    base_image: str
+    compiler_version: int
+    php: Php
+    swoole: Extension | None
+    extensions: tuple[Extension, ...]
+    sanitizers: Sanitizers
+    build_packages: tuple[str, ...]
+    runtime_packages: tuple[str, ...]
+    runtime: Runtime
+    raw: dict[str, Any]  # the YAML as read, for the session's snapshot
+
+    @property
+    def all_extensions(self) -> tuple[Extension, ...]:
+        return ((self.swoole,) if self.swoole else ()) + self.extensions
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.raw, sort_keys=True).encode()).hexdigest()
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+
+def minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+# ---- YAML with line numbers -------------------------------------------------------------
+
+
+def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], dupes: list[tuple]) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                dupes.append(path + (key,))
+            seen.add(key)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            _walk(value_node, path + (key,), lines, dupes)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, path + (i,), lines, dupes)
+
+
+def _fmt_path(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _schema() -> dict:
+    return json.loads(resources.files("asanlab").joinpath("data/recipe.schema.json").read_text())
+
+
+def _schema_at(schema: dict, root: dict, path: tuple) -> dict:
+    """The sub-schema that describes the value at path (follows $ref, allOf, items)."""
+    def deref(s: dict) -> dict:
+        while "$ref" in s:
+            s = root["$defs"][s["$ref"].split("/")[-1]]
+        if "allOf" in s:
+            merged: dict = {}
+            for part in s["allOf"]:
+                part = deref(part)
+                merged.setdefault("properties", {}).update(part.get("properties", {}))
+            return merged
+        return s
+
+    s = deref(schema)
+    for part in path:
+        if isinstance(part, int):
+            s = deref(s.get("items", {}))
+        else:
+            s = deref(s.get("properties", {}).get(part, {}))
+    return s
+
+
+def _explain(err: jsonschema.ValidationError, root: dict) -> list[tuple[tuple, str]]:
+    path = tuple(err.absolute_path)
+    if err.validator == "additionalProperties":
+        known = sorted(_schema_at(root, root, path).get("properties", {}))
+        out = []
+        for key in err.instance:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f'; did you mean "{close[0]}"?' if close else f"; known keys: {', '.join(known)}"
+            out.append((path + (key,), f"unknown key{hint}"))
+        return out
+    if err.validator == "type":
+        return [(path, f"expected {err.validator_value}, got {type(err.instance).__name__} {err.instance!r}")]
+    if err.validator == "pattern":
+        value = err.instance
+        if isinstance(path[-1] if path else None, int) and "configure" in path:
+            return [(path, f"{value!r} is not a configure flag of the form --name or --name=value "
+                           "(no spaces, quotes or shell characters)")]
+        return [(path, f"{value!r} is not valid here (must match {err.validator_value})")]
+    if err.validator == "required":
+        return [(path, err.message)]
+    if err.validator == "enum":
+        return [(path, f"{err.instance!r} is not one of {', '.join(map(repr, err.validator_value))}")]
+    return [(path, err.message)]
+
+
+# ---- loading ----------------------------------------------------------------------------
+
+
+def load(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecipeError([f"{path}: recipe file not found"]) from None
+    except OSError as e:
+        raise RecipeError([f"{path}: cannot read recipe: {e.strerror}"]) from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path | None = None) -> Recipe:
+    where = str(path) if path else "<recipe>"
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise RecipeError([f"{where}{line}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    if not isinstance(data, dict):
+        raise RecipeError([f"{where}: a recipe is a YAML mapping (name:, php:, ...)"])
+    lines: dict[tuple, int] = {}
+    dupes: list[tuple] = []
+    _walk(node, (), lines, dupes)
+
+    def problem(p: tuple, msg: str) -> str:
+        line = lines.get(p) or lines.get(p[:-1]) or 1
+        return f"{where}:{line}: {_fmt_path(p)}: {msg}"
+
+    problems = [problem(d, "key given twice") for d in dupes]
+    schema = _schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+        problems += [problem(p, m) for p, m in _explain(err, schema)]
+    if problems:
+        raise RecipeError(problems)
+
+    folder = path.parent if path else Path.cwd()
+    problems += [problem(p, m) for p, m in _semantic_problems(data, folder)]
+    if problems:
+        raise RecipeError(problems)
+    return _build(data, path, folder)
+
+
+def _semantic_problems(data: dict, folder: Path) -> list[tuple[tuple, str]]:
+    out: list[tuple[tuple, str]] = []
+    php_version = data["php"]["version"]
+    if version_tuple(php_version) < (8, 0):
+        out.append((("php", "version"), f"PHP {php_version} is not supported: asanlab builds PHP 8.0 and newer"))
+    san = data.get("sanitizers", {})
+    if san.get("leak", True) and not san.get("address", True):
+        out.append((("sanitizers", "leak"), "the leak checker is part of AddressSanitizer: set address: true or leak: false"))
+    if not any(san.get(k, True) for k in ("address", "undefined")):
+        out.append((("sanitizers",), "no sanitizer enabled: set address or undefined to true"))
+    swoole = data.get("swoole")
+    if swoole:
+        line = minor(swoole["version"])
+        support = SWOOLE_PHP_SUPPORT.get(line)
+        if support is None:
+            out.append((("swoole", "version"), f"unknown Swoole line {line}; known: {', '.join(SWOOLE_PHP_SUPPORT)}"))
+        else:
+            lo, hi = support
+            if not version_tuple(lo) <= version_tuple(minor(php_version)) <= version_tuple(hi):
+                out.append((("swoole", "version"),
+                            f"Swoole {swoole['version']} supports PHP {lo} to {hi}, not PHP {php_version}"))
+    names = ["swoole"] if swoole else []
+    for i, ext in enumerate(data.get("extensions", [])):
+        if ext["name"] in names:
+            out.append((("extensions", i, "name"), f"extension {ext['name']!r} is declared twice"))
+        names.append(ext["name"])
+    sources = [(("php",), data["php"])] + ([(("swoole",), swoole)] if swoole else [])
+    sources += [(("extensions", i), e) for i, e in enumerate(data.get("extensions", []))]
+    for p, section in sources:
+        src = section.get("source")
+        if src is None:
+            continue
+        given = [k for k in ("url", "path", "debian") if k in src]
+        if len(given) != 1:
+            out.append((p + ("source",), "give exactly one of url, path or debian"))
+            continue
+        if "debian" in src and p != ("php",):
+            out.append((p + ("source", "debian"), "a Debian source package is supported for PHP only"))
+        if "debian" in src and "sha256" in src:
+            out.append((p + ("source", "sha256"), "apt verifies Debian source packages itself: drop sha256"))
+        if "path" in src:
+            out += [(p + ("source", "path"), m) for m in _path_problems(src["path"], folder)]
+    runtime = data.get("runtime", {})
+    if "suppressions_file" in runtime:
+        out += [(("runtime", "suppressions_file"), m) for m in _path_problems(runtime["suppressions_file"], folder)]
+    return out
+
+
+def _path_problems(value: str, folder: Path) -> list[str]:
+    target = (folder / value).resolve()
+    if Path(value).is_absolute() or not target.is_relative_to(folder.resolve()):
+        return [f"{value!r} leaves the recipe's folder ({folder}); keep sources beside the recipe"]
+    if not target.exists():
+        return [f"{value!r} does not exist (looked for {target})"]
+    return []
+
+
+def _source(section: dict, folder: Path) -> Source:
+    src = section.get("source")
+    if src is None:
+        return Source(kind="release")
+    if "url" in src:
+        return Source(kind="url", url=src["url"], sha256=src.get("sha256"))
+    if "path" in src:
+        return Source(kind="path", path=(folder / src["path"]).resolve(), sha256=src.get("sha256"))
+    return Source(kind="debian", debian=src["debian"])
+
+
+def _extension(data: dict, folder: Path, name: str | None = None) -> Extension:
+    name = name or data["name"]
+    return Extension(
+        name=name,
+        version=data["version"],
+        source=_source(data, folder),
+        configure=tuple(data.get("configure", ())),
+        so_name=data.get("so_name", name),
+    )
+
+
+def _build(data: dict, path: Path | None, folder: Path) -> Recipe:
+    php = data["php"]
+    san = data.get("sanitizers", {})
+    runtime = data.get("runtime", {})
+    suppressions = list(runtime.get("suppressions", ()))
+    if "suppressions_file" in runtime:
+        for line in (folder / runtime["suppressions_file"]).read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                suppressions.append(line)
+    return Recipe(
+        name=data["name"],
+        path=path,
+        base_image=data.get("base_image", DEFAULT_BASE_IMAGE),
+        compiler_version=data.get("compiler", {}).get("version", DEFAULT_COMPILER_VERSION),
+        php=Php(
+            version=php["version"],
+            source=_source(php, folder),
+            configure=tuple(php.get("configure", ())),
+            debug=php.get("debug", True),
+            zts=php.get("zts", False),
+        ),
+        swoole=_extension(data["swoole"], folder, "swoole") if data.get("swoole") else None,
+        extensions=tuple(_extension(e, folder) for e in data.get("extensions", ())),
+        sanitizers=Sanitizers(
+            address=san.get("address", True),
+            leak=san.get("leak", True),
+            undefined=san.get("undefined", True),
+        ),
+        build_packages=tuple(data.get("packages", {}).get("build", ())),
+        runtime_packages=tuple(data.get("packages", {}).get("runtime", ())),
+        runtime=Runtime(
+            asan_options=dict(runtime.get("asan_options", {})),
+            lsan_options=dict(runtime.get("lsan_options", {})),
+            ubsan_options=dict(runtime.get("ubsan_options", {})),
+            suppressions=tuple(suppressions),
+        ),
+        raw=data,
+    )

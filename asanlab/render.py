@@ -1,0 +1,195 @@
+"""Recipe -> Dockerfile, build context and content-addressed tags. Pure: no Docker, no network.
+
+The templates and helper scripts live in the repository's images/ folder (shipped in the
+package as asanlab/_images when installed without the source tree).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from . import __version__
+from .recipe import Recipe, version_tuple
+from .sources import Fetched
+
+LABEL_PREFIX = "org.asanlab"
+
+BASE_BUILD_PACKAGES = ("make", "pkg-config", "autoconf", "file", "xz-utils", "bzip2", "ca-certificates",
+                       "libc6-dev", "libffi-dev")
+# A small PHP that still runs Swoole servers and FFI-based tests; the recipe adds to it.
+BASE_PHP_CONFIGURE = ("--disable-all", "--enable-cli", "--disable-cgi", "--disable-phpdbg", "--with-ffi",
+                      "--enable-sockets", "--enable-posix", "--enable-pcntl")
+RUNTIME_PACKAGES = ("procps",)
+
+
+def images_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "images", here / "_images"):
+        if (candidate / "Dockerfile.j2").exists():
+            return candidate
+    raise FileNotFoundError("asanlab's images/ folder (Dockerfile templates) is missing from this install")
+
+
+def sanitizer_cflags(recipe: Recipe) -> list[str]:
+    """The flags every C file of PHP and of each extension is compiled with."""
+    flags: list[str] = []
+    if recipe.sanitizers.address:
+        flags.append("-fsanitize=address")
+    if recipe.sanitizers.undefined:
+        # The same UBSan set PHP's own --enable-undefined-sanitizer uses (seen in its build log).
+        flags += ["-fsanitize=undefined", "-fno-sanitize-recover=undefined", "-fno-sanitize=object-size",
+                  "-fno-sanitize=function"]
+    return flags
+
+
+def php_configure(recipe: Recipe) -> list[str]:
+    flags = list(BASE_PHP_CONFIGURE)
+    flags += [f for f in recipe.php.configure if f not in flags]
+    if recipe.php.debug:
+        flags.append("--enable-debug")
+    if recipe.php.zts:
+        flags.append("--enable-zts")
+    v = version_tuple(recipe.php.version)
+    if v >= (8, 1):
+        # PHP's own switches also define ZEND_TRACK_ARENA_ALLOC, so arena allocations are visible.
+        if recipe.sanitizers.address:
+            flags.append("--enable-address-sanitizer")
+        if recipe.sanitizers.undefined:
+            flags.append("--enable-undefined-sanitizer")
+    if v < (8, 3):
+        flags.append("--without-valgrind")
+    return flags
+
+
+def php_cflags(recipe: Recipe) -> list[str]:
+    flags = ["-g", "-fno-omit-frame-pointer"]
+    if not recipe.php.debug:
+        flags.append("-O1")
+    if version_tuple(recipe.php.version) < (8, 1):
+        flags += sanitizer_cflags(recipe) + (["-DZEND_TRACK_ARENA_ALLOC"] if recipe.sanitizers.address else [])
+    return flags
+
+
+def ext_configure(recipe: Recipe, name: str, flags: tuple[str, ...]) -> list[str]:
+    out = list(flags)
+    if name == "swoole" and recipe.sanitizers.address and "--enable-asan" not in out:
+        out.append("--enable-asan")
+    return out
+
+
+@dataclass(frozen=True)
+class Rendered:
+    dockerfile: str
+    files: dict[str, bytes | Path]  # context path -> content, or a file to read it from
+    digest: str
+    repository: str
+    content_tag: str
+    readable_tag: str
+    labels: dict[str, str]
+
+    @property
+    def image_ref(self) -> str:
+        return f"{self.repository}:{self.content_tag}"
+
+    @property
+    def readable_ref(self) -> str:
+        return f"{self.repository}:{self.readable_tag}"
+
+    def context_tar(self) -> io.BytesIO:
+        """The build context as an in-memory tar with fixed metadata, so equal inputs give equal bytes."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name in sorted(self.files):
+                content = self.files[name]
+                data = content.read_bytes() if isinstance(content, Path) else content
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o755 if name.endswith(".sh") else 0o644
+                info.mtime = 0
+                tar.addfile(info, io.BytesIO(data))
+        buf.seek(0)
+        return buf
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(images_dir())), undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                              autoescape=False)
+
+
+def readable_tag(recipe: Recipe) -> str:
+    parts = [f"php{recipe.php.version}"]
+    parts += [f"{e.name}{e.version}" for e in recipe.all_extensions]
+    san = [n for n, on in (("asan", recipe.sanitizers.address), ("ubsan", recipe.sanitizers.undefined)) if on]
+    return "-".join(parts + san)[:128]
+
+
+def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
+    """Render the Dockerfile. Without fetched sources (--print-dockerfile) file names are derived."""
+    from .sources import plan  # planning reads only the lock file
+
+    names = {p.role: p.filename for p in plan(recipe)}
+    if fetched is not None:
+        names = {f.role: f.filename for f in fetched}
+    cc = f"clang-{recipe.compiler_version}"
+    cflags = php_cflags(recipe)
+    ext_cflags = ["-g", "-fno-omit-frame-pointer"] + ([] if recipe.php.debug else ["-O1"]) + sanitizer_cflags(recipe)
+    ext_ldflags = [f for f in sanitizer_cflags(recipe) if f.startswith("-fsanitize=")]
+    extensions = []
+    previous = "php-build"
+    for ext in recipe.all_extensions:
+        extensions.append({
+            "name": ext.name, "from_stage": previous, "so_name": ext.so_name,
+            "source": {"filename": names[ext.name]},
+            "configure": ext_configure(recipe, ext.name, ext.configure),
+            "cflags": " ".join(ext_cflags), "ldflags": " ".join(ext_ldflags),
+        })
+        previous = f"ext-{ext.name}"
+    php_source = ({"kind": "debian", "package": recipe.php.source.debian} if recipe.php.source.kind == "debian"
+                  else {"kind": "file", "filename": names["php"]})
+    # libclang-rt has the sanitizer runtimes and headers (Zend includes sanitizer/asan_interface.h).
+    v = recipe.compiler_version
+    build_packages = [cc, f"llvm-{v}", f"libclang-rt-{v}-dev", *BASE_BUILD_PACKAGES, *recipe.build_packages]
+    dockerfile = _environment().get_template("Dockerfile.j2").render(
+        asanlab_version=__version__, recipe=recipe, build_packages=build_packages, php_source=php_source,
+        cc=cc, cxx=f"clang++-{recipe.compiler_version}", cflags=" ".join(cflags), ldflags="",
+        php_configure=php_configure(recipe), extensions=extensions, last_build_stage=previous,
+        compiler_version=recipe.compiler_version, runtime_packages=[*RUNTIME_PACKAGES, *recipe.runtime_packages],
+    )
+    files: dict[str, bytes | Path] = {"Dockerfile": dockerfile.encode()}
+    for script in sorted((images_dir() / "scripts").iterdir()):
+        if script.is_file():
+            files[f"scripts/{script.name}"] = script
+    for f in fetched or []:
+        files[f"sources/{f.filename}"] = f.path
+
+    h = hashlib.sha256()
+    h.update(f"asanlab {__version__}\n".encode())
+    for name in sorted(files):
+        content = files[name]
+        if isinstance(content, Path) and name.startswith("sources/"):
+            # Sources were verified on download: their sha256 is already known.
+            digest = next(f.sha256 for f in fetched or [] if f"sources/{f.filename}" == name)
+        else:
+            digest = hashlib.sha256(content.read_bytes() if isinstance(content, Path) else content).hexdigest()
+        h.update(f"{name} {digest}\n".encode())
+    digest = h.hexdigest()
+    labels = {
+        f"{LABEL_PREFIX}.version": __version__,
+        f"{LABEL_PREFIX}.digest": digest,
+        f"{LABEL_PREFIX}.recipe": recipe.name,
+        f"{LABEL_PREFIX}.recipe-digest": recipe.digest(),
+        f"{LABEL_PREFIX}.php": recipe.php.version,
+        f"{LABEL_PREFIX}.extensions": ",".join(f"{e.name}-{e.version}" for e in recipe.all_extensions),
+        f"{LABEL_PREFIX}.sanitizers": ",".join(n for n, on in (("address", recipe.sanitizers.address),
+                                                              ("leak", recipe.sanitizers.leak),
+                                                              ("undefined", recipe.sanitizers.undefined)) if on),
+    }
+    return Rendered(dockerfile=dockerfile, files=files, digest=digest, repository=f"asanlab/{recipe.name}",
+                    content_tag=f"sha-{digest[:20]}", readable_tag=readable_tag(recipe), labels=labels)

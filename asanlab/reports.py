@@ -1,0 +1,263 @@
+"""Sanitizer logs -> reports. Pure text parsing: no Docker, no files but what it is handed.
+
+Reads AddressSanitizer error reports, LeakSanitizer records (each direct or indirect leak is one
+report), and UndefinedBehaviorSanitizer runtime errors. A report that ends before its SUMMARY
+(a process killed mid-write) is kept and marked incomplete.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+PID_PREFIX = re.compile(r"^==(\d+)==")
+ASAN_ERROR = re.compile(r"^==(\d+)==ERROR: AddressSanitizer: (?P<rest>.*)$")
+LSAN_ERROR = re.compile(r"^==(\d+)==ERROR: LeakSanitizer: detected memory leaks")
+LEAK_RECORD = re.compile(r"^(?P<kind>Direct|Indirect) leak of (?P<bytes>\d+) byte\(s\) in (?P<objects>\d+) object\(s\) allocated from:")
+UBSAN = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+): runtime error: (?P<msg>.*)$")
+ACCESS = re.compile(r"^(?P<access>READ|WRITE) of size (?P<size>\d+) at (?P<addr>0x[0-9a-f]+) thread (?P<thread>T\d+)")
+SIGNAL_CAUSE = re.compile(r"The signal is caused by a (?P<access>READ|WRITE|UNKNOWN) memory access")
+FRAME = re.compile(r"^\s*#(?P<n>\d+) (?P<pc>0x[0-9a-f]+)(?: in (?P<rest>.*)| (?P<loc>\(.*\)))\s*$")
+MODULE_LOC = re.compile(r"^\((?P<module>[^()]+?)\+(?P<offset>0x[0-9a-f]+)\)$")
+SECTION = re.compile(r"^(?P<what>freed by thread|previously allocated by thread|allocated by thread) (?P<thread>T\d+)")
+SUMMARY = re.compile(r"^SUMMARY: (?P<tool>\w+Sanitizer): (?P<text>.*)$")
+DEDUP = re.compile(r"^DEDUP_TOKEN: (?P<token>.*)$")
+ADDR_KIND = re.compile(r"^(?P<kind>[a-z][a-z-]*(?: [a-z-]+)*?)(?: on (?:unknown )?address| on 0x| \(| in thread|$)")
+
+
+@dataclass
+class Frame:
+    index: int
+    function: str | None = None
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    module: str | None = None
+    offset: str | None = None
+
+    def location(self) -> str:
+        if self.file:
+            return f"{self.file}:{self.line}" if self.line else self.file
+        if self.module:
+            return f"{self.module}+{self.offset}"
+        return "?"
+
+    def describe(self) -> str:
+        return f"{self.function or '??'} {self.location()}"
+
+
+@dataclass
+class Report:
+    tool: str  # "AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer"
+    kind: str  # "heap-buffer-overflow", "double-free", "direct-leak", "runtime-error", ...
+    pid: int | None = None
+    source: str = ""  # the file it came from
+    access: str | None = None  # READ / WRITE
+    size: int | None = None
+    address: str | None = None
+    thread: str | None = None
+    message: str = ""
+    frames: list[Frame] = field(default_factory=list)
+    freed_by: list[Frame] = field(default_factory=list)
+    allocated_by: list[Frame] = field(default_factory=list)
+    leaked_bytes: int | None = None
+    leaked_objects: int | None = None
+    summary: str | None = None
+    dedup_token: str | None = None
+    complete: bool = True
+    text: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Report":
+        d = dict(d)
+        for key in ("frames", "freed_by", "allocated_by"):
+            d[key] = [Frame(**f) for f in d.get(key, [])]
+        return cls(**d)
+
+
+def parse_frame(line: str) -> Frame | None:
+    m = FRAME.match(line)
+    if not m:
+        return None
+    frame = Frame(index=int(m.group("n")))
+    rest = m.group("rest")
+    if rest is None:
+        _set_module(frame, m.group("loc"))
+        return frame
+    rest = re.sub(r"\s*\(BuildId: [0-9a-f]+\)$", "", rest.strip())
+    if rest.endswith(")") and "(" in rest:
+        # "func (module+0xoff)": the module part is the last parenthesised group
+        idx = rest.rfind(" (")
+        if idx > 0 and MODULE_LOC.match(rest[idx + 1:]):
+            frame.function = rest[:idx]
+            _set_module(frame, rest[idx + 1:])
+            return frame
+    head, _, loc = rest.rpartition(" ")
+    if head and ("/" in loc or re.search(r"\.\w+(:\d+)*$", loc)):
+        frame.function = head
+        parts = loc.split(":")
+        frame.file = parts[0]
+        if len(parts) > 1 and parts[1].isdigit():
+            frame.line = int(parts[1])
+        if len(parts) > 2 and parts[2].isdigit():
+            frame.column = int(parts[2])
+    else:
+        frame.function = rest
+    return frame
+
+
+def _set_module(frame: Frame, loc: str) -> None:
+    m = MODULE_LOC.match(loc.strip())
+    if m:
+        frame.module, frame.offset = m.group("module"), m.group("offset")
+    else:
+        frame.module = loc.strip("()")
+
+
+def _strip_pid(line: str) -> str:
+    return PID_PREFIX.sub("", line, count=1) if line.startswith("==") else line
+
+
+def _asan_kind(rest: str) -> str:
+    rest = rest.strip()
+    if rest.startswith("attempting double-free"):
+        return "double-free"
+    if rest.startswith("attempting free on address which was not malloc"):
+        return "bad-free"
+    m = ADDR_KIND.match(rest)
+    return m.group("kind").strip() if m else rest.split(" ")[0]
+
+
+def parse(text: str, source: str = "") -> list[Report]:
+    """All reports in one sanitizer log (or a stream of several processes' logs)."""
+    reports: list[Report] = []
+    lines = text.splitlines()
+    i = 0
+    n = len(lines)
+    while i < n:
+        line = lines[i]
+        m = ASAN_ERROR.match(line)
+        if m:
+            i = _parse_asan(lines, i, int(m.group(1)), m.group("rest"), source, reports)
+            continue
+        m = LSAN_ERROR.match(line)
+        if m:
+            i = _parse_lsan(lines, i + 1, int(m.group(1)), source, reports)
+            continue
+        m = UBSAN.match(line)
+        if m:
+            i = _parse_ubsan(lines, i, m, source, reports)
+            continue
+        i += 1
+    return reports
+
+
+def _read_frames(lines: list[str], i: int) -> tuple[list[Frame], int]:
+    frames: list[Frame] = []
+    while i < len(lines):
+        f = parse_frame(lines[i])
+        if f is None:
+            if frames or lines[i].strip():
+                break
+            i += 1
+            continue
+        frames.append(f)
+        i += 1
+    return frames, i
+
+
+def _parse_asan(lines: list[str], start: int, pid: int, rest: str, source: str, out: list[Report]) -> int:
+    kind = _asan_kind(rest)
+    if kind == "detected memory leaks":  # LSan inside ASan prints its own header form
+        return _parse_lsan(lines, start + 1, pid, source, out)
+    r = Report(tool="AddressSanitizer", kind=kind, pid=pid, source=source, message=rest.strip(), complete=False)
+    addr = re.search(r"(?:address|on) (0x[0-9a-f]+)", rest)
+    r.address = addr.group(1) if addr else None
+    i = start + 1
+    current = r.frames
+    while i < len(lines):
+        line = lines[i]
+        if ASAN_ERROR.match(line) or LSAN_ERROR.match(line):
+            break
+        body = _strip_pid(line)
+        m = ACCESS.match(body)
+        if m:
+            r.access, r.size, r.thread = m.group("access"), int(m.group("size")), m.group("thread")
+        m = SIGNAL_CAUSE.search(body)
+        if m:
+            r.access = m.group("access")
+        m = SECTION.match(body)
+        if m:
+            current = r.freed_by if m.group("what").startswith("freed") else r.allocated_by
+        f = parse_frame(line)
+        if f is not None:
+            if f.index == 0 and current:  # a new stack without a section header: keep the first
+                current = []
+            current.append(f)
+        m = DEDUP.match(body)
+        if m:
+            r.dedup_token = m.group("token")
+        m = SUMMARY.match(body)
+        if m:
+            r.summary = m.group("text")
+            r.complete = True
+            i += 1
+            break
+        i += 1
+    r.text = "\n".join(lines[start:i])
+    out.append(r)
+    return i
+
+
+def _parse_lsan(lines: list[str], i: int, pid: int, source: str, out: list[Report]) -> int:
+    records: list[Report] = []
+    finished = False
+    while i < len(lines):
+        body = _strip_pid(lines[i])
+        m = LEAK_RECORD.match(body)
+        if m:
+            start = i
+            frames, i = _read_frames(lines, i + 1)
+            records.append(Report(
+                tool="LeakSanitizer", kind=f"{m.group('kind').lower()}-leak", pid=pid, source=source,
+                message=body.strip(), leaked_bytes=int(m.group("bytes")), leaked_objects=int(m.group("objects")),
+                frames=frames, allocated_by=frames, text="\n".join(lines[start:i]), complete=bool(frames)))
+            continue
+        m = SUMMARY.match(body)
+        if m:
+            finished = True
+            for r in records:
+                r.summary = m.group("text")
+            i += 1
+            break
+        if ASAN_ERROR.match(lines[i]) or LSAN_ERROR.match(lines[i]):
+            break
+        i += 1
+    if not finished:
+        for r in records:
+            r.complete = False
+    out.extend(records)
+    return i
+
+
+def _parse_ubsan(lines: list[str], i: int, m: re.Match, source: str, out: list[Report]) -> int:
+    r = Report(tool="UndefinedBehaviorSanitizer", kind="runtime-error", source=source, message=m.group("msg"))
+    r.frames = [Frame(index=-1, file=m.group("file"), line=int(m.group("line")), column=int(m.group("col")))]
+    start = i
+    frames, j = _read_frames(lines, i + 1)
+    if frames:
+        r.frames = frames
+        i = j
+    else:
+        i += 1
+    if i < len(lines):
+        sm = SUMMARY.match(_strip_pid(lines[i]))
+        if sm:
+            r.summary = sm.group("text")
+            i += 1
+    r.text = "\n".join(lines[start:i])
+    out.append(r)
+    return i

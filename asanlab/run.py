@@ -1,0 +1,341 @@
+"""`asanlab run`: the app in an instrumented container, every sanitizer report captured, a session kept.
+
+Whatever ends the run (the app exiting, Ctrl-C, SIGTERM, --timeout, an error), the app gets
+SIGTERM and a grace period so LeakSanitizer can write its reports, the logs are collected, the
+session is saved and the container is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import containers
+from . import session as sessions
+from .errors import InfraError, UsageError
+from .events import Event, Reporter, null_reporter
+from .findings import Finding, category
+from .reports import parse
+
+LOG_DIR = "/asanlab/logs"
+CONFIG_DIR = "/asanlab/config"
+APP_DIR = "/app"
+ABNORMAL_EXIT = re.compile(r"(worker|task_worker|manager)?\(?pid=(?P<pid>\d+), id=(?P<id>\d+)\)? abnormal exit, "
+                           r"status=(?P<status>-?\d+), signal=(?P<signal>\d+)")
+SECRET_KEY = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE)", re.I)
+
+# What PHP needs under ASan (FIELD-NOTES): the system allocator instead of Zend's arenas, so every
+# allocation is visible; modules kept loaded, so stacks symbolize at exit.
+PHP_ENV = {"USE_ZEND_ALLOC": "0", "USE_TRACKED_ALLOC": "1", "ZEND_DONT_UNLOAD_MODULES": "1"}
+ASAN_DEFAULTS = {
+    "log_path": f"{LOG_DIR}/asan",  # one file per process: asan.<pid>
+    "detect_leaks": 1,
+    "symbolize": 1,
+    "dedup_token_length": 3,
+    "print_scariness": 1,
+    "handle_abort": 1,
+}
+UBSAN_DEFAULTS = {"log_path": f"{LOG_DIR}/ubsan", "print_stacktrace": 1}
+
+
+@dataclass
+class RunOptions:
+    app: Path
+    image: str
+    args: list[str] = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    timeout: float | None = None
+    grace: float = 15.0
+    recipe: object | None = None  # the Recipe, when the run came from one
+    image_id: str | None = None
+
+
+@dataclass
+class RunResult:
+    session: sessions.Session
+    findings: list[Finding]
+    exit_code: int | None
+    stop_reason: str
+
+    @property
+    def failing(self) -> list[Finding]:
+        return [f for f in self.findings if f.category != "startup-leak"]
+
+
+def options_string(options: dict) -> str:
+    return ":".join(f"{k}={v}" for k, v in options.items())
+
+
+def parse_ports(specs: list[str]) -> dict[str, tuple[str, int]]:
+    """-p [IP:]HOST:CONTAINER[/PROTO]. Without an IP, bind to 127.0.0.1: an ASan debug build is no
+    service to expose to the network by surprise."""
+    out: dict[str, tuple[str, int]] = {}
+    for spec in specs:
+        m = re.fullmatch(r"(?:(?P<ip>[0-9.]+|\[[0-9a-f:]+\]):)?(?P<host>\d+):(?P<cont>\d+)(?:/(?P<proto>tcp|udp))?", spec)
+        if not m:
+            raise UsageError(f"-p {spec}: expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], e.g. -p 9501:9501")
+        out[f"{m.group('cont')}/{m.group('proto') or 'tcp'}"] = (m.group("ip") or "127.0.0.1", int(m.group("host")))
+    return out
+
+
+def parse_env(specs: list[str]) -> dict[str, str]:
+    out = {}
+    for spec in specs:
+        key, eq, value = spec.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise UsageError(f"-e {spec}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def environment(recipe, user_env: dict[str, str], suppressions: bool) -> dict[str, str]:
+    asan = dict(ASAN_DEFAULTS)
+    lsan: dict = {}
+    ubsan = dict(UBSAN_DEFAULTS)
+    if recipe is not None:
+        asan.update(recipe.runtime.asan_options)
+        lsan.update(recipe.runtime.lsan_options)
+        ubsan.update(recipe.runtime.ubsan_options)
+        if not recipe.sanitizers.leak:
+            asan["detect_leaks"] = 0
+    # The per-run log folder is what makes capture work: it must survive any override.
+    asan["log_path"], ubsan["log_path"] = ASAN_DEFAULTS["log_path"], UBSAN_DEFAULTS["log_path"]
+    if suppressions:
+        lsan["suppressions"] = f"{CONFIG_DIR}/lsan.supp"
+    env = {**PHP_ENV, "ASAN_OPTIONS": options_string(asan), "UBSAN_OPTIONS": options_string(ubsan)}
+    if lsan:
+        env["LSAN_OPTIONS"] = options_string(lsan)
+    env.update(user_env)
+    return env
+
+
+def _masked(env: dict[str, str]) -> dict[str, str]:
+    return {k: ("***" if SECRET_KEY.search(k) else v) for k, v in env.items()}
+
+
+class _Watcher(threading.Thread):
+    """Tells the user about each sanitizer report as soon as its process has written it."""
+
+    def __init__(self, folder: Path, reporter: Reporter) -> None:
+        super().__init__(daemon=True)
+        self.folder, self.reporter = folder, reporter
+        self.sizes: dict[str, int] = {}
+        self.announced: dict[str, int] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.3):
+            self.scan()
+
+    def scan(self) -> None:
+        if not self.folder.exists():
+            return
+        for f in sorted(self.folder.iterdir()):
+            try:
+                size = f.stat().st_size
+            except FileNotFoundError:
+                continue
+            if self.sizes.get(f.name) == size:
+                continue
+            self.sizes[f.name] = size
+            reports = [r for r in parse(f.read_text(errors="replace"), f.name) if r.complete]
+            new = reports[self.announced.get(f.name, 0):]
+            if not new:
+                continue
+            self.announced[f.name] = len(reports)
+            errors = [r for r in new if r.tool != "LeakSanitizer"]
+            for r in errors:
+                where = next((fr.describe() for fr in r.frames if fr.function), "")
+                self.reporter(Event("run.finding", f"pid {r.pid}: {r.tool}: {r.kind} {where}".rstrip(),
+                                    {"pid": r.pid, "kind": r.kind, "file": f.name}))
+            leaks = [r for r in new if r.tool == "LeakSanitizer"]
+            if leaks:
+                runtime = [r for r in leaks if category(r) == "leak"]
+                total = sum(r.leaked_bytes or 0 for r in leaks)
+                self.reporter(Event("run.finding",
+                                    f"pid {leaks[0].pid}: LeakSanitizer: {len(leaks)} leak record(s), {total} bytes; "
+                                    f"{len(runtime)} outside start-up",
+                                    {"pid": leaks[0].pid, "kind": "leak", "records": len(leaks),
+                                     "runtime": len(runtime), "file": f.name}))
+
+
+class _Output(threading.Thread):
+    """Copies the container's output to raw/output.log verbatim and emits it line by line."""
+
+    def __init__(self, container, path: Path, reporter: Reporter) -> None:
+        super().__init__(daemon=True)
+        self.container, self.path, self.reporter = container, path, reporter
+        self.abnormal: list[dict] = []
+
+    def run(self) -> None:
+        pending = b""
+        with open(self.path, "ab") as out:
+            try:
+                for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                    out.write(chunk)
+                    out.flush()
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for raw in lines:
+                        self._line(raw.decode(errors="replace"))
+            except Exception as e:  # the stream ends with the container; a broken stream loses nothing on disk
+                self.reporter(Event("run.warning", f"output stream ended: {e.__class__.__name__}"))
+            if pending:
+                self._line(pending.decode(errors="replace"))
+
+    def _line(self, line: str) -> None:
+        m = ABNORMAL_EXIT.search(line)
+        if m:
+            self.abnormal.append({"line": line.strip(), "pid": int(m.group("pid")), "status": int(m.group("status")),
+                                  "signal": int(m.group("signal"))})
+        self.reporter(Event("run.output", line))
+
+
+class _Stop:
+    """SIGINT/SIGTERM ask the run to stop (gracefully); a second one skips the grace period."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.hurry = False
+        self.event = threading.Event()
+        self.saved: dict = {}
+
+    def __enter__(self) -> "_Stop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.event.is_set():
+            self.hurry = True
+        self.request("interrupted" if signum == signal.SIGINT else "terminated")
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.event.set()
+
+
+def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunResult:
+    app = opts.app.resolve()
+    if not app.is_file():
+        raise UsageError(f"{opts.app}: no such PHP file")
+    user_env = parse_env(opts.env)
+    ports = parse_ports(opts.ports)
+    recipe = opts.recipe
+    suppressions = list(recipe.runtime.suppressions) if recipe is not None else []
+    env = environment(recipe, user_env, bool(suppressions))
+    command = ["php", f"{APP_DIR}/{app.name}", *opts.args]
+    s = sessions.create({
+        "app": str(app), "command": command, "image": {"ref": opts.image, "id": opts.image_id},
+        "recipe": recipe.raw if recipe is not None else None,
+        "recipe_digest": recipe.digest() if recipe is not None else None,
+        "recipe_path": str(recipe.path) if recipe is not None and recipe.path else None,
+        "environment": _masked(env), "ports": {k: list(v) for k, v in ports.items()},
+        "timeout": opts.timeout, "grace": opts.grace,
+    })
+    config = s.path / "config"
+    config.mkdir()
+    if suppressions:
+        (config / "lsan.supp").write_text("\n".join(suppressions) + "\n")
+    reporter(Event("run.session", f"session {s.id} in {s.path}", {"id": s.id, "path": str(s.path)}))
+    stop_reason, exit_code, error = "exited", None, None
+    watcher = _Watcher(s.sanitizer_dir, reporter)
+    output: _Output | None = None
+    try:
+        with _Stop() as stop, containers.temporary(
+            client, opts.image, role="run", session=s.id, command=command, working_dir=APP_DIR,
+            environment=env, ports=ports or None,
+            volumes={str(app.parent): {"bind": APP_DIR, "mode": "ro"},
+                     str(s.sanitizer_dir): {"bind": LOG_DIR, "mode": "rw"},
+                     str(config): {"bind": CONFIG_DIR, "mode": "ro"}},
+            # ptrace is what LeakSanitizer's final check uses to suspend threads on kernels or seccomp
+            # profiles that forbid it by default; nothing else is added.
+            cap_add=["SYS_PTRACE"],
+        ) as container:
+            s.data["container"] = container.name
+            s.save()
+            try:
+                container.start()
+            except Exception as e:
+                raise InfraError(f"the container did not start: {getattr(e, 'explanation', None) or e}") from None
+            output = _Output(container, s.output_log, reporter)
+            output.start()
+            watcher.start()
+            deadline = time.monotonic() + opts.timeout if opts.timeout else None
+            reporter(Event("run.started", f"running {' '.join(command)} in {opts.image}", {"container": container.name}))
+            while True:
+                container.reload()
+                if container.status in ("exited", "dead"):
+                    break
+                if deadline and time.monotonic() > deadline:
+                    stop.request("timeout")
+                if stop.event.wait(0.25):
+                    stop_reason = stop.reason or "interrupted"
+                    _stop(container, 1.0 if stop.hurry else opts.grace, stop, reporter)
+                    break
+            exit_code = container.wait(timeout=60).get("StatusCode")
+            output.join(timeout=10)
+    except BaseException as e:  # errors and a second interrupt still save what was captured
+        stop_reason = "error"
+        error = e
+    finally:
+        watcher.stop.set()
+        if watcher.is_alive():
+            watcher.join(timeout=5)
+        watcher.scan()
+        reports, findings = sessions.analyse(s)
+        s.data.update({
+            "status": "failed" if error is not None else "finished",
+            "ended": sessions.now(), "stop_reason": stop_reason, "exit_code": exit_code,
+            "error": str(error) if error is not None else None,
+            "abnormal_exits": output.abnormal if output else [],
+            "processes": _processes(reports),
+            "counts": {"reports": len(reports), "findings": len(findings),
+                       "failing": len([f for f in findings if f.category != "startup-leak"])},
+        })
+        s.save()
+        s.save_findings(findings)
+    if error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            raise InfraError(f"interrupted; the session was saved in {s.path}")
+        raise error
+    return RunResult(s, findings, exit_code, stop_reason)
+
+
+def _stop(container, grace: float, stop: _Stop, reporter: Reporter) -> None:
+    reporter(Event("run.stopping", f"stopping ({stop.reason}): SIGTERM, then up to {grace:.0f} s for "
+                                   "LeakSanitizer to write its reports"))
+    with contextlib.suppress(Exception):
+        container.kill(signal="SIGTERM")
+    end = time.monotonic() + grace
+    while time.monotonic() < end and not stop.hurry:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            return
+        time.sleep(0.2)
+    reporter(Event("run.warning", "the app did not exit within the grace period: killed (its leak reports are lost)"))
+    with contextlib.suppress(Exception):
+        container.kill(signal="SIGKILL")
+
+
+def _processes(reports) -> list[dict]:
+    by_pid: dict[int, dict] = {}
+    for r in reports:
+        if r.pid is None:
+            continue
+        p = by_pid.setdefault(r.pid, {"pid": r.pid, "reports": 0, "log": r.source})
+        p["reports"] += 1
+    return [by_pid[k] for k in sorted(by_pid)]
+

@@ -1,0 +1,118 @@
+"""Sessions on disk: .asanlab/sessions/<id>/ with session.json, raw/ (verbatim logs), findings.json.
+
+session.json is written when the run starts and rewritten atomically as it ends, so even a run
+that was killed leaves a readable session.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import SessionError
+from .findings import Finding, group
+from .reports import Report, parse
+from .sources import atomic_write
+from .state import state_dir
+
+SCHEMA = 1
+SANITIZER_DIR = "raw/sanitizer"  # what the container's sanitizers write, one file per process
+OUTPUT_LOG = "raw/output.log"  # the app's stdout and stderr, verbatim
+
+
+def sessions_dir() -> Path:
+    return state_dir() / "sessions"
+
+
+def new_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass
+class Session:
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return self.data["id"]
+
+    @property
+    def sanitizer_dir(self) -> Path:
+        return self.path / SANITIZER_DIR
+
+    @property
+    def output_log(self) -> Path:
+        return self.path / OUTPUT_LOG
+
+    def save(self) -> None:
+        atomic_write(self.path / "session.json", (json.dumps(self.data, indent=2, sort_keys=True) + "\n").encode())
+
+    def save_findings(self, findings: list[Finding]) -> None:
+        body = {"schema": SCHEMA, "asanlab_version": __version__, "findings": [f.to_dict() for f in findings]}
+        atomic_write(self.path / "findings.json", (json.dumps(body, indent=2) + "\n").encode())
+
+
+def create(info: dict[str, Any]) -> Session:
+    sid = new_id()
+    path = sessions_dir() / sid
+    (path / SANITIZER_DIR).mkdir(parents=True)
+    s = Session(path, {"schema": SCHEMA, "id": sid, "asanlab_version": __version__, "status": "running",
+                       "started": now(), "ended": None, **info})
+    s.save()
+    return s
+
+
+def load(ref: str) -> Session:
+    base = sessions_dir()
+    if ref == "latest":
+        ids = list_ids()
+        if not ids:
+            raise SessionError(f"no sessions yet in {base}", hint="`asanlab run APP.php` records one")
+        ref = ids[-1]
+    path = Path(ref) if Path(ref).is_dir() and (Path(ref) / "session.json").exists() else base / ref
+    try:
+        data = json.loads((path / "session.json").read_text())
+    except FileNotFoundError:
+        raise SessionError(f"no session {ref!r} in {base}", hint="`asanlab sessions` lists them") from None
+    except ValueError as e:
+        raise SessionError(f"{path / 'session.json'} is not readable JSON: {e}") from None
+    if data.get("schema", 0) > SCHEMA:
+        raise SessionError(f"session {ref} was written by a newer asanlab (schema {data['schema']})")
+    return Session(path, data)
+
+
+def list_ids() -> list[str]:
+    base = sessions_dir()
+    if not base.exists():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / "session.json").exists())
+
+
+def read_reports(folder: Path) -> list[Report]:
+    """Parse every sanitizer log in a folder, in a stable order."""
+    reports: list[Report] = []
+    if not folder.exists():
+        return reports
+    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+        reports += parse(f.read_text(errors="replace"), source=f.name)
+    return reports
+
+
+def analyse(s: Session) -> tuple[list[Report], list[Finding]]:
+    reports = read_reports(s.sanitizer_dir)
+    if s.output_log.exists():
+        # UBSan may write to stderr when it runs before log_path applies; errors printed there count too.
+        seen = {r.text for r in reports}
+        reports += [r for r in parse(s.output_log.read_text(errors="replace"), source="output.log")
+                    if r.text not in seen]
+    return reports, group(reports)

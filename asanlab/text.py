@@ -1,0 +1,86 @@
+"""Findings as the text a user reads first, and as JSON. Pure: strings in, strings out."""
+
+from __future__ import annotations
+
+import json
+
+from . import __version__
+from .findings import Finding, frame_class, meaningful
+from .reports import Frame
+
+FRAMES_SHOWN = 6
+JSON_SCHEMA = 1
+
+
+def _frames(frames: list[Frame], indent: str) -> list[str]:
+    shown = meaningful(frames)[:FRAMES_SHOWN]
+    out = []
+    for f in shown:
+        mark = "*" if frame_class(f) in ("user", "php-ext", "swoole", "extension") else " "
+        out.append(f"{indent}{mark} #{f.index} {f.describe()}")
+    hidden = len(frames) - len(shown)
+    if hidden > 0:
+        out.append(f"{indent}  ... {hidden} more frame(s) (runtime, libc or deeper)")
+    return out
+
+
+def _title(f: Finding) -> str:
+    ex = f.example
+    if f.tool == "LeakSanitizer":
+        return f"LEAK {f.leaked_bytes} byte(s) in {f.leaked_objects} object(s)"
+    access = f" {ex.access} of size {ex.size}" if ex and ex.access and ex.size else (f" {ex.access}" if ex and ex.access else "")
+    if f.tool == "UndefinedBehaviorSanitizer":
+        return f"UNDEFINED {ex.message if ex else f.kind}"
+    return f"ERROR {f.kind}{access}"
+
+
+def render(session: dict | None, findings: list[Finding], *, show_all: bool = False, full: bool = False) -> str:
+    lines: list[str] = []
+    if session:
+        lines.append(f"session {session['id']}: {' '.join(session.get('command') or [])}")
+        image = session.get("image") or {}
+        lines.append(f"  image {image.get('ref')}  status {session.get('status')} ({session.get('stop_reason')})"
+                     f"  exit code {session.get('exit_code')}")
+        for a in session.get("abnormal_exits") or []:
+            lines.append(f"  server: {a['line']}")
+    startup = [f for f in findings if f.category == "startup-leak"]
+    shown = findings if show_all else [f for f in findings if f.category != "startup-leak"]
+    counts: dict[str, int] = {}
+    for f in shown:
+        counts[f.category] = counts.get(f.category, 0) + 1
+    summary = ", ".join(f"{n} {c}" for c, n in counts.items()) or "none"
+    lines.append(f"{len(shown)} finding(s): {summary}")
+    if startup and not show_all:
+        records = sum(f.count for f in startup)
+        pids = {p for f in startup for p in f.pids}
+        nbytes = sum(f.leaked_bytes for f in startup)
+        lines.append(f"  + start-up/shutdown: {records} leak record(s), {nbytes} bytes, in {len(pids)} process(es), "
+                     f"{len(startup)} signature(s) folded (allocations made while modules start, never freed "
+                     "because the process exits without module shutdown; --all shows them)")
+    for n, f in enumerate(shown, 1):
+        lines.append("")
+        pids = ", ".join(map(str, f.pids[:8])) + (" ..." if len(f.pids) > 8 else "")
+        incomplete = f"  ({f.incomplete} incomplete)" if f.incomplete else ""
+        lines.append(f"[{n}] {_title(f)}  x{f.count} in pid {pids}{incomplete}  id {f.id}")
+        lines.append(f"    signature: {f.signature}")
+        ex = f.example
+        if ex is None:
+            continue
+        lines += _frames(ex.frames, "    ")
+        if ex.freed_by:
+            lines.append("    freed by:")
+            lines += _frames(ex.freed_by, "      ")
+        if ex.allocated_by and ex.tool != "LeakSanitizer":
+            lines.append("    allocated by:")
+            lines += _frames(ex.allocated_by, "      ")
+        if ex.summary and ex.tool != "LeakSanitizer":
+            lines.append(f"    SUMMARY: {ex.summary}")
+        if full:
+            lines.append("    --- full report ---")
+            lines += ["    " + t for t in ex.text.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def render_json(session: dict | None, findings: list[Finding]) -> str:
+    return json.dumps({"schema": JSON_SCHEMA, "asanlab_version": __version__, "session": session,
+                       "findings": [f.to_dict() for f in findings]}, indent=2) + "\n"
