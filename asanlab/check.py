@@ -60,7 +60,7 @@ def run_checks(client, image: str, recipe: Recipe, *, reporter: Reporter = null_
         text = c.logs(stdout=True, stderr=True).decode(errors="replace")
     result = parse_output(text, recipe)
     for path, n in result.binaries.items():
-        reporter(Event("check.binary", f"{path}: {n} ASan check sites", {"path": path, "sites": n}))
+        reporter(Event("check.binary", f"{path}: {n} references to __asan_report_*", {"path": path, "sites": n}))
     reporter(Event("check.done", "instrumentation check passed" if result.ok else
                    "instrumentation check FAILED: " + "; ".join(result.failures),
                    {"ok": result.ok, "failures": result.failures}))

@@ -17,7 +17,8 @@ LEAK_RECORD = re.compile(r"^(?P<kind>Direct|Indirect) leak of (?P<bytes>\d+) byt
 UBSAN = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+): runtime error: (?P<msg>.*)$")
 ACCESS = re.compile(r"^(?P<access>READ|WRITE) of size (?P<size>\d+) at (?P<addr>0x[0-9a-f]+) thread (?P<thread>T\d+)")
 SIGNAL_CAUSE = re.compile(r"The signal is caused by a (?P<access>READ|WRITE|UNKNOWN) memory access")
-FRAME = re.compile(r"^\s*#(?P<n>\d+) (?P<pc>0x[0-9a-f]+)(?: in (?P<rest>.*)| (?P<loc>\(.*\)))\s*$")
+FRAME = re.compile(r"^\s*#(?P<n>\d+) (?P<pc>0x[0-9a-f]+)(?: in (?P<rest>.*)|\s+(?P<loc>\(.*\)))\s*$")
+BUILD_ID = re.compile(r"\s*\(BuildId: [0-9a-f]+\)\s*$")
 MODULE_LOC = re.compile(r"^\((?P<module>[^()]+?)\+(?P<offset>0x[0-9a-f]+)\)$")
 SECTION = re.compile(r"^(?P<what>freed by thread|previously allocated by thread|allocated by thread) (?P<thread>T\d+)")
 SUMMARY = re.compile(r"^SUMMARY: (?P<tool>\w+Sanitizer): (?P<text>.*)$")
@@ -79,7 +80,7 @@ class Report:
 
 
 def parse_frame(line: str) -> Frame | None:
-    m = FRAME.match(line)
+    m = FRAME.match(BUILD_ID.sub("", line))
     if not m:
         return None
     frame = Frame(index=int(m.group("n")))
@@ -87,7 +88,7 @@ def parse_frame(line: str) -> Frame | None:
     if rest is None:
         _set_module(frame, m.group("loc"))
         return frame
-    rest = re.sub(r"\s*\(BuildId: [0-9a-f]+\)$", "", rest.strip())
+    rest = rest.strip()
     if rest.endswith(")") and "(" in rest:
         # "func (module+0xoff)": the module part is the last parenthesised group
         idx = rest.rfind(" (")

@@ -33,14 +33,18 @@ SECRET_KEY = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE)", re.I)
 # allocation is visible; modules kept loaded, so stacks symbolize at exit.
 PHP_ENV = {"USE_ZEND_ALLOC": "0", "USE_TRACKED_ALLOC": "1", "ZEND_DONT_UNLOAD_MODULES": "1"}
 ASAN_DEFAULTS = {
-    "log_path": f"{LOG_DIR}/asan",  # one file per process: asan.<pid>
+    "log_path": f"{LOG_DIR}/sanitizer",  # one file per process: sanitizer.<pid>
     "detect_leaks": 1,
     "symbolize": 1,
     "dedup_token_length": 3,
     "print_scariness": 1,
     "handle_abort": 1,
+    # Allocation stacks through code without frame pointers (libffi, so every FFI call) stop after
+    # one frame with the fast unwinder; the slow one reaches the PHP function that allocated.
+    "fast_unwind_on_malloc": 0,
 }
-UBSAN_DEFAULTS = {"log_path": f"{LOG_DIR}/ubsan", "print_stacktrace": 1}
+# ASan and UBSan share one log_path setting (the last one read wins): give both the same.
+UBSAN_DEFAULTS = {"log_path": f"{LOG_DIR}/sanitizer", "print_stacktrace": 1}
 
 
 @dataclass

@@ -1,0 +1,134 @@
+from pathlib import Path
+
+import pytest
+
+from asanlab import recipe
+from asanlab.errors import EXIT_USAGE, RecipeError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def problems(text: str, tmp_path: Path) -> list[str]:
+    p = tmp_path / "r.yml"
+    p.write_text(text)
+    with pytest.raises(RecipeError) as e:
+        recipe.load(p)
+    assert e.value.exit_code == EXIT_USAGE
+    return e.value.problems
+
+
+def test_every_shipped_recipe_is_valid():
+    paths = sorted((REPO / "recipes").glob("*.yml"))
+    assert len(paths) >= 4
+    for p in paths:
+        r = recipe.load(p)
+        assert r.name and r.php.version
+
+
+def test_defaults(tmp_path):
+    p = tmp_path / "r.yml"
+    p.write_text('name: x\nphp:\n  version: "8.3.10"\n')
+    r = recipe.load(p)
+    assert r.base_image == "debian:bookworm"
+    assert r.compiler_version == 14
+    assert r.sanitizers == recipe.Sanitizers(address=True, leak=True, undefined=True)
+    assert r.php.source.kind == "release" and r.php.debug is True and r.swoole is None
+
+
+def test_unknown_key_names_file_path_line_and_suggests(tmp_path):
+    got = problems('name: x\nphp:\n  version: "8.2.1"\n  confgure: [--enable-x]\n', tmp_path)
+    assert got == [f'{tmp_path / "r.yml"}:4: php.confgure: unknown key; did you mean "configure"?']
+
+
+def test_wrong_type(tmp_path):
+    got = problems('name: x\nphp:\n  version: "8.2.1"\n  debug: "yes"\n', tmp_path)
+    assert len(got) == 1 and ":4: php.debug: expected boolean" in got[0]
+
+
+@pytest.mark.parametrize("flag", ["--x; rm -rf /", "--with-a=$(id)", "-O2", "--a b", "--x=`id`", "--x='a'",
+                                  "--x|y", "--x&", "--x>y"])
+def test_configure_flags_with_shell_characters_are_refused(tmp_path, flag):
+    got = problems(f'name: x\nphp:\n  version: "8.2.1"\n  configure:\n    - "{flag}"\n', tmp_path)
+    assert len(got) == 1 and ":5: php.configure[0]:" in got[0] and "--name=value" in got[0]
+
+
+def test_good_configure_flags(tmp_path):
+    p = tmp_path / "r.yml"
+    p.write_text('name: x\nphp:\n  version: "8.2.1"\n  configure: [--enable-sockets, --with-openssl=/usr, --with-curl]\n')
+    assert recipe.load(p).php.configure == ("--enable-sockets", "--with-openssl=/usr", "--with-curl")
+
+
+def test_swoole_php_compatibility(tmp_path):
+    got = problems('name: x\nphp:\n  version: "8.4.1"\nswoole:\n  version: "5.1.8"\n', tmp_path)
+    assert len(got) == 1 and ":5: swoole.version: Swoole 5.1.8 supports PHP 8.0 to 8.3, not PHP 8.4.1" in got[0]
+
+
+def test_unknown_swoole_line(tmp_path):
+    got = problems('name: x\nphp:\n  version: "8.2.1"\nswoole:\n  version: "3.0.0"\n', tmp_path)
+    assert "unknown Swoole line 3.0" in got[0]
+
+
+def test_path_escaping_the_recipe_folder(tmp_path):
+    (tmp_path / "sub").mkdir()
+    p = tmp_path / "sub" / "r.yml"
+    (tmp_path / "outside.tar.gz").write_bytes(b"x")
+    p.write_text('name: x\nphp:\n  version: "8.2.1"\n  source:\n    path: ../outside.tar.gz\n')
+    with pytest.raises(RecipeError) as e:
+        recipe.load(p)
+    assert ":5: php.source.path:" in e.value.problems[0] and "leaves the recipe's folder" in e.value.problems[0]
+
+
+def test_absolute_path_refused(tmp_path):
+    got = problems('name: x\nphp:\n  version: "8.2.1"\n  source:\n    path: /etc/passwd\n', tmp_path)
+    assert "leaves the recipe's folder" in got[0]
+
+
+def test_two_sources_at_once(tmp_path):
+    got = problems('name: x\nphp:\n  version: "8.2.1"\n  source:\n    debian: php8.2\n    url: https://e.org/a.tar.xz\n',
+                   tmp_path)
+    assert "exactly one of url, path or debian" in got[0]
+
+
+def test_leak_without_address(tmp_path):
+    got = problems('name: x\nphp:\n  version: "8.2.1"\nsanitizers:\n  address: false\n', tmp_path)
+    assert "sanitizers.leak" in got[0]
+
+
+def test_duplicate_key(tmp_path):
+    got = problems('name: x\nname: y\nphp:\n  version: "8.2.1"\n', tmp_path)
+    assert got == [f"{tmp_path / 'r.yml'}:2: name: key given twice"]
+
+
+def test_invalid_yaml(tmp_path):
+    got = problems('name: x\nphp: [\n', tmp_path)
+    assert "not valid YAML" in got[0]
+
+
+def test_not_a_mapping(tmp_path):
+    assert "a recipe is a YAML mapping" in problems("- a\n- b\n", tmp_path)[0]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(RecipeError) as e:
+        recipe.load(tmp_path / "nope.yml")
+    assert "recipe file not found" in str(e.value)
+
+
+def test_several_problems_reported_together(tmp_path):
+    got = problems('name: x\nphp:\n  version: 8.2\n  zts: 1\nextra: true\n', tmp_path)
+    assert len(got) == 3
+
+
+def test_suppressions_file(tmp_path):
+    (tmp_path / "lsan.supp").write_text("# a comment\nleak:zend_register_functions\n\n")
+    p = tmp_path / "r.yml"
+    p.write_text('name: x\nphp:\n  version: "8.2.1"\nruntime:\n  suppressions: ["leak:foo"]\n'
+                 '  suppressions_file: lsan.supp\n')
+    assert recipe.load(p).runtime.suppressions == ("leak:foo", "leak:zend_register_functions")
+
+
+def test_digest_changes_with_content(tmp_path):
+    a = recipe.parse('name: x\nphp:\n  version: "8.2.1"\n')
+    b = recipe.parse('name: x\nphp:\n  version: "8.2.2"\n')
+    assert a.digest() != b.digest()
+    assert a.digest() == recipe.parse('php:\n  version: "8.2.1"\nname: x\n').digest()
