@@ -199,7 +199,7 @@ def _parse_asan(lines: list[str], start: int, pid: int, rest: str, source: str, 
                 current = []
             current.append(f)
         m = DEDUP.match(body)
-        if m:
+        if m and r.dedup_token is None:  # each stack prints one; the first is the error's own
             r.dedup_token = m.group("token")
         m = SUMMARY.match(body)
         if m:

@@ -1,0 +1,28 @@
+# asanlab's everyday commands. `make demo` and `make test` are the README's two set-up commands.
+PYTHON ?= python3
+SUITE ?= bookworm
+
+.PHONY: install base-image demo test unit docker-test bench
+
+install:
+	$(PYTHON) -m pip install --quiet -e '.[test]'
+
+# debian:bookworm made locally (debootstrap + docker import) when no registry can be reached.
+base-image:
+	@command -v debootstrap >/dev/null || (apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null)
+	images/make-base-image.sh $(SUITE) debian:$(SUITE)
+
+# Build the built-in PHP 8.2 recipe (PHP from Debian's source package) and run the demo app.
+# Exit code 1 is the expected outcome: the demo app has a real leak and a real double free.
+demo: install base-image
+	$(PYTHON) -m asanlab demo; code=$$?; [ $$code -eq 1 ] && echo "demo: findings reported as expected (exit 1)"; [ $$code -le 1 ]
+
+test: install
+	@command -v debootstrap >/dev/null || (apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null)
+	$(PYTHON) -m pytest tests
+
+unit: install
+	$(PYTHON) -m pytest tests/unit
+
+bench: install base-image
+	$(PYTHON) bench/build_bench.py

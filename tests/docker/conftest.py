@@ -1,0 +1,82 @@
+"""Docker end-to-end tests: a real engine, a real PHP build, real sanitizer reports.
+
+A missing daemon skips these on a developer's machine and FAILS them when CI=true.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PHP_PACKAGE = "php8.2"
+
+
+def _daemon_ok() -> tuple[bool, str]:
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True, ""
+    except Exception as e:  # any failure to reach the daemon
+        return False, f"{e.__class__.__name__}: {e}"
+
+
+def pytest_runtest_setup(item):
+    if "docker" not in item.keywords:
+        return
+    ok, why = _daemon_ok()
+    if ok:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but the Docker daemon is unreachable: {why}", pytrace=False)
+    pytest.skip(f"no Docker daemon ({why})")
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    return docker.from_env()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client):
+    """debian:bookworm, made locally with debootstrap when it is not here (no registry on this machine)."""
+    subprocess.run([str(REPO / "images" / "make-base-image.sh"), "bookworm", "debian:bookworm"], check=True)
+    return "debian:bookworm"
+
+
+@pytest.fixture(scope="session")
+def php_release(tmp_path_factory):
+    """PHP's real release tarball, from Debian's source package, as php.net names it."""
+    folder = Path(os.environ.get("ASANLAB_TEST_PHP_DIR") or tmp_path_factory.mktemp("php-source"))
+    subprocess.run([str(REPO / "tests" / "fixtures" / "get-php-source.sh"), PHP_PACKAGE, str(folder)], check=True)
+    [orig] = sorted(folder.glob(f"{PHP_PACKAGE}_*.orig.tar.xz"))
+    version = re.search(r"_(\d+\.\d+\.\d+)\.orig", orig.name).group(1)
+    served = tmp_path_factory.mktemp("php-mirror")
+    shutil.copyfile(orig, served / f"php-{version}.tar.xz")
+    return version, served
+
+
+def asanlab(*args, cwd, env=None, timeout=1800, check=None):
+    """Run the real command line, as a user would."""
+    proc = subprocess.run([sys.executable, "-m", "asanlab", *map(str, args)], cwd=cwd, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+    if check is not None and proc.returncode != check:
+        raise AssertionError(f"asanlab {' '.join(map(str, args))} exited {proc.returncode}, expected {check}\n"
+                             f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def containers_of(docker_client, session_id: str):
+    return docker_client.containers.list(all=True, filters={"label": f"org.asanlab.session={session_id}"})
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())

@@ -1,0 +1,214 @@
+"""The core pipeline for real: PHP's release tarball served on 127.0.0.1, `asanlab build` of a
+PHP-only recipe, `asanlab run` of scripts with real C bugs, the stored session, `asanlab replay`."""
+
+import hashlib
+import http.server
+import functools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, asanlab, containers_of, read_json
+
+pytestmark = pytest.mark.docker
+
+DEMO = REPO / "asanlab" / "data" / "demo.php"
+
+SIGTERM_APP = """<?php
+// Leaks 200 bytes, then waits; on SIGTERM it exits normally so LeakSanitizer runs.
+pcntl_async_signals(true);
+pcntl_signal(SIGTERM, function () { echo "got SIGTERM\\n"; exit(0); });
+$f = FFI::cdef("void *malloc(size_t);");
+$f->malloc(200);
+echo "ready\\n";
+while (true) { sleep(1); }
+"""
+
+
+@pytest.fixture(scope="module")
+def mirror(php_release):
+    version, folder = php_release
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield version, f"http://127.0.0.1:{server.server_address[1]}", folder
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, mirror, base_image):
+    """A user's project folder with a PHP-only recipe and asanlab's state inside it."""
+    version, url, _ = mirror
+    folder = tmp_path_factory.mktemp("project")
+    (folder / "php.yml").write_text(
+        f'name: e2e-php\nbase_image: {base_image}\nphp:\n  version: "{version}"\n'
+        "sanitizers:\n  address: true\n  leak: true\n  undefined: true\n")
+    env = {"ASANLAB_PHP_MIRROR": url, "ASANLAB_CACHE": str(folder / "cache"), "ASANLAB_HOME": str(folder / ".asanlab")}
+    return folder, env
+
+
+@pytest.fixture(scope="module")
+def built(work, docker_client):
+    folder, env = work
+    proc = asanlab("build", "php.yml", cwd=folder, env=env, check=0)
+    image_ref = proc.stdout.splitlines()[0]
+    return image_ref, proc
+
+
+def test_build_downloads_verifies_and_proves_instrumentation(built, work, mirror, docker_client):
+    image_ref, proc = built
+    folder, env = work
+    version, _, served = mirror
+    # The tarball came over HTTP and matched php.net's published sha256.
+    tarball = served / f"php-{version}.tar.xz"
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    assert (folder / "cache" / "sources" / digest / f"php-{version}.tar.xz").exists()
+    assert f"sha256 {digest[:12]} (php.net)" in proc.stderr
+    # Progress was shown, the log kept, the check ran.
+    assert "step 1/" in proc.stderr and "instrumentation check passed" in proc.stderr
+    assert list((folder / ".asanlab" / "builds").glob("e2e-php-*.log"))
+    image = docker_client.images.get(image_ref)
+    assert image.labels["org.asanlab.recipe"] == "e2e-php"
+    assert image.labels["org.asanlab.digest"].startswith(image_ref.split(":sha-")[1])
+    assert any(t.endswith(f":php{version}-asan-ubsan") for t in image.tags)
+
+
+def test_unchanged_recipe_is_a_no_op(built, work):
+    folder, env = work
+    started = time.monotonic()
+    proc = asanlab("build", "php.yml", cwd=folder, env=env, check=0)
+    assert "is up to date" in proc.stderr
+    assert proc.stdout.splitlines()[0] == built[0]
+    assert time.monotonic() - started < 30
+
+
+def test_run_captures_leak_and_double_free(built, work, docker_client):
+    folder, env = work
+    app = folder / "app"
+    app.mkdir()
+    (app / "demo.php").write_text(DEMO.read_text())
+    proc = asanlab("run", "app/demo.php", "--recipe", "php.yml", "--format", "json", cwd=folder, env=env, check=1)
+    import json
+
+    out = json.loads(proc.stdout)
+    by_kind = {f["kind"]: f for f in out["findings"]}
+    assert set(by_kind) == {"double-free", "direct-leak"}
+    df, leak = by_kind["double-free"], by_kind["direct-leak"]
+    assert df["count"] == 1 and df["category"] == "error"
+    assert leak["leaked_bytes"] == 300 and leak["leaked_objects"] == 3 and leak["category"] == "leak"
+    for f in (df, leak):
+        frames = f["example"]["frames"]
+        assert any(fr["function"] == "zif_ffi_trampoline" and fr["file"].endswith("ext/ffi/ffi.c") and fr["line"]
+                   for fr in frames), frames
+    assert len(df["example"]["freed_by"]) > 3 and len(df["example"]["allocated_by"]) > 3
+    # The two processes (the script and its forked child) each left their own log.
+    assert df["pids"] != leak["pids"]
+    # Live one-line summaries appeared while it ran.
+    assert "AddressSanitizer: double-free" in proc.stderr and "LeakSanitizer: 1 leak record(s), 300 bytes" in proc.stderr
+    assert "demo: child" in proc.stderr
+
+    session = out["session"]
+    path = folder / ".asanlab" / "sessions" / session["id"]
+    stored = read_json(path / "session.json")
+    assert stored["status"] == "finished" and stored["stop_reason"] == "exited" and stored["exit_code"] == 1
+    assert stored["schema"] == 1 and stored["recipe"]["name"] == "e2e-php" and stored["image"]["id"].startswith("sha256:")
+    assert stored["environment"]["USE_ZEND_ALLOC"] == "0"
+    assert len(list((path / "raw" / "sanitizer").iterdir())) == 2
+    assert "demo: parent exits now" in (path / "raw" / "output.log").read_text()
+    assert {f["kind"] for f in read_json(path / "findings.json")["findings"]} == {"double-free", "direct-leak"}
+    assert containers_of(docker_client, session["id"]) == []
+
+    # Replay re-reads the raw logs without Docker and finds the same.
+    replay = asanlab("replay", "latest", "--format", "json", cwd=folder, env={**env, "DOCKER_HOST": "unix:///nonexistent"},
+                     check=1)
+    again = json.loads(replay.stdout)
+    assert [(f["signature"], f["count"]) for f in again["findings"]] == \
+           [(f["signature"], f["count"]) for f in out["findings"]]
+    text = asanlab("replay", session["id"], cwd=folder, env=env, check=1).stdout
+    assert "ERROR double-free" in text and "LEAK 300 byte(s) in 3 object(s)" in text
+    assert "zif_ffi_trampoline /usr/src/php-src/ext/ffi/ffi.c:" in text
+    listed = asanlab("sessions", cwd=folder, env=env, check=0).stdout
+    assert session["id"] in listed
+
+
+def test_ctrl_c_stops_gracefully_and_keeps_the_leak_report(built, work, docker_client):
+    folder, env = work
+    app = folder / "sigterm"
+    app.mkdir()
+    (app / "server.php").write_text(SIGTERM_APP)
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", "sigterm/server.php", "--image", built[0],
+                             "--grace", "20", "--format", "json"], cwd=folder, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Wait for the app to say it is ready (read stderr line by line), then press Ctrl-C.
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if "ready" in line:
+            break
+    assert any("ready" in l for l in seen), "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    import json
+
+    result = json.loads(out)
+    assert proc.returncode == 1, err
+    stored = result["session"]
+    assert stored["stop_reason"] == "interrupted" and stored["status"] == "finished"
+    [leak] = [f for f in result["findings"] if f["kind"] == "direct-leak"]
+    assert leak["leaked_bytes"] == 200
+    assert "got SIGTERM" in (folder / ".asanlab" / "sessions" / stored["id"] / "raw" / "output.log").read_text()
+    assert containers_of(docker_client, stored["id"]) == []
+
+
+def test_timeout_stops_the_app(built, work, docker_client):
+    folder, env = work
+    app = folder / "timeout"
+    app.mkdir()
+    (app / "server.php").write_text(SIGTERM_APP)
+    import json
+
+    proc = asanlab("run", "timeout/server.php", "--image", built[0], "--timeout", "5", "--format", "json",
+                   cwd=folder, env=env, check=1, timeout=300)
+    result = json.loads(proc.stdout)
+    assert result["session"]["stop_reason"] == "timeout"
+    assert [f["leaked_bytes"] for f in result["findings"] if f["kind"] == "direct-leak"] == [200]
+    assert containers_of(docker_client, result["session"]["id"]) == []
+
+
+def test_bad_checksum_builds_nothing(work, mirror, docker_client):
+    folder, env = work
+    version, url, _ = mirror
+    (folder / "bad.yml").write_text(
+        f'name: e2e-bad\nphp:\n  version: "{version}"\n  source:\n    url: {url}/php-{version}.tar.xz\n'
+        f'    sha256: "{"ab" * 32}"\n')
+    before = {i.id for i in docker_client.images.list()}
+    proc = asanlab("build", "bad.yml", cwd=folder, env={**env, "ASANLAB_CACHE": str(folder / "cache-bad")}, check=3)
+    assert "sha256 mismatch" in proc.stderr and "ab" * 32 in proc.stderr
+    assert not (folder / "cache-bad" / "sources").exists() or not any((folder / "cache-bad" / "sources").rglob("*.xz"))
+    assert {i.id for i in docker_client.images.list()} == before
+
+
+def test_bad_recipe_is_refused_before_docker(work):
+    folder, env = work
+    (folder / "typo.yml").write_text('name: x\nphp:\n  version: "8.2.1"\n  confgure: [--enable-x]\n')
+    proc = asanlab("build", "typo.yml", cwd=folder, env={**env, "DOCKER_HOST": "unix:///nonexistent"}, check=2)
+    assert 'typo.yml:4: php.confgure: unknown key; did you mean "configure"?' in proc.stderr
+
+
+def test_missing_daemon_is_one_clear_sentence(work):
+    folder, env = work
+    proc = asanlab("run", "app/demo.php", "--image", "x", cwd=folder,
+                   env={**env, "DOCKER_HOST": "unix:///nonexistent.sock"}, check=3)
+    assert "cannot reach the Docker daemon" in proc.stderr and "Traceback" not in proc.stderr

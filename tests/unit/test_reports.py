@@ -1,0 +1,141 @@
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from asanlab.findings import category, group, meaningful, signature
+from asanlab.reports import Frame, Report, parse
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "reports"
+
+
+def load_fixture(path: Path) -> tuple[list[dict], str]:
+    """Split a fixture into its header of expected values and the verbatim sanitizer output."""
+    expected: list[dict] = []
+    lines = path.read_text().splitlines(keepends=True)
+    i = 0
+    while i < len(lines) and lines[i].startswith("#"):
+        key, _, value = lines[i][2:].strip().partition(": ")
+        if key == "REPORT":
+            tool, kind = value.split()
+            expected.append({"tool": tool, "kind": kind})
+        elif expected:
+            expected[-1][key] = value
+        i += 1
+    return expected, "".join(lines[i:])
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.log")), ids=lambda p: p.stem)
+def test_fixture(path):
+    expected, text = load_fixture(path)
+    assert expected, "fixture without a header"
+    reports = parse(text, source=path.name)
+    assert len(reports) == len(expected)
+    for r, e in zip(reports, expected):
+        assert (r.tool, r.kind) == (e["tool"], e["kind"])
+        assert r.complete
+        assert r.pid == int(e["PID"])
+        assert len(r.frames) == int(e["FRAMES"])
+        if "ACCESS" in e:
+            want = e["ACCESS"].split()
+            assert r.access == (None if want == ["-"] else want[0])
+            if len(want) > 1:
+                assert r.size == int(want[1])
+        if "ALLOCATED" in e:
+            assert len(r.allocated_by) == int(e["ALLOCATED"])
+            assert len(r.freed_by) == int(e["FREED"])
+        if "LEAKED" in e:
+            assert (r.leaked_bytes, r.leaked_objects) == tuple(map(int, e["LEAKED"].split()))
+        if "DEDUP" in e:
+            assert r.dedup_token == e["DEDUP"]
+        top = meaningful(r.frames)[0]
+        assert f"{top.function} {top.file}:{top.line}" == e["FRAME"]
+        assert signature(r) == e["SIGNATURE"]
+        # No address, PID or line number in a signature: they move between runs and builds.
+        assert "0x" not in signature(r) and ":" not in signature(r)
+
+
+def test_every_fixture_frame_is_parsed():
+    for path in FIXTURES.glob("*.log"):
+        _, text = load_fixture(path)
+        frame_lines = [l for l in text.splitlines() if l.strip().startswith("#") and " 0x" in l]
+        parsed = sum(len(r.frames) + len(r.freed_by) + len(r.allocated_by) * (r.tool != "LeakSanitizer")
+                     for r in parse(text))
+        assert parsed == len(frame_lines), path.name
+
+
+def fixture_text(name: str) -> str:
+    return load_fixture(FIXTURES / f"{name}.log")[1]
+
+
+def test_same_bug_in_many_processes_is_one_finding():
+    text = fixture_text("leak")
+    many = "".join(text.replace("==1==", f"=={pid}==") for pid in (7, 8, 9))
+    findings = group(parse(many))
+    assert [f.count for f in findings] == [3, 3]
+    assert findings[0].pids == [7, 8, 9]
+    assert findings[0].leaked_bytes == 3 * 348
+
+
+def test_errors_sort_before_leaks():
+    reports = parse(fixture_text("leak")) + parse(fixture_text("double-free"))
+    assert [f.category for f in group(reports)] == ["error", "leak", "leak"]
+
+
+def test_interleaved_processes_are_split_by_pid():
+    a = fixture_text("heap-buffer-overflow").splitlines()
+    b = fixture_text("double-free").replace("==1==", "==2==").splitlines()
+    # Two processes writing to one stream: whole reports one after the other, as stderr does per write.
+    reports = parse("\n".join(a + b))
+    assert [(r.pid, r.kind) for r in reports] == [(1, "heap-buffer-overflow"), (2, "double-free")]
+
+
+def test_truncated_report_is_kept_and_marked():
+    text = fixture_text("heap-use-after-free")
+    cut = text[: text.index("freed by thread")]
+    [r] = parse(cut)
+    assert r.kind == "heap-use-after-free" and not r.complete and len(r.frames) == 16
+    leak = fixture_text("leak")
+    [first] = parse(leak[: leak.index("Direct leak of 7")])
+    assert first.kind == "direct-leak" and not first.complete
+    assert group([r])[0].incomplete == 1
+
+
+def test_startup_leaks_are_folded():
+    startup = Report(tool="LeakSanitizer", kind="direct-leak", pid=8, leaked_bytes=32, leaked_objects=1,
+                     frames=[Frame(0, "__interceptor_malloc", module="/opt/php/bin/php"),
+                             Frame(1, "__zend_malloc", "/usr/src/php-src/Zend/zend_alloc.c", 3000),
+                             Frame(2, "zend_register_functions", "/usr/src/php-src/Zend/zend_API.c", 2900),
+                             Frame(3, "zend_startup_module_ex", "/usr/src/php-src/Zend/zend_API.c", 2400)])
+    runtime = parse(fixture_text("leak"))[0]
+    assert category(startup) == "startup-leak"
+    assert category(runtime) == "leak"
+
+
+def test_ubsan_runtime_error_without_stack():
+    text = "/usr/src/php-src/Zend/zend_operators.c:1203:5: runtime error: signed integer overflow: 9223372036854775807 + 1 cannot be represented in type 'long'\nSUMMARY: UndefinedBehaviorSanitizer: undefined-behavior /usr/src/php-src/Zend/zend_operators.c:1203:5\n"
+    [r] = parse(text)
+    assert r.tool == "UndefinedBehaviorSanitizer" and r.frames[0].line == 1203
+    assert r.summary.startswith("undefined-behavior")
+    assert "9223372036854775807" not in signature(r)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_any_text_never_raises(text):
+    assert parse(text) == parse(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=0), st.sampled_from(sorted(p.stem for p in FIXTURES.glob("*.log"))))
+def test_any_prefix_of_a_real_report_never_raises(cut, name):
+    text = fixture_text(name)
+    reports = parse(text[: cut % (len(text) + 1)])
+    group(reports)
+
+
+def test_binary_garbage_and_empty():
+    assert parse("") == []
+    assert parse("\x00\xff==12==ERROR: AddressSanitizer:\n#0 0x") != None  # noqa: E711 - no exception is the point
+    [r] = parse("==12==ERROR: AddressSanitizer: heap-buffer-overflow on address 0x1\n\x00\x01garbage")
+    assert not r.complete and r.kind == "heap-buffer-overflow"

@@ -1,0 +1,161 @@
+import json
+
+import pytest
+
+from asanlab import check, containers, recipe, run, session, text
+from asanlab.errors import EXIT_USAGE, SessionError, UsageError
+from asanlab.findings import group
+from asanlab.reports import parse
+
+from .test_reports import fixture_text
+
+
+def test_ports_bind_loopback_unless_told():
+    assert run.parse_ports(["9501:9501"]) == {"9501/tcp": ("127.0.0.1", 9501)}
+    assert run.parse_ports(["0.0.0.0:8080:80/udp"]) == {"80/udp": ("0.0.0.0", 8080)}
+    with pytest.raises(UsageError, match="-p 95x1"):
+        run.parse_ports(["95x1"])
+
+
+def test_env():
+    assert run.parse_env(["A=1", "B=x=y", "C="]) == {"A": "1", "B": "x=y", "C": ""}
+    with pytest.raises(UsageError) as e:
+        run.parse_env(["NOEQUALS"])
+    assert e.value.exit_code == EXIT_USAGE
+
+
+def test_environment_keeps_log_path_and_applies_recipe_overrides():
+    r = recipe.parse('name: x\nphp:\n  version: "8.2.1"\nruntime:\n  asan_options:\n    quarantine_size_mb: 16\n'
+                     '    log_path: /elsewhere\n')
+    env = run.environment(r, {"APP_ENV": "test"}, suppressions=True)
+    assert env["USE_ZEND_ALLOC"] == "0" and env["ZEND_DONT_UNLOAD_MODULES"] == "1" and env["USE_TRACKED_ALLOC"] == "1"
+    assert "quarantine_size_mb=16" in env["ASAN_OPTIONS"]
+    assert "log_path=/asanlab/logs/sanitizer" in env["ASAN_OPTIONS"] and "/elsewhere" not in env["ASAN_OPTIONS"]
+    assert "log_path=/asanlab/logs/sanitizer" in env["UBSAN_OPTIONS"]
+    assert env["LSAN_OPTIONS"] == "suppressions=/asanlab/config/lsan.supp"
+    assert env["APP_ENV"] == "test"
+
+
+def test_leak_checker_off():
+    r = recipe.parse('name: x\nphp:\n  version: "8.2.1"\nsanitizers:\n  leak: false\n')
+    assert "detect_leaks=0" in run.environment(r, {}, False)["ASAN_OPTIONS"]
+
+
+def test_secrets_are_masked_in_the_session():
+    assert run._masked({"DB_PASSWORD": "x", "API_TOKEN": "y", "MODE": "z"}) == \
+           {"DB_PASSWORD": "***", "API_TOKEN": "***", "MODE": "z"}
+
+
+def test_abnormal_exit_line():
+    m = run.ABNORMAL_EXIT.search("[2026-11-26 10:00:00 $1.0]\tWARNING\tServer::check_worker_exit_status(): "
+                                 "worker(pid=8, id=1) abnormal exit, status=0, signal=11")
+    assert m and m.group("pid") == "8" and m.group("signal") == "11"
+
+
+R = recipe.parse('name: x\nphp:\n  version: "8.2.1"\nswoole:\n  version: "6.1.9"\n')
+
+
+def test_check_output_passes():
+    out = ("binary /opt/php/bin/php 76\nbinary /opt/php/lib/php/extensions/x/swoole.so 1200\nri swoole ok\n"
+           "leak-ran\nleak-exit 1\nleak-report Direct leak of 4243 byte\noverflow-exit 1\n"
+           "overflow-report AddressSanitizer: heap-buffer-overflow\n")
+    assert check.parse_output(out, R).ok
+
+
+@pytest.mark.parametrize("drop,failure", [
+    ("binary /opt/php/lib/php/extensions/x/swoole.so 1200\n", "swoole.so was not installed"),
+    ("leak-report Direct leak of 4243 byte\n", "leak canary"),
+    ("overflow-report AddressSanitizer: heap-buffer-overflow\n", "heap-buffer-overflow canary"),
+])
+def test_check_output_failures(drop, failure):
+    out = ("binary /opt/php/bin/php 76\nbinary /opt/php/lib/php/extensions/x/swoole.so 1200\nri swoole ok\n"
+           "leak-report Direct leak of 4243 byte\noverflow-report AddressSanitizer: heap-buffer-overflow\n")
+    result = check.parse_output(out.replace(drop, ""), R)
+    assert not result.ok and any(failure in f for f in result.failures)
+
+
+def test_uninstrumented_extension_fails_the_check():
+    out = ("binary /opt/php/bin/php 76\nbinary /opt/php/lib/php/extensions/x/swoole.so 0\nri swoole failed\n"
+           "leak-report x\noverflow-report x\n")
+    failures = check.parse_output(out, R).failures
+    assert any("swoole.so has no AddressSanitizer checks" in f for f in failures)
+    assert "`php --ri swoole` failed" in failures
+
+
+def test_session_roundtrip_and_latest(state):
+    with pytest.raises(SessionError, match="no sessions yet"):
+        session.load("latest")
+    s = session.create({"command": ["php", "/app/a.php"]})
+    (s.sanitizer_dir / "sanitizer.1").write_text(fixture_text("double-free"))
+    reports, findings = session.analyse(s)
+    assert [f.kind for f in findings] == ["double-free"]
+    s.data["status"] = "finished"
+    s.save()
+    again = session.load("latest")
+    assert again.id == s.id and again.data["status"] == "finished" and again.data["schema"] == 1
+    assert session.load(str(s.path)).id == s.id
+    with pytest.raises(SessionError, match="no session 'nope'"):
+        session.load("nope")
+    leftovers = [p.name for p in s.path.iterdir() if p.name.startswith(".")]
+    assert leftovers == []  # atomic writes leave no temporary files
+
+
+def test_newer_schema_refused(state):
+    s = session.create({})
+    s.data["schema"] = 99
+    s.save()
+    with pytest.raises(SessionError, match="newer asanlab"):
+        session.load(s.id)
+
+
+def test_text_view_groups_and_folds():
+    reports = parse(fixture_text("double-free")) + parse(fixture_text("leak"))
+    out = text.render({"id": "s1", "command": ["php", "a.php"], "image": {"ref": "img"}, "status": "finished",
+                       "stop_reason": "exited", "exit_code": 1}, group(reports))
+    assert "3 finding(s): 1 error, 2 leak" in out
+    assert out.index("ERROR double-free") < out.index("LEAK 348 byte(s) in 4 object(s)")
+    assert "* #4 zif_ffi_trampoline /usr/src/php-src/ext/ffi/ffi.c:2830" in out
+    assert "0x" not in out.split("SUMMARY")[0].split("signature:")[1].split("\n")[0]
+    data = json.loads(text.render_json(None, group(reports)))
+    assert data["schema"] == 1 and len(data["findings"]) == 3
+
+
+class FakeContainer:
+    def __init__(self):
+        self.removed = 0
+        self.name = "fake"
+
+    def remove(self, force=False):
+        self.removed += 1
+
+
+class FakeClient:
+    def __init__(self):
+        self.made = []
+
+        class Containers:
+            def create(inner, image, **kwargs):
+                c = FakeContainer()
+                self.made.append((c, kwargs))
+                return c
+
+        self.containers = Containers()
+
+
+def test_container_removed_when_the_block_raises(monkeypatch):
+    monkeypatch.delenv(containers.KEEP_ENV, raising=False)
+    client = FakeClient()
+    with pytest.raises(RuntimeError):
+        with containers.temporary(client, "img", role="run", session="s1"):
+            raise RuntimeError("boom")
+    [(c, kwargs)] = client.made
+    assert c.removed == 1
+    assert kwargs["labels"] == {"org.asanlab.role": "run", "org.asanlab.session": "s1"}
+
+
+def test_keep_container_for_debugging(monkeypatch):
+    monkeypatch.setenv(containers.KEEP_ENV, "1")
+    client = FakeClient()
+    with containers.temporary(client, "img", role="run"):
+        pass
+    assert client.made[0][0].removed == 0
