@@ -3,7 +3,10 @@
 A missing daemon skips these on a developer's machine and FAILS them when CI=true.
 """
 
+import functools
+import http.server
 import json
+import threading
 import os
 import re
 import shutil
@@ -62,6 +65,32 @@ def php_release(tmp_path_factory):
     served = tmp_path_factory.mktemp("php-mirror")
     shutil.copyfile(orig, served / f"php-{version}.tar.xz")
     return version, served
+
+
+@pytest.fixture(scope="session")
+def mirror(php_release):
+    version, folder = php_release
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield version, f"http://127.0.0.1:{server.server_address[1]}", folder
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def work(tmp_path_factory, mirror, base_image):
+    """A user's project folder with a PHP-only recipe and asanlab's state inside it."""
+    version, url, _ = mirror
+    folder = tmp_path_factory.mktemp("project")
+    (folder / "php.yml").write_text(
+        f'name: e2e-php\nbase_image: {base_image}\nphp:\n  version: "{version}"\n'
+        "sanitizers:\n  address: true\n  leak: true\n  undefined: true\n")
+    env = {"ASANLAB_PHP_MIRROR": url, "ASANLAB_CACHE": str(folder / "cache"), "ASANLAB_HOME": str(folder / ".asanlab")}
+    return folder, env
 
 
 def asanlab(*args, cwd, env=None, timeout=1800, check=None):

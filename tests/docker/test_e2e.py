@@ -2,13 +2,10 @@
 PHP-only recipe, `asanlab run` of scripts with real C bugs, the stored session, `asanlab replay`."""
 
 import hashlib
-import http.server
-import functools
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,32 +26,6 @@ $f->malloc(200);
 echo "ready\\n";
 while (true) { sleep(1); }
 """
-
-
-@pytest.fixture(scope="module")
-def mirror(php_release):
-    version, folder = php_release
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield version, f"http://127.0.0.1:{server.server_address[1]}", folder
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory, mirror, base_image):
-    """A user's project folder with a PHP-only recipe and asanlab's state inside it."""
-    version, url, _ = mirror
-    folder = tmp_path_factory.mktemp("project")
-    (folder / "php.yml").write_text(
-        f'name: e2e-php\nbase_image: {base_image}\nphp:\n  version: "{version}"\n'
-        "sanitizers:\n  address: true\n  leak: true\n  undefined: true\n")
-    env = {"ASANLAB_PHP_MIRROR": url, "ASANLAB_CACHE": str(folder / "cache"), "ASANLAB_HOME": str(folder / ".asanlab")}
-    return folder, env
 
 
 @pytest.fixture(scope="module")
