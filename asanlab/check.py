@@ -47,7 +47,9 @@ def parse_output(text: str, recipe: Recipe) -> CheckResult:
             r.failures.append("a heap-buffer-overflow canary ran unreported")
         if recipe.sanitizers.leak and not r.leak_caught:
             r.failures.append("a 4243-byte leak canary ran unreported")
-    r.failures += [f"`php --ri {name}` failed" for name, ok in r.extensions.items() if not ok]
+    ri_output = " ".join(line[len("ri-output "):] for line in text.splitlines() if line.startswith("ri-output "))
+    r.failures += [f"`php --ri {name}` failed" + (f": {ri_output[:600]}" if ri_output else "")
+                   for name, ok in r.extensions.items() if not ok]
     return r
 
 

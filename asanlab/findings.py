@@ -68,8 +68,23 @@ def _frame_key(f: Frame) -> str:
     return f"{(f.module or '?').rsplit('/', 1)[-1]}+{f.offset}"
 
 
+# Swoole's server set-up in the master (before fork, so every worker inherits it): the server
+# object, its ports, pipes and process pool live until exit and are never freed.
+SERVER_SETUP_FUNCTIONS = re.compile(
+    r"^(zim_swoole_(http_|websocket_|redis_)?server_(__construct|start|set|on|addlistener|listen|addprocess)|"
+    r"swoole::Server::(start|create|add_port|add_worker|init_|start_|create_)|swoole::ProcessPool::(create|start)|"
+    r"swoole::ProcessFactory::|swoole::Factory::)")
+# A PHP callback run by the server (a request, a task, a timer): what is allocated under it is the app's.
+CALLBACK_FUNCTIONS = re.compile(r"^(sw_zend_call_function_ex|zend::function::call|php_swoole_\w*on[A-Z]\w*)")
+
+
 def is_startup(r: Report) -> bool:
-    return r.tool == "LeakSanitizer" and any(STARTUP_FUNCTIONS.match(f.function or "") for f in r.frames)
+    if r.tool != "LeakSanitizer":
+        return False
+    names = [f.function or "" for f in r.frames]
+    if any(STARTUP_FUNCTIONS.match(n) for n in names):
+        return True
+    return any(SERVER_SETUP_FUNCTIONS.match(n) for n in names) and not any(CALLBACK_FUNCTIONS.match(n) for n in names)
 
 
 def signature(r: Report) -> str:

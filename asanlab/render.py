@@ -149,6 +149,9 @@ def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
             "source": {"filename": names[ext.name]},
             "configure": ext_configure(recipe, ext.name, ext.configure),
             "cflags": " ".join(ext_cflags), "ldflags": " ".join(ext_ldflags),
+            # UBSan's vptr check needs the C++ runtime part, which the (C) php binary does not carry:
+            # with it, a C++ extension such as Swoole fails to load (undefined __ubsan_vptr_type_cache).
+            "cxxflags": " ".join(ext_cflags + (["-fno-sanitize=vptr"] if recipe.sanitizers.undefined else [])),
         })
         previous = f"ext-{ext.name}"
     php_source = ({"kind": "debian", "package": recipe.php.source.debian} if recipe.php.source.kind == "debian"

@@ -312,8 +312,13 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
         s.save()
         s.save_findings(findings)
     if error is not None:
+        from docker.errors import DockerException
+
         if isinstance(error, KeyboardInterrupt):
             raise InfraError(f"interrupted; the session was saved in {s.path}")
+        if isinstance(error, DockerException):
+            raise InfraError(f"docker: {getattr(error, 'explanation', None) or error}; "
+                             f"the session was saved in {s.path}") from None
         raise error
     return RunResult(s, findings, exit_code, stop_reason)
 

@@ -107,5 +107,10 @@ def containers_of(docker_client, session_id: str):
     return docker_client.containers.list(all=True, filters={"label": f"org.asanlab.session={session_id}"})
 
 
+def remove_images(docker_client, recipe_name: str) -> None:
+    for image in docker_client.images.list(filters={"label": f"org.asanlab.recipe={recipe_name}"}):
+        docker_client.images.remove(image.id, force=True)
+
+
 def read_json(path: Path):
     return json.loads(path.read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, asanlab, containers_of, read_json
+from .conftest import REPO, asanlab, containers_of, read_json, remove_images
 
 pytestmark = pytest.mark.docker
 
@@ -31,6 +31,7 @@ while (true) { sleep(1); }
 @pytest.fixture(scope="module")
 def built(work, docker_client):
     folder, env = work
+    remove_images(docker_client, "e2e-php")  # a machine kept from an earlier run: build for real again
     proc = asanlab("build", "php.yml", cwd=folder, env=env, check=0)
     image_ref = proc.stdout.splitlines()[0]
     return image_ref, proc

@@ -139,3 +139,20 @@ def test_binary_garbage_and_empty():
     assert parse("\x00\xff==12==ERROR: AddressSanitizer:\n#0 0x") != None  # noqa: E711 - no exception is the point
     [r] = parse("==12==ERROR: AddressSanitizer: heap-buffer-overflow on address 0x1\n\x00\x01garbage")
     assert not r.complete and r.kind == "heap-buffer-overflow"
+
+
+def _leak(*functions: str) -> Report:
+    return Report(tool="LeakSanitizer", kind="direct-leak", pid=1, leaked_bytes=8, leaked_objects=1,
+                  frames=[Frame(i, fn) for i, fn in enumerate(("__interceptor_malloc",) + functions)])
+
+
+def test_swoole_server_setup_is_folded_but_request_leaks_are_not():
+    setup = _leak("swoole::make_socket(int, swFdType)", "swoole::ProcessPool::create(unsigned int, int, swIPCMode)",
+                  "swoole::Server::start()", "zim_swoole_server_start(_zend_execute_data*, _zval_struct*)",
+                  "execute_ex")
+    construct = _leak("zim_swoole_server___construct(_zend_execute_data*, _zval_struct*)", "execute_ex")
+    in_request = _leak("zif_ffi_trampoline", "execute_ex", "zend_call_function",
+                       "sw_zend_call_function_ex(_zval_struct*, _zend_fcall_info_cache*, unsigned int, _zval_struct*, _zval_struct*)",
+                       "php_swoole_http_server_onReceive(swoole::Server*, swoole::RecvData*)",
+                       "swoole::Server::start()")
+    assert [category(r) for r in (setup, construct, in_request)] == ["startup-leak", "startup-leak", "leak"]

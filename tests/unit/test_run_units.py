@@ -79,7 +79,7 @@ def test_uninstrumented_extension_fails_the_check():
            "leak-report x\noverflow-report x\n")
     failures = check.parse_output(out, R).failures
     assert any("swoole.so has no AddressSanitizer checks" in f for f in failures)
-    assert "`php --ri swoole` failed" in failures
+    assert any(f.startswith("`php --ri swoole` failed") for f in failures)
 
 
 def test_session_roundtrip_and_latest(state):
