@@ -184,3 +184,19 @@ def test_missing_daemon_is_one_clear_sentence(work):
     proc = asanlab("run", "app/demo.php", "--image", "x", cwd=folder,
                    env={**env, "DOCKER_HOST": "unix:///nonexistent.sock"}, check=3)
     assert "cannot reach the Docker daemon" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_failed_build_shows_the_tail_and_the_log(work, mirror, base_image, docker_client):
+    folder, env = work
+    version, _, _ = mirror
+    # --with-openssl without libssl-dev: PHP's configure stops, as a user's typo'd recipe would.
+    (folder / "broken.yml").write_text(
+        f'name: e2e-broken\nbase_image: {base_image}\nphp:\n  version: "{version}"\n  configure: [--with-openssl]\n')
+    proc = asanlab("build", "broken.yml", cwd=folder, env=env, check=3)
+    assert "docker build failed at step" in proc.stderr
+    assert "  | " in proc.stderr and "openssl" in proc.stderr.lower()
+    log = proc.stderr.split("full build log: ")[1].strip().splitlines()[0]
+    assert Path(log).exists() and "./configure" in Path(log).read_text()
+    assert docker_client.images.list(filters={"label": "org.asanlab.recipe=e2e-broken"}) == []
+    leftovers = docker_client.containers.list(all=True, filters={"status": "exited"})
+    assert not [c for c in leftovers if c.attrs["Config"].get("Cmd") and "configure" in " ".join(c.attrs["Config"]["Cmd"])]
