@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import containers
+from .errors import InfraError
 from .events import Event, Reporter, null_reporter
 from .recipe import Recipe
 
@@ -57,8 +58,11 @@ def run_checks(client, image: str, recipe: Recipe, *, reporter: Reporter = null_
     names = [e.so_name for e in recipe.all_extensions]
     with containers.temporary(client, image, role="check",
                               command=["sh", "/opt/asanlab/scripts/check-instrumented.sh", *names]) as c:
-        c.start()
-        c.wait(timeout=300)
+        try:
+            c.start()
+            c.wait(timeout=300)
+        except Exception as e:  # a check that cannot run is an infrastructure failure, not a verdict
+            raise InfraError(f"the instrumentation check could not run in {image[:19]}: {e}") from None
         text = c.logs(stdout=True, stderr=True).decode(errors="replace")
     result = parse_output(text, recipe)
     for path, n in result.binaries.items():

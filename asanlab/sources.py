@@ -235,7 +235,8 @@ def _download(p: Planned, out, reporter: Reporter, session: requests.Session | N
             reporter(Event("source.progress", p.filename, {"role": p.role, "done": done, "total": total or done}))
     except requests.RequestException as e:
         raise SourceError(f"{p.role}: cannot download {p.url}: {e.__class__.__name__}: {e}",
-                          hint=f"set {MIRROR_ENV.get('php')} (or the recipe's source.url) to a reachable mirror") from None
+                          hint=f"point {' / '.join(MIRROR_ENV.values())} or the recipe's source.url at a "
+                               "reachable mirror, or use a local source.path") from None
     return h.hexdigest()
 
 
