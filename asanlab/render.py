@@ -1,7 +1,6 @@
 """Recipe -> Dockerfile, build context and content-addressed tags. Pure: no Docker, no network.
 
-The templates and helper scripts live in the repository's images/ folder (shipped in the
-package as asanlab/_images when installed without the source tree).
+The templates and helper scripts live in the repository's images/ folder.
 """
 
 from __future__ import annotations
@@ -29,11 +28,11 @@ RUNTIME_PACKAGES = ("procps",)
 
 
 def images_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "images", here / "_images"):
-        if (candidate / "Dockerfile.j2").exists():
-            return candidate
-    raise FileNotFoundError("asanlab's images/ folder (Dockerfile templates) is missing from this install")
+    # asanlab/_images links to the repository's images/ folder; a wheel carries a copy.
+    folder = Path(__file__).resolve().parent / "_images"
+    if not (folder / "Dockerfile.j2").exists():
+        raise FileNotFoundError(f"asanlab's Dockerfile templates are missing from this install ({folder})")
+    return folder
 
 
 def sanitizer_cflags(recipe: Recipe) -> list[str]:
