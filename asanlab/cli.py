@@ -29,6 +29,8 @@ EXIT_CODES = "Exit codes: 0 no findings, 1 findings, 2 usage or recipe error, 3 
 class Format(str, Enum):
     text = "text"
     json = "json"
+    sarif = "sarif"
+    junit = "junit"
 
 
 def _version(value: bool) -> None:
@@ -118,7 +120,8 @@ def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: l
                         reporter=reporter)
     finally:
         reporter.close()
-    _print_findings(result.session.data, result.findings, fmt, all_findings)
+    _print_findings(result.session.data, result.findings, fmt, all_findings,
+                    notices=sessions.session_notices(result.session))
     raise typer.Exit(EXIT_FINDINGS if result.failing else EXIT_OK)
 
 
@@ -131,11 +134,19 @@ def _image_id(ref: str) -> str:
     return found.id
 
 
-def _print_findings(session: dict | None, findings, fmt: Format, show_all: bool, full: bool = False) -> None:
+def _print_findings(session: dict | None, findings, fmt: Format, show_all: bool, full: bool = False,
+                    notices: list | None = None) -> None:
+    from . import export
+
     if fmt is Format.json:
-        out.print(text.render_json(session, findings), end="", markup=False)
+        body = text.render_json(session, findings, notices)
+    elif fmt is Format.sarif:
+        body = export.to_sarif(findings, app_entry=export.app_entry_of(session))
+    elif fmt is Format.junit:
+        body = export.to_junit(findings)
     else:
-        out.print(text.render(session, findings, show_all=show_all, full=full), end="", markup=False)
+        body = text.render(session, findings, show_all=show_all, full=full, notices=notices)
+    sys.stdout.write(body)
 
 
 @app.command("sessions")
@@ -167,7 +178,30 @@ def replay(
     """Re-read a session's raw logs with the current parser (no Docker) and print its findings."""
     s = sessions.load(ref)
     _, findings = sessions.analyse(s)
-    _print_findings(s.data, findings, fmt, all_findings, full)
+    _print_findings(s.data, findings, fmt, all_findings, full, sessions.session_notices(s))
+    raise typer.Exit(EXIT_FINDINGS if any(f.category != "startup-leak" for f in findings) else EXIT_OK)
+
+
+@app.command(epilog=EXIT_CODES)
+def report(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Sanitizer logs, or folders of them.")],
+    fmt: Annotated[Format, typer.Option("--format")] = Format.text,
+    all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Print each finding's full report.")] = False,
+) -> None:
+    """Read sanitizer logs from anywhere (a production debug run, a CI artifact), without a session."""
+    from .findings import group
+    from .reports import parse
+
+    reports = []
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or folder")
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            reports += parse(f.read_text(errors="replace"), source=str(f))
+    findings = group(reports)
+    _print_findings(None, findings, fmt, all_findings, full, sessions.read_notices(paths))
     raise typer.Exit(EXIT_FINDINGS if any(f.category != "startup-leak" for f in findings) else EXIT_OK)
 
 

@@ -66,6 +66,7 @@ class Report:
     summary: str | None = None
     dedup_token: str | None = None
     complete: bool = True
+    suspect: bool = False  # written after ASan lost track of the stack (a coroutine switch)
     text: str = ""
 
     def to_dict(self) -> dict:
@@ -132,27 +133,69 @@ def _asan_kind(rest: str) -> str:
     return m.group("kind").strip() if m else rest.split(" ")[0]
 
 
+@dataclass(frozen=True)
+class Notice:
+    """Something the sanitizer said about itself, not about the app: infrastructure, with a remedy."""
+
+    kind: str
+    message: str
+    remedy: str
+    source: str = ""
+
+
+NOTICES = [
+    ("lsan-fatal", re.compile(r"LeakSanitizer has encountered a fatal error"),
+     "LeakSanitizer could not stop the process's threads: it cannot run under ptrace (a debugger or strace "
+     "attached) or where seccomp forbids ptrace. asanlab adds SYS_PTRACE; detach any debugger."),
+    ("no-symbolizer", re.compile(r"invalid path to external symbolizer|External symbolizer path is set to"),
+     "no llvm-symbolizer in the image: frames stay module+offset. Images built by asanlab ship it; for "
+     "another image set ASAN_SYMBOLIZER_PATH."),
+    ("stack-switch", re.compile(r"ignoring requested __asan_handle_no_return"),
+     "a coroutine switched stacks (Swoole): ASan may report false stack errors after this; reports that "
+     "follow are marked suspect. Build Swoole with --enable-asan (asanlab does) to annotate switches."),
+]
+DEADLYSIGNAL = "AddressSanitizer:DEADLYSIGNAL"
+DEADLYSIGNAL_LOOP = 20
+
+
+def notices(text: str, source: str = "") -> list[Notice]:
+    out: list[Notice] = []
+    for kind, pattern, remedy in NOTICES:
+        m = pattern.search(text)
+        if m:
+            line = text[text.rfind("\n", 0, m.start()) + 1: text.find("\n", m.end()) if "\n" in text[m.end():] else None]
+            out.append(Notice(kind, _strip_pid(line.strip()), remedy, source))
+    if text.count(DEADLYSIGNAL) >= DEADLYSIGNAL_LOOP:
+        out.append(Notice("deadlysignal-loop", f"{text.count(DEADLYSIGNAL)} x {DEADLYSIGNAL}",
+                          "ASan crashed while handling a crash, again and again: typically the kernel's mmap "
+                          "randomization (vm.mmap_rnd_bits above 28) against an older ASan runtime; lower it with "
+                          "`sysctl vm.mmap_rnd_bits=28` or use a newer clang.", source))
+    return out
+
+
 def parse(text: str, source: str = "") -> list[Report]:
     """All reports in one sanitizer log (or a stream of several processes' logs)."""
     reports: list[Report] = []
     lines = text.splitlines()
     i = 0
     n = len(lines)
+    switched = False
     while i < n:
         line = lines[i]
-        m = ASAN_ERROR.match(line)
-        if m:
+        if "ignoring requested __asan_handle_no_return" in line:
+            switched = True
+        before = len(reports)
+        if m := ASAN_ERROR.match(line):
             i = _parse_asan(lines, i, int(m.group(1)), m.group("rest"), source, reports)
-            continue
-        m = LSAN_ERROR.match(line)
-        if m:
+        elif m := LSAN_ERROR.match(line):
             i = _parse_lsan(lines, i + 1, int(m.group(1)), source, reports)
-            continue
-        m = UBSAN.match(line)
-        if m:
+        elif m := UBSAN.match(line):
             i = _parse_ubsan(lines, i, m, source, reports)
-            continue
-        i += 1
+        else:
+            i += 1
+        if switched:
+            for r in reports[before:]:
+                r.suspect = True
     return reports
 
 

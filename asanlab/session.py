@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from .errors import SessionError
 from .findings import Finding, group
-from .reports import Report, parse
+from .reports import Notice, Report, notices, parse
 from .sources import atomic_write
 from .state import state_dir
 
@@ -106,6 +106,21 @@ def read_reports(folder: Path) -> list[Report]:
     for f in sorted(p for p in folder.iterdir() if p.is_file()):
         reports += parse(f.read_text(errors="replace"), source=f.name)
     return reports
+
+
+def read_notices(folders: list[Path]) -> list[Notice]:
+    """What the sanitizers said about themselves (infrastructure problems), once per kind."""
+    seen: dict[str, Notice] = {}
+    for folder in folders:
+        files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else [folder]
+        for f in files:
+            for n in notices(f.read_text(errors="replace"), f.name):
+                seen.setdefault(n.kind, n)
+    return list(seen.values())
+
+
+def session_notices(s: Session) -> list[Notice]:
+    return read_notices([p for p in (s.sanitizer_dir, s.output_log) if p.exists()])
 
 
 def analyse(s: Session) -> tuple[list[Report], list[Finding]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 from . import __version__
 from .findings import Finding, frame_class, meaningful
@@ -24,7 +25,7 @@ def _frames(frames: list[Frame], indent: str) -> list[str]:
     return out
 
 
-def _title(f: Finding) -> str:
+def title(f: Finding) -> str:
     ex = f.example
     if f.tool == "LeakSanitizer":
         return f"LEAK {f.leaked_bytes} byte(s) in {f.leaked_objects} object(s)"
@@ -34,7 +35,8 @@ def _title(f: Finding) -> str:
     return f"ERROR {f.kind}{access}"
 
 
-def render(session: dict | None, findings: list[Finding], *, show_all: bool = False, full: bool = False) -> str:
+def render(session: dict | None, findings: list[Finding], *, show_all: bool = False, full: bool = False,
+           notices: list | None = None) -> str:
     lines: list[str] = []
     if session:
         lines.append(f"session {session['id']}: {' '.join(session.get('command') or [])}")
@@ -43,6 +45,9 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
                      f"  exit code {session.get('exit_code')}")
         for a in session.get("abnormal_exits") or []:
             lines.append(f"  server: {a['line']}")
+    for n in notices or []:
+        lines.append(f"  NOTE ({n.kind}, not a finding): {n.message}")
+        lines.append(f"       {n.remedy}")
     startup = [f for f in findings if f.category == "startup-leak"]
     shown = findings if show_all else [f for f in findings if f.category != "startup-leak"]
     counts: dict[str, int] = {}
@@ -61,7 +66,9 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
         lines.append("")
         pids = ", ".join(map(str, f.pids[:8])) + (" ..." if len(f.pids) > 8 else "")
         incomplete = f"  ({f.incomplete} incomplete)" if f.incomplete else ""
-        lines.append(f"[{n}] {_title(f)}  x{f.count} in pid {pids}{incomplete}  id {f.id}")
+        if f.example is not None and f.example.suspect:
+            incomplete += "  (suspect: after a coroutine stack switch)"
+        lines.append(f"[{n}] {title(f)}  x{f.count} in pid {pids}{incomplete}  id {f.id}")
         lines.append(f"    signature: {f.signature}")
         ex = f.example
         if ex is None:
@@ -81,6 +88,7 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
     return "\n".join(lines) + "\n"
 
 
-def render_json(session: dict | None, findings: list[Finding]) -> str:
+def render_json(session: dict | None, findings: list[Finding], notices: list | None = None) -> str:
     return json.dumps({"schema": JSON_SCHEMA, "asanlab_version": __version__, "session": session,
+                       "notices": [asdict(n) for n in notices or []],
                        "findings": [f.to_dict() for f in findings]}, indent=2) + "\n"

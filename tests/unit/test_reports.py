@@ -156,3 +156,27 @@ def test_swoole_server_setup_is_folded_but_request_leaks_are_not():
                        "php_swoole_http_server_onReceive(swoole::Server*, swoole::RecvData*)",
                        "swoole::Server::start()")
     assert [category(r) for r in (setup, construct, in_request)] == ["startup-leak", "startup-leak", "leak"]
+
+
+def test_infrastructure_notices_are_not_findings():
+    from asanlab.reports import notices
+
+    text = ("==9==LeakSanitizer has encountered a fatal error.\n"
+            "==9==HINT: For debugging, try setting environment variable LSAN_OPTIONS=verbosity=1:log_threads=1\n"
+            "==9==HINT: LeakSanitizer does not work under ptrace (strace, gdb, etc)\n")
+    [n] = notices(text)
+    assert n.kind == "lsan-fatal" and "ptrace" in n.remedy and n.message.startswith("LeakSanitizer has")
+    assert parse(text) == []
+    loop = "AddressSanitizer:DEADLYSIGNAL\n" * 50
+    assert [n.kind for n in notices(loop)] == ["deadlysignal-loop"]
+    assert notices(fixture_text("leak")) == []
+
+
+def test_reports_after_a_stack_switch_are_suspect():
+    warning = ("==8==WARNING: ASan is ignoring requested __asan_handle_no_return: stack type: default top: "
+               "0x7ffd1c6f2000; bottom 0x7f3b0d4fe000; size: 0x00c20f1f4000 (833001259008)\n")
+    before = parse(fixture_text("double-free"))
+    after = parse(warning + fixture_text("double-free"))
+    assert [r.suspect for r in before] == [False] and [r.suspect for r in after] == [True]
+    from asanlab.reports import notices
+    assert [n.kind for n in notices(warning)] == ["stack-switch"]
