@@ -174,10 +174,16 @@ def replay(
     fmt: Annotated[Format, typer.Option("--format")] = Format.text,
     all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Print each finding's full report.")] = False,
+    baseline: Annotated[Optional[str], typer.Option(help="A session to compare with: show only findings it "
+                                                         "lacks, or whose count grew.")] = None,
 ) -> None:
     """Re-read a session's raw logs with the current parser (no Docker) and print its findings."""
     s = sessions.load(ref)
     _, findings = sessions.analyse(s)
+    if baseline:
+        from .findings import new_since
+
+        findings = new_since(findings, sessions.analyse(sessions.load(baseline))[1])
     _print_findings(s.data, findings, fmt, all_findings, full, sessions.session_notices(s))
     raise typer.Exit(EXIT_FINDINGS if any(f.category != "startup-leak" for f in findings) else EXIT_OK)
 

@@ -152,3 +152,9 @@ def group(reports: list[Report]) -> list[Finding]:
         if not r.complete:
             f.incomplete += 1
     return sorted(by_sig.values(), key=lambda f: (SEVERITY[f.category], -f.leaked_bytes, -f.count, f.signature))
+
+
+def new_since(findings: list[Finding], baseline: list[Finding]) -> list[Finding]:
+    """Findings whose signature the baseline lacks, or whose count grew since it."""
+    before = {f.signature: f.count for f in baseline}
+    return [f for f in findings if f.signature not in before or f.count > before[f.signature]]

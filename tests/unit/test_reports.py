@@ -180,3 +180,13 @@ def test_reports_after_a_stack_switch_are_suspect():
     assert [r.suspect for r in before] == [False] and [r.suspect for r in after] == [True]
     from asanlab.reports import notices
     assert [n.kind for n in notices(warning)] == ["stack-switch"]
+
+
+def test_baseline_keeps_new_and_growing_findings():
+    from asanlab.findings import new_since
+
+    base = group(parse(fixture_text("leak")) + parse(fixture_text("double-free")))
+    now = group(parse(fixture_text("leak")) + parse(fixture_text("double-free").replace("==1==", "==2==")) +
+                parse(fixture_text("double-free")) + parse(fixture_text("heap-buffer-overflow")))
+    assert sorted(f.kind for f in new_since(now, base)) == ["double-free", "heap-buffer-overflow"]
+    assert new_since(base, base) == []
