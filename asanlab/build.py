@@ -110,7 +110,7 @@ def _stream_build(client, rendered: Rendered, log_path: Path, *, no_cache: bool,
         try:
             stream = client.api.build(
                 fileobj=rendered.context_tar(), custom_context=True,
-                labels=rendered.labels, rm=True, forcerm=True, nocache=no_cache, pull=False,
+                rm=True, forcerm=True, nocache=no_cache, pull=False,
                 network_mode=network, decode=True)
             for chunk in stream:
                 if "error" in chunk:
