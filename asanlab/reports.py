@@ -23,7 +23,7 @@ MODULE_LOC = re.compile(r"^\((?P<module>[^()]+?)\+(?P<offset>0x[0-9a-f]+)\)$")
 SECTION = re.compile(r"^(?P<what>freed by thread|previously allocated by thread|allocated by thread) (?P<thread>T\d+)")
 SUMMARY = re.compile(r"^SUMMARY: (?P<tool>\w+Sanitizer): (?P<text>.*)$")
 DEDUP = re.compile(r"^DEDUP_TOKEN: (?P<token>.*)$")
-ADDR_KIND = re.compile(r"^(?P<kind>[a-z][a-z-]*(?: [a-z-]+)*?)(?: on (?:unknown )?address| on 0x| \(| in thread|$)")
+ADDR_KIND = re.compile(r"^(?P<kind>[A-Za-z][A-Za-z-]*(?: [a-z-]+)*?)(?: on (?:unknown )?address| on 0x| \(|:| in thread|$)")
 
 
 @dataclass
@@ -247,6 +247,11 @@ def _parse_asan(lines: list[str], start: int, pid: int, rest: str, source: str, 
         m = SUMMARY.match(body)
         if m:
             r.summary = m.group("text")
+            # The summary names the kind canonically ("allocation-size-too-big", "calloc-overflow", ...),
+            # where the first line may be a sentence ("requested allocation size ...").
+            canonical = r.summary.split(" ", 1)[0].rstrip(":")
+            if re.fullmatch(r"[A-Za-z][A-Za-z-]+", canonical):
+                r.kind = canonical
             r.complete = True
             i += 1
             break

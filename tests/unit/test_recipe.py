@@ -132,3 +132,12 @@ def test_digest_changes_with_content(tmp_path):
     b = recipe.parse('name: x\nphp:\n  version: "8.2.2"\n')
     assert a.digest() != b.digest()
     assert a.digest() == recipe.parse('php:\n  version: "8.2.1"\nname: x\n').digest()
+
+
+def test_shipped_recipes_name_published_php_releases():
+    from asanlab import sources
+
+    for p in sorted((REPO / "recipes").glob("*.yml")):
+        r = recipe.load(p)
+        if r.php.source.kind == "release":
+            assert sources.published_php_sha256(r.php.version, f"php-{r.php.version}.tar.xz"), p.name
