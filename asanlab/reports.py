@@ -174,7 +174,11 @@ def notices(text: str, source: str = "") -> list[Notice]:
 
 
 def parse(text: str, source: str = "") -> list[Report]:
-    """All reports in one sanitizer log (or a stream of several processes' logs)."""
+    """All reports in one sanitizer log (or a stream of several processes' logs), or a valgrind XML file."""
+    if text.lstrip().startswith("<?xml") or "<valgrindoutput>" in text[:2000]:
+        from .valgrind import parse_xml
+
+        return parse_xml(text, source)
     reports: list[Report] = []
     lines = text.splitlines()
     i = 0

@@ -1,0 +1,88 @@
+"""Valgrind memcheck XML (protocol 4) -> the same Report model as the sanitizers. Pure.
+
+`USE_ZEND_ALLOC=0 valgrind --xml=yes --xml-file=F php app.php` is what Swoole's maintainers ask
+for in bug reports; reading it here puts those findings beside ASan's.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from .reports import Frame, Report
+
+TOOL = "Valgrind"
+KINDS = {
+    "InvalidRead": ("invalid-read", "READ"),
+    "InvalidWrite": ("invalid-write", "WRITE"),
+    "InvalidFree": ("invalid-free", None),
+    "MismatchedFree": ("alloc-dealloc-mismatch", None),
+    "InvalidJump": ("invalid-jump", None),
+    "UninitCondition": ("uninitialized-condition", None),
+    "UninitValue": ("uninitialized-value", None),
+    "SyscallParam": ("syscall-param", None),
+    "Overlap": ("memcpy-param-overlap", None),
+    "Leak_DefinitelyLost": ("direct-leak", None),
+    "Leak_IndirectlyLost": ("indirect-leak", None),
+    "Leak_PossiblyLost": ("possible-leak", None),
+    "Leak_StillReachable": ("reachable-leak", None),
+}
+
+
+def is_valgrind_xml(text: str) -> bool:
+    return "<valgrindoutput>" in text[:2000]
+
+
+def _frames(stack: ET.Element | None) -> list[Frame]:
+    out = []
+    for i, fr in enumerate(stack.findall("frame") if stack is not None else []):
+        directory, file = fr.findtext("dir"), fr.findtext("file")
+        line = fr.findtext("line")
+        out.append(Frame(index=i, function=fr.findtext("fn"),
+                         file=f"{directory}/{file}" if directory and file else file,
+                         line=int(line) if line and line.isdigit() else None,
+                         module=fr.findtext("obj"), offset=fr.findtext("ip")))
+    return out
+
+
+def _error(el: ET.Element, pid: int | None, source: str) -> Report:
+    vg_kind = el.findtext("kind") or "unknown"
+    kind, access = KINDS.get(vg_kind, (vg_kind.lower(), None))
+    what = el.findtext("what") or el.findtext("xwhat/text") or ""
+    stacks = el.findall("stack")
+    auxwhat = [a.text or "" for a in el.findall("auxwhat")]
+    r = Report(tool="LeakSanitizer" if kind.endswith("-leak") else TOOL, kind=kind, pid=pid, source=source,
+               access=access, message=what, frames=_frames(stacks[0] if stacks else None))
+    if kind.endswith("-leak"):
+        # Leaks join LeakSanitizer's model (bytes, objects, allocation stack) so they group the same way.
+        r.leaked_bytes = int(el.findtext("xwhat/leakedbytes") or 0)
+        r.leaked_objects = int(el.findtext("xwhat/leakedblocks") or 0)
+        r.allocated_by = r.frames
+    size = re.search(r"of size (\d+)", what)
+    r.size = int(size.group(1)) if size else None
+    # The extra stacks follow "auxwhat" lines: "... free'd" then "Block was alloc'd at".
+    for text, stack in zip(auxwhat, stacks[1:]):
+        if "free'd" in text:
+            r.freed_by = _frames(stack)
+        elif "alloc'd" in text:
+            r.allocated_by = _frames(stack)
+    r.text = ET.tostring(el, encoding="unicode")
+    return r
+
+
+def parse_xml(text: str, source: str = "") -> list[Report]:
+    """Every <error> in a memcheck XML file. A file cut short (valgrind killed) keeps what was whole."""
+    reports: list[Report] = []
+    parser = ET.XMLPullParser(events=("end",))
+    pid: int | None = None
+    for start in range(0, len(text), 1 << 16):
+        try:
+            parser.feed(text[start:start + (1 << 16)])
+        except ET.ParseError:
+            break
+        for _, el in parser.read_events():
+            if el.tag == "pid" and el.text and el.text.strip().isdigit():
+                pid = int(el.text)
+            elif el.tag == "error":
+                reports.append(_error(el, pid, source))
+    return reports
