@@ -64,6 +64,8 @@ def meaningful(frames: list[Frame]) -> list[Frame]:
 def _frame_key(f: Frame) -> str:
     if f.function:
         return re.sub(r"\+0x[0-9a-f]+$", "", f.function)
+    if f.file:  # UBSan without a stack: the file, not the line (lines move between builds)
+        return f.file.rsplit("/", 1)[-1]
     # Unsymbolized: the module's name stays, the offset does (it is stable within one build).
     return f"{(f.module or '?').rsplit('/', 1)[-1]}+{f.offset}"
 

@@ -61,6 +61,9 @@ class Report:
     frames: list[Frame] = field(default_factory=list)
     freed_by: list[Frame] = field(default_factory=list)
     allocated_by: list[Frame] = field(default_factory=list)
+    # Further stacks a report prints: odr-violation's second registration, the frame a stack address
+    # lies in.
+    other_stacks: list[list[Frame]] = field(default_factory=list)
     leaked_bytes: int | None = None
     leaked_objects: int | None = None
     summary: str | None = None
@@ -77,6 +80,7 @@ class Report:
         d = dict(d)
         for key in ("frames", "freed_by", "allocated_by"):
             d[key] = [Frame(**f) for f in d.get(key, [])]
+        d["other_stacks"] = [[Frame(**f) for f in stack] for stack in d.get("other_stacks", [])]
         return cls(**d)
 
 
@@ -242,8 +246,9 @@ def _parse_asan(lines: list[str], start: int, pid: int, rest: str, source: str, 
             current = r.freed_by if m.group("what").startswith("freed") else r.allocated_by
         f = parse_frame(line)
         if f is not None:
-            if f.index == 0 and current:  # a new stack without a section header: keep the first
+            if f.index == 0 and current:  # a new stack without a section header
                 current = []
+                r.other_stacks.append(current)
             current.append(f)
         m = DEDUP.match(body)
         if m and r.dedup_token is None:  # each stack prints one; the first is the error's own

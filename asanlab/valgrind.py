@@ -39,7 +39,7 @@ def _frames(stack: ET.Element | None) -> list[Frame]:
         directory, file = fr.findtext("dir"), fr.findtext("file")
         line = fr.findtext("line")
         out.append(Frame(index=i, function=fr.findtext("fn"),
-                         file=f"{directory}/{file}" if directory and file else file,
+                         file=f"{directory}/{file}" if directory and file and not file.startswith("/") else file,
                          line=int(line) if line and line.isdigit() else None,
                          module=fr.findtext("obj"), offset=fr.findtext("ip")))
     return out
