@@ -176,6 +176,8 @@ def replay(
     full: Annotated[bool, typer.Option("--full", help="Print each finding's full report.")] = False,
     baseline: Annotated[Optional[str], typer.Option(help="A session to compare with: show only findings it "
                                                          "lacks, or whose count grew.")] = None,
+    bundle: Annotated[Optional[Path], typer.Option(help="Also write a bug-report bundle (tar.gz): findings, raw "
+                                                        "logs, recipe, php -v and php --ri from the image.")] = None,
 ) -> None:
     """Re-read a session's raw logs with the current parser (no Docker) and print its findings."""
     s = sessions.load(ref)
@@ -184,6 +186,18 @@ def replay(
         from .findings import new_since
 
         findings = new_since(findings, sessions.analyse(sessions.load(baseline))[1])
+    if bundle is not None:
+        from . import bundle as bundles
+        from .errors import DockerUnavailable
+
+        notices = sessions.session_notices(s)
+        try:
+            docker = client()
+        except DockerUnavailable:
+            docker = None  # the bundle says what is missing; the rest needs no Docker
+        names = bundles.write(s, bundle, text.render(s.data, findings, show_all=True, full=True, notices=notices),
+                              text.render_json(s.data, findings, notices), docker)
+        err.print(f"asanlab: wrote {bundle} ({len(names)} files)", markup=False)
     _print_findings(s.data, findings, fmt, all_findings, full, sessions.session_notices(s))
     raise typer.Exit(EXIT_FINDINGS if any(f.category != "startup-leak" for f in findings) else EXIT_OK)
 

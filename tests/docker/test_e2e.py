@@ -112,6 +112,21 @@ def test_run_captures_leak_and_double_free(built, work, docker_client):
     listed = asanlab("sessions", cwd=folder, env=env, check=0).stdout
     assert session["id"] in listed
 
+    # A bug-report bundle: findings, raw logs, recipe, and php -v run in the session's image.
+    import tarfile
+
+    asanlab("replay", session["id"], "--bundle", "bug.tar.gz", cwd=folder, env=env, check=1)
+    with tarfile.open(folder / "bug.tar.gz") as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames()}
+        environment = tar.extractfile(f"asanlab-{session['id']}/environment.txt").read().decode()
+        report = tar.extractfile(f"asanlab-{session['id']}/report.txt").read().decode()
+    assert {"report.txt", "findings.json", "environment.txt", "recipe.yml", "command.txt", "session.json",
+            "raw/output.log"} <= names
+    assert len([n for n in names if n.startswith("raw/sanitizer/")]) == 2
+    assert "PHP 8.2" in environment and "$ uname -a" in environment and "org.asanlab.recipe" in environment
+    assert "attempting double-free" in report  # the full report, not only the summary
+    assert containers_of(docker_client, session["id"]) == []
+
 
 def test_ctrl_c_stops_gracefully_and_keeps_the_leak_report(built, work, docker_client):
     folder, env = work

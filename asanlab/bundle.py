@@ -1,0 +1,87 @@
+"""A bug-report bundle: what Swoole's and PHP's maintainers ask for, in one tar.gz.
+
+The findings (text, full reports, JSON), the raw logs, the recipe, the command and environment,
+and from the session's image: `php -v`, `php -m`, `php --ri` of each extension, `uname -a`, the
+image's ID and labels.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import yaml
+
+from . import containers
+from .errors import InfraError
+from .session import Session
+
+PROBE = ("echo '$ php -v'; php -v 2>&1; echo; echo '$ php -m'; php -m 2>&1; "
+         "for e in $ASANLAB_EXTENSIONS; do echo; echo \"$ php --ri $e\"; php --ri \"$e\" 2>&1; done; "
+         "echo; echo '$ uname -a'; uname -a")
+
+
+def _image_facts(client, session: Session) -> str:
+    image_id = (session.data.get("image") or {}).get("id")
+    if not image_id or client is None:
+        return "the session's image is not recorded, or Docker is unavailable: no php -v / php --ri here\n"
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        image = client.images.get(image_id)
+    except ImageNotFound:
+        return f"image {image_id} is no longer on this machine: rebuild it from the recipe to add php -v / php --ri\n"
+    extensions = (image.labels or {}).get("org.asanlab.extensions", "")
+    names = " ".join(e.rsplit("-", 1)[0] for e in extensions.split(",") if e)
+    try:
+        with containers.temporary(client, image_id, role="bundle", command=["sh", "-c", PROBE],
+                                  environment={"ASANLAB_EXTENSIONS": names, "ASAN_OPTIONS": "detect_leaks=0"}) as c:
+            c.start()
+            c.wait(timeout=120)
+            probe = c.logs(stdout=True, stderr=True).decode(errors="replace")
+    except DockerException as e:
+        raise InfraError(f"could not run the session's image for the bundle: {e}") from None
+    labels = json.dumps(image.labels or {}, indent=2, sort_keys=True)
+    return f"image {image.id}\ntags {', '.join(image.tags)}\nlabels {labels}\n\n{probe}"
+
+
+def write(session: Session, out: Path, report_text: str, findings_json: str, client=None) -> list[str]:
+    """Write the bundle; returns the names it holds."""
+    files: dict[str, bytes] = {
+        "README.txt": (f"asanlab bug-report bundle for session {session.id}\n"
+                       "report.txt      the findings, with each full sanitizer report\n"
+                       "findings.json   the same, as JSON\n"
+                       "environment.txt php -v, php -m, php --ri of each extension, uname -a, the image\n"
+                       "command.txt     how the app was run (image, command, environment, ports)\n"
+                       "recipe.yml      the recipe the image was built from\n"
+                       "session.json    everything asanlab recorded\n"
+                       "raw/            every sanitizer log and the app's output, verbatim\n").encode(),
+        "report.txt": report_text.encode(),
+        "findings.json": findings_json.encode(),
+        "environment.txt": _image_facts(client, session).encode(),
+        "session.json": (session.path / "session.json").read_bytes(),
+    }
+    d = session.data
+    files["command.txt"] = json.dumps({k: d.get(k) for k in ("image", "command", "environment", "ports", "app")},
+                                      indent=2).encode()
+    if d.get("recipe"):
+        files["recipe.yml"] = yaml.safe_dump(d["recipe"], sort_keys=False).encode()
+    raw = session.path / "raw"
+    for p in sorted(raw.rglob("*")) if raw.exists() else []:
+        if p.is_file():
+            files[f"raw/{p.relative_to(raw)}"] = p.read_bytes()
+    prefix = f"asanlab-{session.id}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{prefix}/{name}")
+            info.size = len(data)
+            info.mtime = int(time.time())
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    tmp.replace(out)
+    return list(files)
