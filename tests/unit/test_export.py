@@ -12,7 +12,9 @@ from asanlab.reports import Frame, parse
 
 from .test_reports import FIXTURES, _leak, fixture_text
 
-SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "sarif-schema-2.1.0.json"
+# The project's shared/ folder sits beside the checkout (CI lays a copy there); ASANLAB_SARIF_SCHEMA overrides.
+SCHEMA = Path(os.environ.get("ASANLAB_SARIF_SCHEMA")
+              or Path(__file__).resolve().parents[3] / "shared" / "schemas" / "sarif-schema-2.1.0.json")
 
 
 def all_findings():
