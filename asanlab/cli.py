@@ -91,20 +91,26 @@ def run(
                                               "write its reports.")] = 15.0,
     all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the findings at the end.")] = Format.text,
+    baseline: Annotated[Optional[str], typer.Option(help="A session to compare with: report (and fail on) only "
+                                                         "findings it lacks, or whose count grew.")] = None,
 ) -> None:
     """Run a PHP app (a Swoole server or a script) in the instrumented image and capture every report.
 
     Arguments after `--` go to the app.
     """
-    _run(app_path, recipe_path, image, publish or [], env or [], timeout, grace, list(ctx.args), all_findings, fmt)
+    _run(app_path, recipe_path, image, publish or [], env or [], timeout, grace, list(ctx.args), all_findings, fmt,
+         baseline)
 
 
 def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: list[str], env: list[str],
-         timeout: float | None, grace: float, args: list[str], all_findings: bool, fmt: Format) -> None:
+         timeout: float | None, grace: float, args: list[str], all_findings: bool, fmt: Format,
+         baseline: str | None = None) -> None:
     from .run import RunOptions, run as do_run
 
     if (recipe_path is None) == (image is None):
         raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
+    # Read the baseline first: a wrong id should stop the run before anything is built or started.
+    baseline_findings = sessions.analyse(sessions.load(baseline))[1] if baseline else None
     reporter = ConsoleReporter(err)
     r = recipes.load(recipe_path) if recipe_path else None
     try:
@@ -120,9 +126,14 @@ def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: l
                         reporter=reporter)
     finally:
         reporter.close()
-    _print_findings(result.session.data, result.findings, fmt, all_findings,
+    findings = result.findings
+    if baseline_findings is not None:
+        from .findings import new_since
+
+        findings = new_since(findings, baseline_findings)
+    _print_findings(result.session.data, findings, fmt, all_findings,
                     notices=sessions.session_notices(result.session))
-    raise typer.Exit(EXIT_FINDINGS if result.failing else EXIT_OK)
+    raise typer.Exit(EXIT_FINDINGS if any(f.category != "startup-leak" for f in findings) else EXIT_OK)
 
 
 def _image_id(ref: str) -> str:
@@ -260,10 +271,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("asanlab: interrupted")
         sys.exit(130)
-    except Exception as e:  # click's usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        # Command-line usage errors (unknown option, missing argument) arrive here in non-standalone
+        # mode, as click exceptions; typer may carry its own copy of click, so match by behaviour.
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(EXIT_USAGE)
         raise
