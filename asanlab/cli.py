@@ -189,9 +189,16 @@ def replay(
                                                          "lacks, or whose count grew.")] = None,
     bundle: Annotated[Optional[Path], typer.Option(help="Also write a bug-report bundle (tar.gz): findings, raw "
                                                         "logs, recipe, php -v and php --ri from the image.")] = None,
+    symbolize: Annotated[bool, typer.Option("--symbolize", help="Resolve module+offset frames with llvm-symbolizer "
+                                                               "in the session's image (needs Docker once; the "
+                                                               "answers are kept in the session).")] = False,
 ) -> None:
     """Re-read a session's raw logs with the current parser (no Docker) and print its findings."""
     s = sessions.load(ref)
+    if symbolize:
+        n = sessions.symbolize(s, client())
+        err.print(f"asanlab: symbolized {n} frame location(s) in {(s.data.get('image') or {}).get('id', '')[:19]}",
+                  markup=False)
     _, findings = sessions.analyse(s)
     if baseline:
         from .findings import new_since

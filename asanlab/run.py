@@ -108,6 +108,14 @@ def environment(recipe, user_env: dict[str, str], suppressions: bool) -> dict[st
         ubsan.update(recipe.runtime.ubsan_options)
         if not recipe.sanitizers.leak:
             asan["detect_leaks"] = 0
+    # `-e ASAN_OPTIONS=...` (and LSAN_, UBSAN_) adds to these options rather than replacing them.
+    for name, table in (("ASAN_OPTIONS", asan), ("LSAN_OPTIONS", lsan), ("UBSAN_OPTIONS", ubsan)):
+        if name in user_env:
+            user_env = dict(user_env)
+            for item in re.split(r"[:,]", user_env.pop(name)):
+                key, eq, value = item.partition("=")
+                if key and eq:
+                    table[key] = value
     # The per-run log folder is what makes capture work: it must survive any override.
     asan["log_path"], ubsan["log_path"] = ASAN_DEFAULTS["log_path"], UBSAN_DEFAULTS["log_path"]
     if suppressions:

@@ -23,6 +23,7 @@ from .state import state_dir
 SCHEMA = 1
 SANITIZER_DIR = "raw/sanitizer"  # what the container's sanitizers write, one file per process
 OUTPUT_LOG = "raw/output.log"  # the app's stdout and stderr, verbatim
+SYMBOLS = "symbols.json"  # frames resolved by `replay --symbolize`, reused by every later replay
 
 
 def sessions_dir() -> Path:
@@ -123,8 +124,30 @@ def session_notices(s: Session) -> list[Notice]:
     return read_notices([p for p in (s.sanitizer_dir, s.output_log) if p.exists()])
 
 
-def analyse(s: Session) -> tuple[list[Report], list[Finding]]:
+def symbolize(s: Session, client) -> int:
+    """Resolve the session's module+offset frames in its image; keep the answers beside the raw logs."""
+    from . import symbolize as sym
+
     reports = read_reports(s.sanitizer_dir)
+    table = sym.load_cache(s.path / SYMBOLS)
+    sym.apply(reports, table)
+    need = sym.wanted(reports)
+    if not need:
+        return 0
+    image_id = (s.data.get("image") or {}).get("id")
+    if not image_id:
+        raise SessionError(f"session {s.id} does not record its image: cannot symbolize")
+    found = sym.resolve(client, image_id, need)
+    table.update(found)
+    atomic_write(s.path / SYMBOLS, sym.cache_body(table))
+    return len(found)
+
+
+def analyse(s: Session) -> tuple[list[Report], list[Finding]]:
+    from .symbolize import apply, load_cache
+
+    reports = read_reports(s.sanitizer_dir)
+    apply(reports, load_cache(s.path / SYMBOLS))
     if s.output_log.exists():
         # UBSan may write to stderr when it runs before log_path applies; errors printed there count too.
         seen = {r.text for r in reports}

@@ -215,3 +215,32 @@ def test_failed_build_shows_the_tail_and_the_log(work, mirror, base_image, docke
     assert docker_client.images.list(filters={"label": "org.asanlab.recipe=e2e-broken"}) == []
     leftovers = docker_client.containers.list(all=True, filters={"status": "exited"})
     assert not [c for c in leftovers if c.attrs["Config"].get("Cmd") and "configure" in " ".join(c.attrs["Config"]["Cmd"])]
+
+
+def test_replay_symbolizes_offline_in_the_sessions_image(built, work, docker_client):
+    folder, env = work
+    app = folder / "nosym"
+    app.mkdir()
+    (app / "demo.php").write_text(DEMO.read_text())
+    import json
+
+    # As from a production debug run without a symbolizer: module+offset frames only.
+    proc = asanlab("run", "nosym/demo.php", "--image", built[0], "-e", "ASAN_OPTIONS=symbolize=0", "--format", "json",
+                   cwd=folder, env=env, check=1)
+    result = json.loads(proc.stdout)
+    sid = result["session"]["id"]
+    frames = [fr for f in result["findings"] for fr in f["example"]["frames"]]
+    assert frames and not any(fr["file"] for fr in frames)
+    replay = asanlab("replay", sid, "--symbolize", "--format", "json", cwd=folder, env=env, check=1)
+    assert "symbolized" in replay.stderr
+    again = json.loads(replay.stdout)
+    assert {f["kind"] for f in again["findings"]} == {"double-free", "direct-leak"}
+    for f in again["findings"]:
+        assert any(fr["function"] == "zif_ffi_trampoline" and fr["file"].endswith("ext/ffi/ffi.c")
+                   for fr in f["example"]["frames"]), f["example"]["frames"]
+    # The answers are kept: a later replay needs no Docker.
+    offline = asanlab("replay", sid, "--format", "json", cwd=folder, env={**env, "DOCKER_HOST": "unix:///nonexistent"},
+                      check=1)
+    assert [f["signature"] for f in json.loads(offline.stdout)["findings"]] == \
+           [f["signature"] for f in again["findings"]]
+    assert containers_of(docker_client, sid) == []

@@ -178,3 +178,10 @@ def test_unknown_session_is_a_usage_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "asanlab", "replay", "nope"], capture_output=True, text=True,
                           cwd=tmp_path, env={**__import__("os").environ, "ASANLAB_HOME": str(tmp_path)})
     assert proc.returncode == 2 and "no session 'nope'" in proc.stderr
+
+
+def test_user_sanitizer_options_are_merged_not_replacing():
+    env = run.environment(None, {"ASAN_OPTIONS": "symbolize=0:log_path=/x", "UBSAN_OPTIONS": "halt_on_error=1"}, False)
+    assert "symbolize=0" in env["ASAN_OPTIONS"] and "log_path=/asanlab/logs/sanitizer" in env["ASAN_OPTIONS"]
+    assert "detect_leaks=1" in env["ASAN_OPTIONS"] and "/x" not in env["ASAN_OPTIONS"]
+    assert "halt_on_error=1" in env["UBSAN_OPTIONS"] and "print_stacktrace=1" in env["UBSAN_OPTIONS"]
