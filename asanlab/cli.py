@@ -229,16 +229,17 @@ def report(
 ) -> None:
     """Read sanitizer logs from anywhere (a production debug run, a CI artifact), without a session."""
     from .findings import group
-    from .reports import parse
 
-    reports = []
-    for path in paths:
-        if not path.exists():
-            raise UsageError(f"{path}: no such file or folder")
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for f in files:
-            reports += parse(f.read_text(errors="replace"), source=str(f))
-    findings = group(reports)
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"{missing[0]}: no such file or folder")
+
+    def reports():
+        for path in paths:
+            for f in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+                yield from sessions.read_file(f, str(f))
+
+    findings = group(reports())  # streamed: a finding keeps one example report, not every one
     _print_findings(None, findings, fmt, all_findings, full, sessions.read_notices(paths))
     raise typer.Exit(EXIT_FINDINGS if any(f.category != "startup-leak" for f in findings) else EXIT_OK)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Iterable, Iterator
 
 PID_PREFIX = re.compile(r"^==(\d+)==")
 ASAN_ERROR = re.compile(r"^==(\d+)==ERROR: AddressSanitizer: (?P<rest>.*)$")
@@ -190,7 +191,7 @@ def parse(text: str, source: str = "") -> list[Report]:
     switched = False
     while i < n:
         line = lines[i]
-        if "ignoring requested __asan_handle_no_return" in line:
+        if STACK_SWITCH in line:
             switched = True
         before = len(reports)
         if m := ASAN_ERROR.match(line):
@@ -204,6 +205,40 @@ def parse(text: str, source: str = "") -> list[Report]:
         if switched:
             for r in reports[before:]:
                 r.suspect = True
+    return reports
+
+
+STACK_SWITCH = "ignoring requested __asan_handle_no_return"
+
+
+def _starts_report(line: str) -> bool:
+    return bool(ASAN_ERROR.match(line) or LSAN_ERROR.match(line) or UBSAN.match(line))
+
+
+def iter_parse(lines: Iterable[str], source: str = "") -> Iterator[Report]:
+    """parse() for a stream of lines, holding one report's lines at a time: memory follows the
+    largest report, not the log (logs of a long soak run to gigabytes)."""
+    block: list[str] = []
+    switched = False
+    for line in lines:
+        line = line.rstrip("\r\n")
+        if _starts_report(line) and block:
+            yield from _parse_block(block, source, switched)
+            switched = switched or any(STACK_SWITCH in b for b in block)
+            block = []
+        if block or _starts_report(line):
+            block.append(line)
+        elif STACK_SWITCH in line:
+            switched = True
+    if block:
+        yield from _parse_block(block, source, switched)
+
+
+def _parse_block(block: list[str], source: str, switched: bool) -> list[Report]:
+    reports = parse("\n".join(block), source)
+    if switched:
+        for r in reports:
+            r.suspect = True
     return reports
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from .errors import SessionError
 from .findings import Finding, group
-from .reports import Notice, Report, notices, parse
+from .reports import Notice, Report, iter_parse, notices, parse
 from .sources import atomic_write
 from .state import state_dir
 
@@ -105,8 +105,19 @@ def read_reports(folder: Path) -> list[Report]:
     if not folder.exists():
         return reports
     for f in sorted(p for p in folder.iterdir() if p.is_file()):
-        reports += parse(f.read_text(errors="replace"), source=f.name)
+        reports += list(read_file(f, f.name))
     return reports
+
+
+def read_file(path: Path, source: str):
+    """The reports in one log file, streamed; valgrind's XML is read whole."""
+    with open(path, errors="replace") as fh:
+        head = fh.read(2000)
+        fh.seek(0)
+        if head.lstrip().startswith("<?xml") or "<valgrindoutput>" in head:
+            yield from parse(fh.read(), source)
+        else:
+            yield from iter_parse(fh, source)
 
 
 def read_notices(folders: list[Path]) -> list[Notice]:

@@ -207,3 +207,23 @@ def test_baseline_keeps_new_and_growing_findings():
                 parse(fixture_text("double-free")) + parse(fixture_text("heap-buffer-overflow")))
     assert sorted(f.kind for f in new_since(now, base)) == ["double-free", "heap-buffer-overflow"]
     assert new_since(base, base) == []
+
+
+@pytest.mark.parametrize("path", ALL_FIXTURES, ids=lambda p: p.name)
+def test_streaming_parse_equals_whole_parse(path):
+    from asanlab.reports import iter_parse
+
+    _, text = load_fixture(path)
+    if path.suffix == ".xml":
+        return
+    noisy = "app output line\n" * 3 + text + "more output\n" + text.replace("==", "==9")
+    assert [r.to_dict() for r in iter_parse(noisy.splitlines(keepends=True))] == [r.to_dict() for r in parse(noisy)]
+
+
+def test_streaming_marks_reports_after_a_stack_switch():
+    from asanlab.reports import iter_parse
+
+    text = ("==8==WARNING: ASan is ignoring requested __asan_handle_no_return: stack type: default\n"
+            + fixture_text("double-free") + fixture_text("heap-buffer-overflow"))
+    assert [r.suspect for r in iter_parse(text.splitlines())] == [True, True]
+    assert [r.suspect for r in iter_parse(fixture_text("double-free").splitlines())] == [False]
