@@ -2,7 +2,7 @@
 PYTHON ?= python3
 SUITE ?= bookworm
 
-.PHONY: install base-image demo test unit docker-test bench
+.PHONY: install base-image demo test unit bench bench-parse
 
 install:
 	$(PYTHON) -m pip install --quiet -e '.[test]'
@@ -26,3 +26,6 @@ unit: install
 
 bench: install base-image
 	$(PYTHON) bench/build_bench.py
+
+bench-parse: install
+	$(PYTHON) bench/parse_bench.py

@@ -86,7 +86,7 @@ class Report:
 
 
 def parse_frame(line: str) -> Frame | None:
-    m = FRAME.match(BUILD_ID.sub("", line))
+    m = FRAME.match(BUILD_ID.sub("", line) if "(BuildId:" in line else line)
     if not m:
         return None
     frame = Frame(index=int(m.group("n")))
@@ -194,7 +194,9 @@ def parse(text: str, source: str = "") -> list[Report]:
         if STACK_SWITCH in line:
             switched = True
         before = len(reports)
-        if m := ASAN_ERROR.match(line):
+        if not (line.startswith("==") or "runtime error: " in line):
+            i += 1
+        elif m := ASAN_ERROR.match(line):
             i = _parse_asan(lines, i, int(m.group(1)), m.group("rest"), source, reports)
         elif m := LSAN_ERROR.match(line):
             i = _parse_lsan(lines, i + 1, int(m.group(1)), source, reports)
@@ -212,7 +214,10 @@ STACK_SWITCH = "ignoring requested __asan_handle_no_return"
 
 
 def _starts_report(line: str) -> bool:
-    return bool(ASAN_ERROR.match(line) or LSAN_ERROR.match(line) or UBSAN.match(line))
+    # Cheap tests first: this runs on every line of every log.
+    if line.startswith("=="):
+        return bool(ASAN_ERROR.match(line) or LSAN_ERROR.match(line))
+    return "runtime error: " in line and bool(UBSAN.match(line))
 
 
 def iter_parse(lines: Iterable[str], source: str = "") -> Iterator[Report]:
@@ -267,7 +272,16 @@ def _parse_asan(lines: list[str], start: int, pid: int, rest: str, source: str, 
     current = r.frames
     while i < len(lines):
         line = lines[i]
-        if ASAN_ERROR.match(line) or LSAN_ERROR.match(line):
+        if line.lstrip().startswith("#"):  # most lines are frames: skip the other tests
+            f = parse_frame(line)
+            if f is not None:
+                if f.index == 0 and current:  # a new stack without a section header
+                    current = []
+                    r.other_stacks.append(current)
+                current.append(f)
+                i += 1
+                continue
+        if line.startswith("==") and (ASAN_ERROR.match(line) or LSAN_ERROR.match(line)):
             break
         body = _strip_pid(line)
         m = ACCESS.match(body)
@@ -279,12 +293,6 @@ def _parse_asan(lines: list[str], start: int, pid: int, rest: str, source: str, 
         m = SECTION.match(body)
         if m:
             current = r.freed_by if m.group("what").startswith("freed") else r.allocated_by
-        f = parse_frame(line)
-        if f is not None:
-            if f.index == 0 and current:  # a new stack without a section header
-                current = []
-                r.other_stacks.append(current)
-            current.append(f)
         m = DEDUP.match(body)
         if m and r.dedup_token is None:  # each stack prints one; the first is the error's own
             r.dedup_token = m.group("token")
