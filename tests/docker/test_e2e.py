@@ -28,6 +28,13 @@ while (true) { sleep(1); }
 """
 
 
+def write_app(folder: Path, name: str, source: str) -> str:
+    """An app folder in the project (mounted read-only at /app); returns the path to pass to run."""
+    (folder / name).mkdir()
+    (folder / name / "app.php").write_text(source)
+    return f"{name}/app.php"
+
+
 @pytest.fixture(scope="module")
 def built(work, docker_client):
     folder, env = work
@@ -66,10 +73,7 @@ def test_unchanged_recipe_is_a_no_op(built, work):
 
 def test_run_captures_leak_and_double_free(built, work, docker_client):
     folder, env = work
-    app = folder / "app"
-    app.mkdir()
-    (app / "demo.php").write_text(DEMO.read_text())
-    proc = asanlab("run", "app/demo.php", "--recipe", "php.yml", "--format", "json", cwd=folder, env=env, check=1)
+    proc = asanlab("run", write_app(folder, "app", DEMO.read_text()), "--recipe", "php.yml", "--format", "json", cwd=folder, env=env, check=1)
     import json
 
     out = json.loads(proc.stdout)
@@ -130,10 +134,7 @@ def test_run_captures_leak_and_double_free(built, work, docker_client):
 
 def test_ctrl_c_stops_gracefully_and_keeps_the_leak_report(built, work, docker_client):
     folder, env = work
-    app = folder / "sigterm"
-    app.mkdir()
-    (app / "server.php").write_text(SIGTERM_APP)
-    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", "sigterm/server.php", "--image", built[0],
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", write_app(folder, "sigterm", SIGTERM_APP), "--image", built[0],
                              "--grace", "20", "--format", "json"], cwd=folder, env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Wait for the app to say it is ready (read stderr line by line), then press Ctrl-C.
@@ -161,12 +162,9 @@ def test_ctrl_c_stops_gracefully_and_keeps_the_leak_report(built, work, docker_c
 
 def test_timeout_stops_the_app(built, work, docker_client):
     folder, env = work
-    app = folder / "timeout"
-    app.mkdir()
-    (app / "server.php").write_text(SIGTERM_APP)
     import json
 
-    proc = asanlab("run", "timeout/server.php", "--image", built[0], "--timeout", "5", "--format", "json",
+    proc = asanlab("run", write_app(folder, "timeout", SIGTERM_APP), "--image", built[0], "--timeout", "5", "--format", "json",
                    cwd=folder, env=env, check=1, timeout=300)
     result = json.loads(proc.stdout)
     assert result["session"]["stop_reason"] == "timeout"
@@ -196,7 +194,7 @@ def test_bad_recipe_is_refused_before_docker(work):
 
 def test_missing_daemon_is_one_clear_sentence(work):
     folder, env = work
-    proc = asanlab("run", "app/demo.php", "--image", "x", cwd=folder,
+    proc = asanlab("run", "app/app.php", "--image", "x", cwd=folder,
                    env={**env, "DOCKER_HOST": "unix:///nonexistent.sock"}, check=3)
     assert "cannot reach the Docker daemon" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -219,13 +217,10 @@ def test_failed_build_shows_the_tail_and_the_log(work, mirror, base_image, docke
 
 def test_replay_symbolizes_offline_in_the_sessions_image(built, work, docker_client):
     folder, env = work
-    app = folder / "nosym"
-    app.mkdir()
-    (app / "demo.php").write_text(DEMO.read_text())
     import json
 
     # As from a production debug run without a symbolizer: module+offset frames only.
-    proc = asanlab("run", "nosym/demo.php", "--image", built[0], "-e", "ASAN_OPTIONS=symbolize=0", "--format", "json",
+    proc = asanlab("run", write_app(folder, "nosym", DEMO.read_text()), "--image", built[0], "-e", "ASAN_OPTIONS=symbolize=0", "--format", "json",
                    cwd=folder, env=env, check=1)
     result = json.loads(proc.stdout)
     sid = result["session"]["id"]
