@@ -125,9 +125,8 @@ def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], dupes: list[tup
             if key in seen:
                 dupes.append(path + (key,))
             seen.add(key)
-            lines[path + (key,)] = key_node.start_mark.line + 1
             _walk(value_node, path + (key,), lines, dupes)
-            lines[path + (key,)] = key_node.start_mark.line + 1
+            lines[path + (key,)] = key_node.start_mark.line + 1  # the key's line, not its value's
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _walk(item, path + (i,), lines, dupes)

@@ -16,7 +16,7 @@ import jinja2
 
 from . import __version__
 from .recipe import Recipe, version_tuple
-from .sources import Fetched
+from .sources import Fetched, plan  # planning reads only the lock file
 
 LABEL_PREFIX = "org.asanlab"
 
@@ -132,8 +132,6 @@ def readable_tag(recipe: Recipe) -> str:
 
 def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
     """Render the Dockerfile. Without fetched sources (--print-dockerfile) file names are derived."""
-    from .sources import plan  # planning reads only the lock file
-
     names = {p.role: p.filename for p in plan(recipe)}
     if fetched is not None:
         names = {f.role: f.filename for f in fetched}

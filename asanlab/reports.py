@@ -164,14 +164,22 @@ DEADLYSIGNAL_LOOP = 20
 
 
 def notices(text: str, source: str = "") -> list[Notice]:
-    out: list[Notice] = []
-    for kind, pattern, remedy in NOTICES:
-        m = pattern.search(text)
-        if m:
-            line = text[text.rfind("\n", 0, m.start()) + 1: text.find("\n", m.end()) if "\n" in text[m.end():] else None]
-            out.append(Notice(kind, _strip_pid(line.strip()), remedy, source))
-    if text.count(DEADLYSIGNAL) >= DEADLYSIGNAL_LOOP:
-        out.append(Notice("deadlysignal-loop", f"{text.count(DEADLYSIGNAL)} x {DEADLYSIGNAL}",
+    return scan_notices(text.splitlines(), source)
+
+
+def scan_notices(lines: Iterable[str], source: str = "") -> list[Notice]:
+    """Line by line, so a log of any size is scanned in constant memory."""
+    found: dict[str, Notice] = {}
+    deadly = 0
+    for line in lines:
+        if DEADLYSIGNAL in line:
+            deadly += 1
+        for kind, pattern, remedy in NOTICES:
+            if kind not in found and pattern.search(line):
+                found[kind] = Notice(kind, _strip_pid(line.strip()), remedy, source)
+    out = list(found.values())
+    if deadly >= DEADLYSIGNAL_LOOP:
+        out.append(Notice("deadlysignal-loop", f"{deadly} x {DEADLYSIGNAL}",
                           "ASan crashed while handling a crash, again and again: typically the kernel's mmap "
                           "randomization (vm.mmap_rnd_bits above 28) against an older ASan runtime; lower it with "
                           "`sysctl vm.mmap_rnd_bits=28` or use a newer clang.", source))

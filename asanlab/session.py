@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from .errors import SessionError
 from .findings import Finding, group
-from .reports import Notice, Report, iter_parse, notices, parse
+from .reports import Notice, Report, iter_parse, parse, scan_notices
 from .sources import atomic_write
 from .state import state_dir
 
@@ -126,8 +126,9 @@ def read_notices(folders: list[Path]) -> list[Notice]:
     for folder in folders:
         files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else [folder]
         for f in files:
-            for n in notices(f.read_text(errors="replace"), f.name):
-                seen.setdefault(n.kind, n)
+            with open(f, errors="replace") as fh:
+                for n in scan_notices(fh, f.name):
+                    seen.setdefault(n.kind, n)
     return list(seen.values())
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import requests
 
 from .errors import SourceError, UsageError
 from .events import Event, Reporter, null_reporter
-from .recipe import Extension, Recipe, Source
+from .recipe import Recipe, Source
 
 LOCK_SCHEMA = 1
 CHUNK = 1 << 16
@@ -239,16 +238,3 @@ def _download(p: Planned, out, reporter: Reporter, session: requests.Session | N
                                "reachable mirror, or use a local source.path") from None
     return h.hexdigest()
 
-
-def copy_into(fetched: list[Fetched], folder: Path) -> None:
-    (folder / "sources").mkdir(parents=True, exist_ok=True)
-    for f in fetched:
-        dest = folder / "sources" / f.filename
-        try:
-            os.link(f.path, dest)
-        except OSError:
-            shutil.copyfile(f.path, dest)
-
-
-def extension_source(fetched: list[Fetched], ext: Extension) -> Fetched:
-    return next(f for f in fetched if f.role == ext.name)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import containers
 from .errors import InfraError, UsageError
-from .reports import Frame, Report
+from .reports import Report
 
 MARK = "@@asanlab-module "
 SYMBOLIZER = "/usr/local/bin/llvm-symbolizer"
