@@ -19,7 +19,6 @@ UBSAN = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+): runtime 
 ACCESS = re.compile(r"^(?P<access>READ|WRITE) of size (?P<size>\d+) at (?P<addr>0x[0-9a-f]+) thread (?P<thread>T\d+)")
 SIGNAL_CAUSE = re.compile(r"The signal is caused by a (?P<access>READ|WRITE|UNKNOWN) memory access")
 FRAME = re.compile(r"^\s*#(?P<n>\d+) (?P<pc>0x[0-9a-f]+)(?: in (?P<rest>.*)|\s+(?P<loc>\(.*\)))\s*$")
-BUILD_ID = re.compile(r"\s*\(BuildId: [0-9a-f]+\)\s*$")
 MODULE_LOC = re.compile(r"^\((?P<module>[^()]+?)\+(?P<offset>0x[0-9a-f]+)\)$")
 SECTION = re.compile(r"^(?P<what>freed by thread|previously allocated by thread|allocated by thread) (?P<thread>T\d+)")
 SUMMARY = re.compile(r"^SUMMARY: (?P<tool>\w+Sanitizer): (?P<text>.*)$")
@@ -27,7 +26,7 @@ DEDUP = re.compile(r"^DEDUP_TOKEN: (?P<token>.*)$")
 ADDR_KIND = re.compile(r"^(?P<kind>[A-Za-z][A-Za-z-]*(?: [a-z-]+)*?)(?: on (?:unknown )?address| on 0x| \(|:| in thread|$)")
 
 
-@dataclass
+@dataclass(slots=True)  # there are millions of frames in a long soak's logs
 class Frame:
     index: int
     function: str | None = None
@@ -86,7 +85,8 @@ class Report:
 
 
 def parse_frame(line: str) -> Frame | None:
-    m = FRAME.match(BUILD_ID.sub("", line) if "(BuildId:" in line else line)
+    cut = line.find(" (BuildId: ")
+    m = FRAME.match(line[:cut] if cut > 0 else line)
     if not m:
         return None
     frame = Frame(index=int(m.group("n")))
@@ -98,9 +98,10 @@ def parse_frame(line: str) -> Frame | None:
     if rest.endswith(")") and "(" in rest:
         # "func (module+0xoff)": the module part is the last parenthesised group
         idx = rest.rfind(" (")
-        if idx > 0 and MODULE_LOC.match(rest[idx + 1:]):
+        module = MODULE_LOC.match(rest[idx + 1:]) if idx > 0 else None
+        if module:
             frame.function = rest[:idx]
-            _set_module(frame, rest[idx + 1:])
+            frame.module, frame.offset = module.group("module"), module.group("offset")
             return frame
     head, _, loc = rest.rpartition(" ")
     if head and ("/" in loc or re.search(r"\.\w+(:\d+)*$", loc)):
@@ -192,8 +193,11 @@ def parse(text: str, source: str = "") -> list[Report]:
         from .valgrind import parse_xml
 
         return parse_xml(text, source)
+    return _parse_lines(text.splitlines(), source)
+
+
+def _parse_lines(lines: list[str], source: str) -> list[Report]:
     reports: list[Report] = []
-    lines = text.splitlines()
     i = 0
     n = len(lines)
     switched = False
@@ -232,23 +236,26 @@ def iter_parse(lines: Iterable[str], source: str = "") -> Iterator[Report]:
     """parse() for a stream of lines, holding one report's lines at a time: memory follows the
     largest report, not the log (logs of a long soak run to gigabytes)."""
     block: list[str] = []
-    switched = False
+    switched = False  # a stack switch seen before the current block
+    switch_in_block = False
     for line in lines:
         line = line.rstrip("\r\n")
-        if _starts_report(line) and block:
+        starts = _starts_report(line) if (line[:2] == "==" or "runtime error: " in line) else False
+        if starts and block:
             yield from _parse_block(block, source, switched)
-            switched = switched or any(STACK_SWITCH in b for b in block)
-            block = []
-        if block or _starts_report(line):
+            switched = switched or switch_in_block
+            block, switch_in_block = [], False
+        if block or starts:
             block.append(line)
-        elif STACK_SWITCH in line:
-            switched = True
+        if line.startswith("==") and STACK_SWITCH in line:
+            switch_in_block = switch_in_block or bool(block)
+            switched = switched or not block
     if block:
         yield from _parse_block(block, source, switched)
 
 
 def _parse_block(block: list[str], source: str, switched: bool) -> list[Report]:
-    reports = parse("\n".join(block), source)
+    reports = _parse_lines(block, source)
     if switched:
         for r in reports:
             r.suspect = True
