@@ -133,7 +133,13 @@ def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: l
         findings = new_since(findings, baseline_findings)
     _print_findings(result.session.data, findings, fmt, all_findings,
                     notices=sessions.session_notices(result.session))
-    raise typer.Exit(EXIT_FINDINGS if any(f.category != "startup-leak" for f in findings) else EXIT_OK)
+    _exit_for(findings)
+
+
+def _exit_for(findings) -> None:
+    from .findings import failing
+
+    raise typer.Exit(EXIT_FINDINGS if failing(findings) else EXIT_OK)
 
 
 def _image_id(ref: str) -> str:
@@ -217,7 +223,7 @@ def replay(
                               text.render_json(s.data, findings, notices), docker)
         err.print(f"asanlab: wrote {bundle} ({len(names)} files)", markup=False)
     _print_findings(s.data, findings, fmt, all_findings, full, sessions.session_notices(s))
-    raise typer.Exit(EXIT_FINDINGS if any(f.category != "startup-leak" for f in findings) else EXIT_OK)
+    _exit_for(findings)
 
 
 @app.command(epilog=EXIT_CODES)
@@ -241,7 +247,7 @@ def report(
 
     findings = group(reports())  # streamed: a finding keeps one example report, not every one
     _print_findings(None, findings, fmt, all_findings, full, sessions.read_notices(paths))
-    raise typer.Exit(EXIT_FINDINGS if any(f.category != "startup-leak" for f in findings) else EXIT_OK)
+    _exit_for(findings)
 
 
 @app.command(epilog=EXIT_CODES)

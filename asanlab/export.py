@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import PurePosixPath
 
 from . import __version__
-from .findings import Finding, meaningful
+from .findings import Finding, failing, meaningful
 from .reports import Frame
 from .text import title
 
@@ -117,9 +117,9 @@ def to_sarif(findings: list[Finding], *, app_entry: str | None = None) -> str:
 def to_junit(findings: list[Finding], *, suite: str = "asanlab") -> str:
     """One test case per signature: a failure for each finding, start-up/shutdown leaks skipped."""
     root = ET.Element("testsuites")
-    failing = [f for f in findings if f.category != "startup-leak"]
-    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(findings)), failures=str(len(failing)),
-                       errors="0", skipped=str(len(findings) - len(failing)))
+    failures = len(failing(findings))
+    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(findings)), failures=str(failures),
+                       errors="0", skipped=str(len(findings) - failures))
     for f in findings:
         case = ET.SubElement(ts, "testcase", classname=f"asanlab.{f.category}", name=f.signature[:200])
         if f.category == "startup-leak":

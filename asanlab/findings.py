@@ -156,6 +156,11 @@ def group(reports: list[Report]) -> list[Finding]:
     return sorted(by_sig.values(), key=lambda f: (SEVERITY[f.category], -f.leaked_bytes, -f.count, f.signature))
 
 
+def failing(findings: list[Finding]) -> list[Finding]:
+    """The findings that fail a run: all but start-up/shutdown leaks."""
+    return [f for f in findings if f.category != "startup-leak"]
+
+
 def new_since(findings: list[Finding], baseline: list[Finding]) -> list[Finding]:
     """Findings whose signature the baseline lacks, or whose count grew since it."""
     before = {f.signature: f.count for f in baseline}

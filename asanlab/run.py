@@ -19,7 +19,7 @@ from . import containers
 from . import session as sessions
 from .errors import InfraError, UsageError
 from .events import Event, Reporter, null_reporter
-from .findings import Finding, category
+from .findings import Finding, category, failing
 from .reports import parse
 
 LOG_DIR = "/asanlab/logs"
@@ -66,10 +66,6 @@ class RunResult:
     findings: list[Finding]
     exit_code: int | None
     stop_reason: str
-
-    @property
-    def failing(self) -> list[Finding]:
-        return [f for f in self.findings if f.category != "startup-leak"]
 
 
 def options_string(options: dict) -> str:
@@ -315,7 +311,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
             "abnormal_exits": output.abnormal if output else [],
             "processes": _processes(reports),
             "counts": {"reports": len(reports), "findings": len(findings),
-                       "failing": len([f for f in findings if f.category != "startup-leak"])},
+                       "failing": len(failing(findings))},
         })
         s.save()
         s.save_findings(findings)

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 
 from . import __version__
-from .findings import Finding, frame_class, meaningful
+from .findings import Finding, failing, frame_class, meaningful
 from .reports import Frame
 
 FRAMES_SHOWN = 6
@@ -49,7 +49,7 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
         lines.append(f"  NOTE ({n.kind}, not a finding): {n.message}")
         lines.append(f"       {n.remedy}")
     startup = [f for f in findings if f.category == "startup-leak"]
-    shown = findings if show_all else [f for f in findings if f.category != "startup-leak"]
+    shown = findings if show_all else failing(findings)
     counts: dict[str, int] = {}
     for f in shown:
         counts[f.category] = counts.get(f.category, 0) + 1
