@@ -166,6 +166,137 @@ def _print_findings(session: dict | None, findings, fmt: Format, show_all: bool,
     sys.stdout.write(body)
 
 
+class SoakFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+SOAK_EXIT = ("Exit codes: 0 stable (or undecided: the text says how many more requests would decide), 1 leak or "
+             "sanitizer findings, 2 usage or recipe error, 3 infrastructure (Docker, the app never answered).")
+
+
+@app.command(epilog=SOAK_EXIT, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def soak(
+    ctx: typer.Context,
+    app_path: Annotated[Path, typer.Argument(metavar="APP.php", help="The server's entry point; its folder is "
+                                                                     "mounted read-only at /app.")],
+    url: Annotated[str, typer.Option(help="Where to send requests, as seen from this machine, e.g. "
+                                          "http://127.0.0.1:9501/orders (publish the port with -p).")],
+    recipe_path: Annotated[Optional[Path], typer.Option("--recipe", help="Build (if needed) and use this recipe's "
+                                                                         "image.")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Use this image: any image with PHP (and Swoole). Without "
+                                                      "asanlab's agent only /proc memory is measured.")] = None,
+    publish: Annotated[Optional[list[str]], typer.Option("-p", "--publish", help="[IP:]HOST:CONTAINER port.")] = None,
+    env: Annotated[Optional[list[str]], typer.Option("-e", "--env", help="KEY=VALUE for the app.")] = None,
+    checkpoints: Annotated[str, typer.Option(help="Request counts at which to take the full measurement "
+                                                  "(table rows, heap profiles).")] = "1000,10000,100000",
+    method: Annotated[str, typer.Option(help="HTTP method.")] = "GET",
+    header: Annotated[Optional[list[str]], typer.Option("-H", "--header", help="'Name: value', repeatable.")] = None,
+    body: Annotated[Optional[str], typer.Option(help="Request body.")] = None,
+    body_file: Annotated[Optional[Path], typer.Option(help="Request body from a file.")] = None,
+    requests_file: Annotated[Optional[Path], typer.Option(help="Requests to cycle through: one JSON object per "
+                                                               "line with method, url (may be relative to --url), "
+                                                               "headers, body.")] = None,
+    concurrency: Annotated[int, typer.Option("-c", "--concurrency", help="Requests in flight.")] = 16,
+    warmup: Annotated[Optional[int], typer.Option(help="Requests before the fit starts (default: the first "
+                                                       "checkpoint).")] = None,
+    threshold: Annotated[float, typer.Option(help="Bytes per request from which growth counts as a leak.")] = 1.0,
+    min_growth: Annotated[int, typer.Option(help="Bytes a process must grow over the fitted window to be "
+                                                 "called leaking.")] = 64 * 1024,
+    budget: Annotated[int, typer.Option(help="MiB of growth a worker may reach, for the max_request advice.")] = 64,
+    samples: Annotated[int, typer.Option(help="Memory samples between two checkpoints.")] = 8,
+    ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the app to answer on --url.")] = 60.0,
+    grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL at the end.")] = 15.0,
+    fmt: Annotated[SoakFormat, typer.Option("--format", help="text, or json (the analysis).")] = SoakFormat.text,
+) -> None:
+    """Drive exact numbers of requests and measure every PHP process's memory: does the app leak,
+    how much per request, and which allocation stack grows.
+
+    Arguments after `--` go to the app.
+    """
+    from . import load as loads
+    from .growth import size
+    from .run import RunOptions
+    from .soak import SoakOptions, analyse_session, parse_checkpoints, soak as do_soak
+
+    if (recipe_path is None) == (image is None):
+        raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
+    points = parse_checkpoints(checkpoints)
+    base = loads.check_url(url)
+    if body is not None and body_file is not None:
+        raise UsageError("give --body or --body-file, not both")
+    if body_file is not None:
+        try:
+            data = body_file.read_bytes()
+        except OSError as e:
+            raise UsageError(f"--body-file {body_file}: {e.strerror}") from None
+    else:
+        data = body.encode() if body is not None else None
+    if requests_file is not None:
+        reqs = loads.requests_from_file(requests_file, base)
+    else:
+        reqs = [loads.Request(method.upper(), base, tuple(loads.parse_header(h) for h in header or []), data)]
+    if samples < 2:
+        raise UsageError("--samples must be at least 2")
+    reporter = ConsoleReporter(err)
+    r = recipes.load(recipe_path) if recipe_path else None
+    try:
+        if r is not None:
+            from .build import build as do_build
+
+            built = do_build(r, client, reporter=reporter)
+            image_ref, image_id = built.image_ref, built.image_id
+        else:
+            image_ref, image_id = image, _image_id(image)
+        agent = _agent_path(image_ref)
+        run_opts = RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(ctx.args),
+                              ports=publish or [], env=env or [], grace=grace, recipe=r)
+        soak_opts = SoakOptions(requests=reqs, checkpoints=points, concurrency=concurrency,
+                                samples_per_checkpoint=samples, ready_timeout=ready_timeout)
+        settings = {"url": base, "checkpoints": points, "concurrency": concurrency, "threshold": threshold,
+                    "min_growth": min_growth, "warmup": points[0] if warmup is None else warmup,
+                    "budget": budget * 2**20, "agent": agent}
+        result = do_soak(client(), run_opts, soak_opts, agent_path=agent, settings=settings, reporter=reporter)
+    finally:
+        reporter.close()
+    analysis = analyse_session(result.session)
+    findings = result.findings
+    if fmt is SoakFormat.json:
+        sys.stdout.write(json.dumps({"session": result.session.id, "soak": analysis,
+                                     "findings": [f.to_dict() for f in findings]}, indent=2) + "\n")
+    else:
+        _print_soak(result.session, analysis)
+        _print_findings(result.session.data, findings, Format.text, False,
+                        notices=sessions.session_notices(result.session))
+    from .findings import failing
+
+    leak = analysis is not None and analysis["verdict"] == "LEAK"
+    raise typer.Exit(EXIT_FINDINGS if leak or failing(findings) else EXIT_OK)
+
+
+def _agent_path(image_ref: str) -> str | None:
+    """The soak agent's path in the image, from its label: only asanlab's images carry it."""
+    from .build import find_image
+
+    found = find_image(client(), image_ref)
+    labels = (found.labels or {}) if found is not None else {}
+    return labels.get("org.asanlab.agent")
+
+
+def _print_soak(s, analysis: dict | None) -> None:
+    from . import plot, soak_report
+    from .soak import read_samples
+
+    if analysis is None:
+        sys.stdout.write("soak: no memory sample was taken\n")
+        return
+    chart = ""
+    if out.is_terminal:
+        chart = plot.terminal(read_samples(s), analysis, width=min(out.width, 100))
+    sys.stdout.write(soak_report.render(analysis, chart))
+    sys.stdout.write(f"samples, analysis and plot: {s.path / 'soak'}\n\n")
+
+
 @app.command("sessions")
 def list_sessions(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
     """List recorded sessions, oldest first."""
@@ -210,6 +341,13 @@ def replay(
         from .findings import new_since
 
         findings = new_since(findings, sessions.analyse(sessions.load(baseline))[1])
+    soaked = None
+    if s.data.get("kind") == "soak":
+        from .soak import analyse_session
+
+        soaked = analyse_session(s)
+        if fmt is Format.text:
+            _print_soak(s, soaked)
     if bundle is not None:
         from . import bundle as bundles
         from .errors import DockerUnavailable
@@ -223,6 +361,8 @@ def replay(
                               text.render_json(s.data, findings, notices), docker)
         err.print(f"asanlab: wrote {bundle} ({len(names)} files)", markup=False)
     _print_findings(s.data, findings, fmt, all_findings, full, sessions.session_notices(s))
+    if soaked is not None and soaked["verdict"] == "LEAK":
+        raise typer.Exit(EXIT_FINDINGS)
     _exit_for(findings)
 
 

@@ -19,6 +19,8 @@ from .recipe import Recipe, version_tuple
 from .sources import Fetched, plan  # planning reads only the lock file
 
 LABEL_PREFIX = "org.asanlab"
+# Where images keep the soak agent (images/agent); the image label of the same name says it is there.
+AGENT_PATH = "/opt/asanlab/lib/asanlab-agent.so"
 
 BASE_BUILD_PACKAGES = ("make", "pkg-config", "autoconf", "file", "xz-utils", "bzip2", "ca-certificates",
                        "libc6-dev", "libffi-dev")
@@ -161,12 +163,13 @@ def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
         asanlab_version=__version__, recipe=recipe, build_packages=build_packages, php_source=php_source,
         cc=cc, cxx=f"clang++-{recipe.compiler_version}", cflags=" ".join(cflags), ldflags="",
         php_configure=php_configure(recipe), extensions=extensions, last_build_stage=previous,
-        compiler_version=recipe.compiler_version, runtime_packages=[*RUNTIME_PACKAGES, *recipe.runtime_packages],
+        compiler_version=recipe.compiler_version, agent_path=AGENT_PATH, runtime_packages=[*RUNTIME_PACKAGES, *recipe.runtime_packages],
     )
     files: dict[str, bytes | Path] = {"Dockerfile": dockerfile.encode()}
     for script in sorted((images_dir() / "scripts").iterdir()):
         if script.is_file():
             files[f"scripts/{script.name}"] = script
+    files["agent/asanlab-agent.c"] = images_dir() / "agent" / "asanlab-agent.c"
     for f in fetched or []:
         files[f"sources/{f.filename}"] = f.path
 
@@ -187,6 +190,7 @@ def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
         f"{LABEL_PREFIX}.recipe": recipe.name,
         f"{LABEL_PREFIX}.php": recipe.php.version,
         f"{LABEL_PREFIX}.extensions": ",".join(f"{e.name}-{e.version}" for e in recipe.all_extensions),
+        f"{LABEL_PREFIX}.agent": AGENT_PATH,
         f"{LABEL_PREFIX}.sanitizers": ",".join(n for n, on in (("address", recipe.sanitizers.address),
                                                               ("leak", recipe.sanitizers.leak),
                                                               ("undefined", recipe.sanitizers.undefined)) if on),

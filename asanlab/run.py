@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from . import containers
 from . import session as sessions
@@ -58,6 +59,21 @@ class RunOptions:
     grace: float = 15.0
     recipe: object | None = None  # the Recipe, when the run came from one
     image_id: str | None = None
+    # What `asanlab soak` adds: work done while the app runs (its return ends the run), more
+    # environment, and folders of the session mounted read-write (session subfolder -> container path).
+    driver: Callable[["DriverContext"], None] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_mounts: dict[str, str] = field(default_factory=dict)
+    kind: str = "run"
+    extra_info: dict = field(default_factory=dict)  # more for session.json
+
+
+@dataclass
+class DriverContext:
+    container: object
+    session: sessions.Session
+    stop: threading.Event  # set when the user interrupts: stop soon
+    reporter: Reporter
 
 
 @dataclass
@@ -205,6 +221,23 @@ class _Output(threading.Thread):
         self.reporter(Event("run.output", line))
 
 
+class _Driver(threading.Thread):
+    """Runs the soak's work beside the app; when it returns (or fails) the run stops."""
+
+    def __init__(self, work: Callable[[DriverContext], None], ctx: DriverContext, stop: "_Stop") -> None:
+        super().__init__(daemon=True)
+        self.work, self.ctx, self.stop = work, ctx, stop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.work(self.ctx)
+            self.stop.request("finished")
+        except BaseException as e:
+            self.error = e
+            self.stop.request("error")
+
+
 class _Stop:
     """SIGINT/SIGTERM ask the run to stop (gracefully); a second one skips the grace period."""
 
@@ -244,30 +277,36 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     recipe = opts.recipe
     suppressions = list(recipe.runtime.suppressions) if recipe is not None else []
     env = environment(recipe, user_env, bool(suppressions))
+    env.update(opts.extra_env)
     command = ["php", f"{APP_DIR}/{app.name}", *opts.args]
     s = sessions.create({
-        "app": str(app), "command": command, "image": {"ref": opts.image, "id": opts.image_id},
+        "kind": opts.kind, "app": str(app), "command": command, "image": {"ref": opts.image, "id": opts.image_id},
         "recipe": recipe.raw if recipe is not None else None,
         "recipe_digest": recipe.digest() if recipe is not None else None,
         "recipe_path": str(recipe.path) if recipe is not None and recipe.path else None,
         "environment": _masked(env), "ports": {k: list(v) for k, v in ports.items()},
-        "timeout": opts.timeout, "grace": opts.grace,
+        "timeout": opts.timeout, "grace": opts.grace, **opts.extra_info,
     })
     config = s.path / "config"
     config.mkdir()
     if suppressions:
         (config / "lsan.supp").write_text("\n".join(suppressions) + "\n")
+    volumes = {str(app.parent): {"bind": APP_DIR, "mode": "ro"},
+               str(s.sanitizer_dir): {"bind": LOG_DIR, "mode": "rw"},
+               str(config): {"bind": CONFIG_DIR, "mode": "ro"}}
+    for sub, target in opts.extra_mounts.items():
+        (s.path / sub).mkdir(parents=True, exist_ok=True)
+        volumes[str(s.path / sub)] = {"bind": target, "mode": "rw"}
     reporter(Event("run.session", f"session {s.id} in {s.path}", {"id": s.id, "path": str(s.path)}))
     stop_reason, exit_code, error = "exited", None, None
     watcher = _Watcher(s.sanitizer_dir, reporter)
     output: _Output | None = None
+    driver: _Driver | None = None
     try:
         with _Stop() as stop, containers.temporary(
             client, opts.image, role="run", session=s.id, command=command, working_dir=APP_DIR,
             environment=env, ports=ports or None,
-            volumes={str(app.parent): {"bind": APP_DIR, "mode": "ro"},
-                     str(s.sanitizer_dir): {"bind": LOG_DIR, "mode": "rw"},
-                     str(config): {"bind": CONFIG_DIR, "mode": "ro"}},
+            volumes=volumes,
             # ptrace is what LeakSanitizer's final check uses to suspend threads on kernels or seccomp
             # profiles that forbid it by default; nothing else is added.
             cap_add=["SYS_PTRACE"],
@@ -283,6 +322,9 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
             watcher.start()
             deadline = time.monotonic() + opts.timeout if opts.timeout else None
             reporter(Event("run.started", f"running {' '.join(command)} in {opts.image}", {"container": container.name}))
+            if opts.driver is not None:
+                driver = _Driver(opts.driver, DriverContext(container, s, stop.event, reporter), stop)
+                driver.start()
             while True:
                 container.reload()
                 if container.status in ("exited", "dead"):
@@ -299,6 +341,11 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
         stop_reason = "error"
         error = e
     finally:
+        if driver is not None:
+            stop.event.set()  # the app is gone or stopping: the driver must not wait for it
+            driver.join(timeout=30)
+            if driver.error is not None and error is None:
+                error = driver.error
         watcher.stop.set()
         if watcher.is_alive():
             watcher.join(timeout=5)

@@ -1,0 +1,248 @@
+"""`asanlab soak`: the 1k / 10k / 100k-request method, automated.
+
+The app runs as under `asanlab run` (same capture, same session). Beside it, a driver sends exact
+numbers of requests, pausing at sample points to read every PHP process's memory: private and
+proportional memory from /proc (docker exec, no ptrace), and, in asanlab's images, the ASan
+allocator's live bytes and live-heap profiles through the agent (images/agent). After the soak the
+samples are judged (growth.py) and the growing allocation stacks ranked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from . import memory
+from .errors import InfraError, UsageError
+from .events import Event, Reporter, null_reporter
+from .load import Loader, Request
+from .run import DriverContext, RunOptions, RunResult, run
+
+AGENT_DIR = "/asanlab/agent"
+
+
+@dataclass
+class SoakOptions:
+    requests: list[Request]
+    checkpoints: list[int]
+    concurrency: int = 16
+    samples_per_checkpoint: int = 8
+    ready_timeout: float = 60.0
+    profile_contexts: int = 500
+
+
+def parse_checkpoints(spec: str) -> list[int]:
+    try:
+        points = [int(p.replace("_", "").replace("k", "000")) for p in spec.split(",") if p.strip()]
+    except ValueError:
+        raise UsageError(f"--checkpoints {spec!r}: expected request counts, e.g. 1000,10000,100000") from None
+    if not points or any(p <= 0 for p in points) or points != sorted(set(points)):
+        raise UsageError(f"--checkpoints {spec!r}: expected increasing positive counts, e.g. 1000,10000,100000")
+    return points
+
+
+def schedule(checkpoints: list[int], per_interval: int) -> list[tuple[int, bool]]:
+    """Sample points (requests, is_checkpoint): `per_interval` evenly spaced up to each checkpoint."""
+    points: dict[int, bool] = {}
+    previous = 0
+    for c in checkpoints:
+        for i in range(1, per_interval + 1):
+            points.setdefault(previous + (c - previous) * i // per_interval, False)
+        points[c] = True
+        previous = c
+    return sorted(points.items())
+
+
+def _sampler_script() -> str:
+    return resources.files("asanlab").joinpath("data/sample-memory.sh").read_text()
+
+
+@dataclass
+class _Recorder:
+    """The soak's own files in the session: samples.jsonl grows one line per sample, so an
+    interrupted soak keeps every sample taken."""
+    folder: Path
+    samples: list[dict] = field(default_factory=list)
+
+    def add(self, sample: dict) -> None:
+        self.samples.append(sample)
+        with open(self.folder / "samples.jsonl", "a") as f:
+            f.write(json.dumps(sample) + "\n")
+
+
+class Driver:
+    def __init__(self, opts: SoakOptions, agent: bool, loader: Loader) -> None:
+        self.opts, self.agent, self.loader = opts, agent, loader
+        self.script = _sampler_script()
+        self.seq = 0
+
+    def __call__(self, ctx: DriverContext) -> None:
+        folder = ctx.session.path / "soak"
+        folder.mkdir(exist_ok=True)
+        rec = _Recorder(folder)
+        self._wait_ready(ctx)
+        ctx.reporter(Event("soak.ready", "the app answers: soak starts"))
+        rec.add(self._sample(ctx, 0, False))
+        done = 0
+        plan = schedule(self.opts.checkpoints, self.opts.samples_per_checkpoint)
+        last = plan[-1][0]
+        for point, checkpoint in plan:
+            stats = self.loader.send(point - done, ctx.stop)
+            done += stats.sent
+            if ctx.stop.is_set():
+                ctx.reporter(Event("soak.stopped", f"stopped at {done} requests"))
+                break
+            sample = self._sample(ctx, done, checkpoint)
+            sample["load"] = stats.as_dict()
+            rec.add(sample)
+            total = self.loader.total
+            ctx.reporter(Event("soak.progress", f"{done}/{last} requests ({total.failed} failed), "
+                                                f"{stats.sent / stats.seconds if stats.seconds else 0:.0f} req/s"
+                                                + (" - checkpoint" if checkpoint else ""),
+                               {"done": done, "total": last, "checkpoint": checkpoint}))
+        (folder / "load.json").write_text(json.dumps(self.loader.total.as_dict(), indent=2) + "\n")
+
+    def _wait_ready(self, ctx: DriverContext) -> None:
+        deadline = time.monotonic() + self.opts.ready_timeout
+        why = None
+        while time.monotonic() < deadline and not ctx.stop.is_set():
+            ctx.container.reload()
+            if ctx.container.status in ("exited", "dead"):
+                raise InfraError("the app exited before it answered on the URL; see its output above")
+            why = self.loader.probe()
+            if why is None:
+                return
+            time.sleep(0.5)
+        if not ctx.stop.is_set():
+            raise InfraError(f"the app did not answer on {self.opts.requests[0].url} within "
+                             f"{self.opts.ready_timeout:.0f} s ({why}); is the port published (-p)?")
+
+    def _sample(self, ctx: DriverContext, requests: int, profile: bool) -> dict:
+        t = time.time()
+        # LD_PRELOAD emptied: the sampler's shell must not load the agent.
+        code, out = ctx.container.exec_run(["sh", "-c", self.script], environment={"LD_PRELOAD": ""}, demux=False)
+        snap = memory.parse_snapshot((out or b"").decode(errors="replace"))
+        sample = {"requests": requests, "time": t, "checkpoint": profile, "cgroup": snap.cgroup,
+                  "processes": {str(p.pid): memory.to_dict(p) for p in snap.processes.values()}}
+        if self.agent and snap.processes:
+            self.seq += 1
+            sample["seq"] = self.seq
+            answers = self._ask(ctx, set(snap.processes), profile)
+            for pid, a in answers.items():
+                if str(pid) in sample["processes"]:
+                    sample["processes"][str(pid)].update(allocated=a.allocated, heap=a.heap, profiled=a.profiled)
+        return sample
+
+    def _ask(self, ctx: DriverContext, pids: set[int], profile: bool) -> dict[int, memory.Answer]:
+        folder = ctx.session.path / "agent"
+        tmp = folder / "trigger.tmp"
+        tmp.write_text(f"{self.seq} {int(profile)} {self.opts.profile_contexts}\n")
+        os.replace(tmp, folder / "trigger")  # the agents read it whole or not at all
+        # A profile is symbolized in the process: at -O0 with hundreds of stacks it takes seconds.
+        deadline = time.monotonic() + (180 if profile else 10)
+        answers: dict[int, memory.Answer] = {}
+        while time.monotonic() < deadline:
+            for pid in pids - set(answers):
+                f = folder / f"answers.{pid}"
+                if f.exists():
+                    for a in memory.parse_answers(f.read_text()):
+                        if a.seq == self.seq:
+                            answers[pid] = a
+            if set(answers) >= pids or ctx.stop.is_set():
+                break
+            time.sleep(0.05)
+        missing = pids - set(answers)
+        if missing:
+            ctx.reporter(Event("soak.warning", f"no agent answer from pid {', '.join(map(str, sorted(missing)))} "
+                                               f"(sample {self.seq})"))
+        return answers
+
+
+def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | None, settings: dict,
+         reporter: Reporter = null_reporter) -> RunResult:
+    """Run the app with the soak's driver beside it. `settings` (criteria, url, ...) are kept in the
+    session so that `asanlab replay` judges the samples the same way."""
+    loader = Loader(opts.requests, opts.concurrency)
+    run_opts.kind = "soak"
+    run_opts.extra_info = {"soak": settings}
+    run_opts.driver = Driver(opts, agent_path is not None, loader)
+    run_opts.extra_mounts = {"agent": AGENT_DIR}
+    if agent_path is not None:
+        run_opts.extra_env = {"LD_PRELOAD": agent_path, "ASANLAB_AGENT_DIR": AGENT_DIR, **run_opts.extra_env}
+    try:
+        return run(client, run_opts, reporter=reporter)
+    finally:
+        loader.close()
+
+
+def read_samples(s) -> list[dict]:
+    f = s.path / "soak" / "samples.jsonl"
+    if not f.exists():
+        return []
+    out = []
+    for line in f.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a line cut by an interruption
+            continue
+    return out
+
+
+def read_profiles(s, samples: list[dict]) -> dict[int, list[tuple[int, memory.Profile]]]:
+    """Each process's live-heap profiles with the request count each was taken at: the k-th
+    profile in its sanitizer log answers its k-th profiled request."""
+    requests_at = {smp["seq"]: smp["requests"] for smp in samples if "seq" in smp}
+    out: dict[int, list[tuple[int, memory.Profile]]] = {}
+    for f in sorted((s.path / "agent").glob("answers.*")):
+        pid = int(f.suffix[1:]) if f.suffix[1:].isdigit() else None
+        log = s.sanitizer_dir / f"sanitizer.{pid}"
+        if pid is None or not log.exists():
+            continue
+        asked = [a.seq for a in memory.parse_answers(f.read_text()) if a.profiled]
+        profiles = memory.parse_profiles(log.read_text(errors="replace"))
+        out[pid] = [(requests_at[seq], p) for seq, p in zip(asked, profiles) if seq in requests_at]
+    return out
+
+
+def analyse_session(s, *, plots: bool = True) -> dict | None:
+    """Judge a stored soak (again): writes soak/analysis.json, samples.csv and memory.png."""
+    from . import plot, soak_report
+    from .growth import Criteria
+
+    samples = read_samples(s)
+    if not samples:
+        return None
+    opts = s.data.get("soak") or {}
+    criteria = Criteria(threshold=opts.get("threshold", 1.0), min_growth=opts.get("min_growth", 64 * 1024),
+                        warmup=opts.get("warmup", 0))
+    load_file = s.path / "soak" / "load.json"
+    load = json.loads(load_file.read_text()) if load_file.exists() else None
+    analysis = soak_report.analyse(samples, read_profiles(s, samples), criteria,
+                                   budget=opts.get("budget", 64 * 1024 * 1024), load=load)
+    folder = s.path / "soak"
+    from .sources import atomic_write
+
+    atomic_write(folder / "analysis.json", (json.dumps(analysis, indent=2) + "\n").encode())
+    atomic_write(folder / "samples.csv", _csv(samples).encode())
+    if plots:
+        plot.png(samples, analysis, folder / "memory.png")
+    return analysis
+
+
+def _csv(samples: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    cols = ["requests", "time", "pid", "role", "allocated", "heap", "uss", "pss", "rss_anon", "rss", "cgroup"]
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for smp in samples:
+        for pid, p in smp["processes"].items():
+            w.writerow([smp["requests"], f"{smp['time']:.3f}", pid, p.get("role"), p.get("allocated"), p.get("heap"),
+                        p.get("uss"), p.get("pss"), p.get("rss_anon"), p.get("rss"), smp.get("cgroup")])
+    return buf.getvalue()

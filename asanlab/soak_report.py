@@ -1,0 +1,206 @@
+"""A soak's samples -> the answer: verdicts, the checkpoint table, projections, max_request
+advice and the allocation stacks that grow. Pure: dicts in, dicts and text out, so that
+`asanlab replay` renders a stored soak exactly as the soak did.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from . import growth, memory
+from .growth import Criteria, size
+
+SCHEMA = 1
+ROLE_ORDER = ("master", "server", "manager", "worker", "process")
+METRICS = {
+    "allocated": "ASan allocator live bytes (quarantine excluded)",
+    "uss": "private memory (USS, /proc/PID/smaps_rollup)",
+    "rss_anon": "anonymous resident memory (RssAnon)",
+    "rss": "resident memory (RSS)",
+}
+
+
+def choose_metric(samples: list[dict]) -> str:
+    for metric in METRICS:
+        if any(p.get(metric) for s in samples for p in s["processes"].values()):
+            return metric
+    return "rss"
+
+
+def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Profile]]], criteria: Criteria,
+            budget: int = 64 * 1024 * 1024, load: dict | None = None) -> dict:
+    metric = choose_metric(samples)
+    last = samples[-1] if samples else {"requests": 0, "processes": {}}
+    roles: dict[int, Counter] = defaultdict(Counter)
+    points: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    seen: dict[int, list[int]] = defaultdict(list)
+    for s in samples:
+        for pid_s, p in s["processes"].items():
+            pid = int(pid_s)
+            roles[pid][p.get("role", "process")] += 1
+            seen[pid].append(s["requests"])
+            if p.get(metric) is not None:
+                points[pid].append((s["requests"], float(p[metric])))
+    alive = {int(pid) for pid in last["processes"]}
+    series = []
+    events = []
+    first_requests = samples[0]["requests"] if samples else 0
+    for pid in sorted(seen, key=lambda k: (seen[k][0], k)):
+        role = roles[pid].most_common(1)[0][0]
+        v = growth.judge(points[pid], criteria)
+        entry = {"pid": pid, "role": role, "first": seen[pid][0], "last": seen[pid][-1], "alive": pid in alive,
+                 **v.as_dict()}
+        series.append(entry)
+        if seen[pid][0] > first_requests:
+            events.append(f"{role} pid {pid} appeared by {seen[pid][0]} requests (a restart: max_request, "
+                          "or a crash; it is a new series)")
+        if pid not in alive:
+            events.append(f"{role} pid {pid} was gone after {seen[pid][-1]} requests")
+    judged = [s for s in series if s["fit"] is not None or s["alive"]]
+    verdicts = [growth.Verdict(s["verdict"], s["reason"]) for s in judged]
+    overall = growth.overall(verdicts)
+    fits = [s["fit"] for s in series if s["alive"] and s["fit"]]
+    slope = sum(f["slope"] for f in fits) if fits else None
+    interval = [sum(f["low"] for f in fits), sum(f["high"] for f in fits)] if fits else None
+    more = [s["more_requests"] for s in series if s["verdict"] == growth.INCONCLUSIVE and s["more_requests"]]
+
+    return {
+        "schema": SCHEMA, "metric": metric, "metric_label": METRICS[metric],
+        "criteria": {"threshold": criteria.threshold, "min_growth": criteria.min_growth, "warmup": criteria.warmup},
+        "verdict": overall, "bytes_per_request": slope, "interval": interval,
+        "per_million": slope * 1_000_000 if slope is not None else None,
+        "more_requests": max(more) if overall == growth.INCONCLUSIVE and more else None,
+        "series": series, "events": events,
+        "checkpoints": checkpoint_table(samples, metric),
+        "advice": advice(series, samples, metric, budget),
+        "growing_sites": growing_sites(profiles, criteria.warmup),
+        "load": load,
+    }
+
+
+def checkpoint_table(samples: list[dict], metric: str) -> list[dict]:
+    rows = []
+    previous = None
+    for s in samples:
+        if not (s.get("checkpoint") or s is samples[0]):
+            continue
+        by_role: dict[str, int] = defaultdict(int)
+        for p in s["processes"].values():
+            by_role[p.get("role", "process")] += int(p.get(metric) or 0)
+        total = sum(by_role.values())
+        row = {"requests": s["requests"], "by_role": dict(by_role), "total": total, "cgroup": s.get("cgroup"),
+               "growth": None, "bytes_per_request": None}
+        if previous is not None and s["requests"] > previous["requests"]:
+            row["growth"] = total - previous["total"]
+            row["bytes_per_request"] = row["growth"] / (s["requests"] - previous["requests"])
+        rows.append(row)
+        previous = row
+    return rows
+
+
+def advice(series: list[dict], samples: list[dict], metric: str, budget: int) -> dict | None:
+    """max_request from the workers' measured growth: each worker gets about 1/n of the requests."""
+    workers = [s for s in series if s["role"] in ("worker", "server") and s["alive"] and s["fit"]]
+    if not workers:
+        return None
+    n = len(workers)
+    # A worker's slope is per request of the whole server; it serves about 1/n of them, so per
+    # request of its own it grows n times that: on average, the sum of the workers' slopes.
+    per_own_request = sum(w["fit"]["slope"] for w in workers)
+    if per_own_request <= 0:
+        return {"workers": n, "per_worker_request": per_own_request, "max_request": None, "budget": budget}
+    reach = int(budget / per_own_request)
+    return {"workers": n, "per_worker_request": per_own_request, "budget": budget,
+            # max_request_grace (max_request / 2 by default) lets a worker run up to 1.5x longer.
+            "max_request": max(1, int(reach / 1.5)), "requests_to_budget": reach}
+
+
+def growing_sites(profiles: dict[int, list[tuple[int, memory.Profile]]], warmup: int, top: int = 10) -> list[dict]:
+    """Allocation stacks ranked by live bytes gained per request between the first profile after
+    warm-up and the last one, summed over processes."""
+    rate: dict[str, float] = defaultdict(float)
+    count_rate: dict[str, float] = defaultdict(float)
+    frames: dict[str, list] = {}
+    pids: dict[str, set] = defaultdict(set)
+    for pid, series in profiles.items():
+        series = sorted(series, key=lambda rp: rp[0])
+        after = [rp for rp in series if rp[0] >= warmup] or series
+        if len(after) < 2 or after[-1][0] <= after[0][0]:
+            continue
+        (r0, p0), (r1, p1) = after[0], after[-1]
+        before = {c.key(): c for c in p0.contexts}
+        for c in p1.contexts:
+            old = before.get(c.key())
+            gained = c.bytes - (old.bytes if old else 0)
+            if gained <= 0:
+                continue
+            key = c.key()
+            rate[key] += gained / (r1 - r0)
+            count_rate[key] += (c.count - (old.count if old else 0)) / (r1 - r0)
+            frames.setdefault(key, c.frames)
+            pids[key].add(pid)
+    ranked = sorted(rate, key=lambda k: -rate[k])[:top]
+    return [{"bytes_per_request": rate[k], "allocations_per_request": count_rate[k],
+             "site": memory.site(frames[k]), "processes": len(pids[k]),
+             "frames": [f.describe() for f in frames[k][:16]]} for k in ranked]
+
+
+def render(a: dict, chart: str = "") -> str:
+    out = []
+    label = a["metric_label"]
+    bpr = a["bytes_per_request"]
+    head = f"soak: {a['verdict']}"
+    if bpr is not None:
+        lo, hi = a["interval"]
+        head += f", {bpr:.1f} B/request (95% {lo:.1f}..{hi:.1f}), {size(a['per_million'])} per 1M requests"
+    out.append(head)
+    out.append(f"measured: {label}; fitted after {a['criteria']['warmup']} requests; "
+               f"LEAK needs >= {a['criteria']['threshold']:g} B/request and {size(a['criteria']['min_growth'])} growth")
+    if a.get("more_requests"):
+        out.append(f"undecided: about {a['more_requests']} more requests would decide it (--checkpoints)")
+    load = a.get("load")
+    if load:
+        rate = load["sent"] / load["seconds"] if load.get("seconds") else 0
+        line = f"load: {load['sent']} requests, {load['failed']} failed, {rate:.0f} req/s while loading"
+        if load.get("statuses"):
+            line += "; status " + ", ".join(f"{k}: {v}" for k, v in load["statuses"].items())
+        if load.get("errors"):
+            line += "; errors " + ", ".join(f"{k}: {v}" for k, v in load["errors"].items())
+        out.append(line)
+    out.append("")
+    rows = a["checkpoints"]
+    roles = [r for r in ROLE_ORDER if any(r in row["by_role"] for row in rows)]
+    header = ["requests", *roles, "total", "growth", "B/request"]
+    table = [header]
+    for row in rows:
+        table.append([str(row["requests"]), *[size(row["by_role"].get(r, 0)) for r in roles], size(row["total"]),
+                      size(row["growth"]) if row["growth"] is not None else "",
+                      f"{row['bytes_per_request']:.1f}" if row["bytes_per_request"] is not None else ""])
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        out.append("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)))
+    out.append("")
+    out.append("per process:")
+    for s in a["series"]:
+        state = "" if s["alive"] else " (gone)"
+        out.append(f"  {s['role']:<8} pid {s['pid']:<6} {s['verdict']:<12} {s['reason']}{state}")
+    for e in a["events"]:
+        out.append(f"  note: {e}")
+    adv = a.get("advice")
+    if adv and adv.get("max_request"):
+        out.append("")
+        out.append(f"max_request: each of {adv['workers']} worker(s) grows about {adv['per_worker_request']:.1f} B per "
+                   f"request it serves; to stay within {size(adv['budget'])} of growth set max_request <= "
+                   f"{adv['max_request']} (max_request_grace lets a worker run up to 1.5x longer)")
+    sites = a.get("growing_sites") or []
+    if sites:
+        out.append("")
+        out.append("growing allocation stacks (live heap, per request):")
+        for g in sites[:5]:
+            out.append(f"  {g['bytes_per_request']:8.1f} B/request  {g['allocations_per_request']:.2f} allocations/request"
+                       f"  in {g['processes']} process(es)")
+            out.append(f"           from {g['site']}")
+    if chart:
+        out.append("")
+        out.append(chart)
+    return "\n".join(out) + "\n"

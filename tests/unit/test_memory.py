@@ -1,0 +1,83 @@
+"""Parsing what a soak measures, on real output: the /proc sampler and ASan live-heap profiles."""
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from asanlab import memory, reports, soak
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "soak"
+
+
+def test_snapshot_from_proc():
+    snap = memory.parse_snapshot((FIXTURES / "snapshot.txt").read_text())
+    assert sorted(snap.processes) == [7, 9]
+    parent, child = snap.processes[7], snap.processes[9]
+    assert (parent.role, child.role) == ("master", "worker") and child.ppid == 7
+    # USS is private clean + dirty, so the child's copy-on-write pages shared with its parent are not its own.
+    assert child.uss == (60 + 44) * 1024 and parent.uss == (39908 + 44) * 1024
+    assert child.pss == 14160 * 1024 and child.rss_anon == 26732 * 1024 and child.rss == 28404 * 1024
+    assert "pcntl_fork" in parent.cmdline
+    assert snap.cgroup == 99020800
+
+
+def test_roles_of_a_swoole_tree():
+    procs = {p: memory.Process(pid=p, ppid=pp) for p, pp in [(1, 0), (5, 1), (7, 5), (8, 5), (9, 5)]}
+    memory.assign_roles(procs)
+    assert [procs[p].role for p in (1, 5, 7, 8, 9)] == ["master", "manager", "worker", "worker", "worker"]
+    single = {1: memory.Process(pid=1, ppid=0)}
+    memory.assign_roles(single)
+    assert single[1].role == "server"
+
+
+def test_profiles_from_a_real_worker_log():
+    text = (FIXTURES / "worker-profiles.log").read_text()
+    expected = dict(re.findall(r"(FFI_BYTES|FFI_COUNT) (\S+)", text))
+    profiles = memory.parse_profiles(text)
+    assert len(profiles) == 2
+    ffi = [[c for c in p.contexts if any(f.function == "zif_ffi_trampoline" for f in c.frames)] for p in profiles]
+    assert [c[0].bytes for c in ffi] == [int(x) for x in expected["FFI_BYTES"].split(",")]
+    assert [c[0].count for c in ffi] == [int(x) for x in expected["FFI_COUNT"].split(",")]
+    assert profiles[0].live_bytes == 1945432 and profiles[0].live_chunks == 11010
+    assert ffi[0][0].key() == ffi[1][0].key()  # same site, same key, whatever the addresses
+    assert memory.site(ffi[1][0].frames).startswith("__interceptor_malloc <- zif_ffi_trampoline")
+    # The profiles are not findings: the log's only report is the exit-time leak.
+    found = reports.parse(text)
+    assert [r.kind for r in found] == ["direct-leak"] and found[0].leaked_bytes == 1216200
+
+
+def test_growing_sites_rank_by_bytes_per_request():
+    from asanlab.soak_report import growing_sites
+
+    profiles = memory.parse_profiles((FIXTURES / "worker-profiles.log").read_text())
+    sites = growing_sites({10: [(1000, profiles[0]), (20000, profiles[1])]}, warmup=1000)
+    top = sites[0]
+    assert top["bytes_per_request"] == pytest.approx((1216200 - 62400) / 19000)
+    assert top["allocations_per_request"] == pytest.approx((12162 - 624) / 19000)
+    assert "zif_ffi_trampoline" in top["site"]
+
+
+def test_answers_skip_torn_lines():
+    text = "3 8 1 2033028 175374336 0\n4 8 1 2615428\n5 8 1 2615500 344850432 1\n"
+    answers = memory.parse_answers(text)
+    assert [(a.seq, a.allocated, a.profiled) for a in answers] == [(3, 2033028, False), (5, 2615500, True)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_parsers_never_raise(text):
+    memory.parse_snapshot(text)
+    memory.parse_profiles(text)
+    memory.parse_answers(text)
+
+
+def test_schedule_and_checkpoints():
+    assert soak.parse_checkpoints("1000,10k,100_000") == [1000, 10000, 100000]
+    for bad in ("", "10,5", "0,5", "a,b", "5,5"):
+        with pytest.raises(Exception, match="--checkpoints"):
+            soak.parse_checkpoints(bad)
+    plan = soak.schedule([1000, 10000], 4)
+    assert plan == [(250, False), (500, False), (750, False), (1000, True), (3250, False), (5500, False),
+                    (7750, False), (10000, True)]
