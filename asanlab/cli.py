@@ -114,13 +114,7 @@ def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: l
     reporter = ConsoleReporter(err)
     r = recipes.load(recipe_path) if recipe_path else None
     try:
-        if r is not None:
-            from .build import build as do_build
-
-            built = do_build(r, client, reporter=reporter)
-            image_ref, image_id = built.image_ref, built.image_id
-        else:
-            image_ref, image_id = image, _image_id(image)
+        image_ref, image_id = _image_for(r, image, reporter)
         result = do_run(client(), RunOptions(app=app_path, image=image_ref, image_id=image_id, args=args,
                                              ports=publish, env=env, timeout=timeout, grace=grace, recipe=r),
                         reporter=reporter)
@@ -140,6 +134,16 @@ def _exit_for(findings) -> None:
     from .findings import failing
 
     raise typer.Exit(EXIT_FINDINGS if failing(findings) else EXIT_OK)
+
+
+def _image_for(r, image: str | None, reporter) -> tuple[str, str]:
+    """The recipe's image, built if needed, or the image given: (reference, image ID)."""
+    if r is not None:
+        from .build import build as do_build
+
+        built = do_build(r, client, reporter=reporter)
+        return built.image_ref, built.image_id
+    return image, _image_id(image)
 
 
 def _image_id(ref: str) -> str:
@@ -241,13 +245,7 @@ def soak(
     reporter = ConsoleReporter(err)
     r = recipes.load(recipe_path) if recipe_path else None
     try:
-        if r is not None:
-            from .build import build as do_build
-
-            built = do_build(r, client, reporter=reporter)
-            image_ref, image_id = built.image_ref, built.image_id
-        else:
-            image_ref, image_id = image, _image_id(image)
+        image_ref, image_id = _image_for(r, image, reporter)
         agent = _agent_path(image_ref)
         run_opts = RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(ctx.args),
                               ports=publish or [], env=env or [], grace=grace, recipe=r)
