@@ -33,6 +33,16 @@ class Format(str, Enum):
     junit = "junit"
 
 
+class PullPolicy(str, Enum):
+    missing = "missing"
+    always = "always"
+    never = "never"
+
+
+PULL_HELP = ("missing: use the image here, else pull it from --registry, else build it (and say so); "
+             "always: pull; never: use or build here.")
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"asanlab {__version__}")
@@ -55,6 +65,9 @@ def build(
                                                    help="Print the rendered Dockerfile and stop (no Docker).")] = False,
     frozen: Annotated[bool, typer.Option("--frozen", help="Refuse any source whose sha256 is not pinned "
                                                           "(recipe, php.net data or lock file). For CI.")] = False,
+    push_to: Annotated[Optional[str], typer.Option("--push", metavar="PREFIX", help="Then push it as PREFIX/NAME:"
+                                                   "sha-DIGEST and PREFIX/NAME:READABLE, e.g. "
+                                                   "ghcr.io/org/asanlab.")] = None,
 ) -> None:
     """Build the recipe's instrumented image (a no-op when it is already built)."""
     from .build import build as do_build
@@ -64,12 +77,97 @@ def build(
     if print_dockerfile:
         out.print(render(r).dockerfile, end="", markup=False)
         return
+    from . import registry
+
+    if push_to is not None:
+        registry.check_prefix(push_to)
     reporter = ConsoleReporter(err)
     try:
         result = do_build(r, client, no_cache=no_cache, network=network, frozen=frozen, reporter=reporter)
+        if push_to is not None:
+            remote = registry.remote_for(push_to, _rendered_of(result))
+            registry.push(client(), result.image_ref, remote, reporter=reporter)
     finally:
         reporter.close()
     out.print(f"{result.image_ref}\n{result.readable_ref}\nimage {result.image_id}", markup=False)
+    if push_to is not None:
+        out.print(f"pushed {remote.ref}", markup=False)
+
+
+def _rendered_of(result):
+    """What registry.remote_for needs of a build result: repository and both tags."""
+    from types import SimpleNamespace
+
+    repository, _, content_tag = result.image_ref.rpartition(":")
+    return SimpleNamespace(repository=repository, content_tag=content_tag,
+                           readable_tag=result.readable_ref.rpartition(":")[2])
+
+
+def _is_recipe(arg: str) -> bool:
+    return arg.endswith((".yml", ".yaml")) or Path(arg).is_file()
+
+
+@app.command(epilog=EXIT_CODES)
+def push(
+    what: Annotated[str, typer.Argument(metavar="RECIPE|IMAGE", help="A recipe whose image is built here, or "
+                                                                      "an asanlab image.")],
+    to: Annotated[str, typer.Option("--to", metavar="PREFIX", help="Registry and path, e.g. "
+                                                                   "127.0.0.1:5000/asanlab or ghcr.io/org/asanlab.")],
+) -> None:
+    """Push an image built here, under its content-addressed tag and its readable tag."""
+    from . import registry
+    from .build import find_image
+
+    registry.check_prefix(to)
+    docker = client()
+    if _is_recipe(what):
+        rendered = registry.expected(recipes.load(Path(what)))
+        if find_image(docker, rendered.image_ref) is None:
+            raise UsageError(f"{rendered.image_ref} is not built on this machine", hint=f"asanlab build {what}")
+        local, remote = rendered.image_ref, registry.remote_for(to, rendered)
+    else:
+        image = find_image(docker, what)
+        labels = (image.labels or {}) if image is not None else {}
+        if "org.asanlab.digest" not in labels:
+            raise UsageError(f"{what}: not an asanlab image on this machine (no org.asanlab.digest label)")
+        from types import SimpleNamespace
+
+        readable = next((t.rpartition(":")[2] for t in image.tags if ":sha-" not in t), "latest")
+        local = what
+        remote = registry.remote_for(to, SimpleNamespace(
+            repository=f"asanlab/{labels['org.asanlab.recipe']}", content_tag=f"sha-{labels['org.asanlab.digest'][:20]}",
+            readable_tag=readable))
+    reporter = ConsoleReporter(err)
+    try:
+        registry.push(docker, local, remote, reporter=reporter)
+    finally:
+        reporter.close()
+    out.print(f"pushed {remote.ref}", markup=False)
+
+
+@app.command(epilog=EXIT_CODES)
+def pull(
+    what: Annotated[str, typer.Argument(metavar="RECIPE|IMAGE", help="A recipe (its exact image is pulled by its "
+                                                                      "content tag) or an image reference.")],
+    source: Annotated[Optional[str], typer.Option("--from", metavar="PREFIX", envvar="ASANLAB_REGISTRY",
+                                                  help="Registry and path the recipe's image was pushed to.")] = None,
+) -> None:
+    """Pull the image a recipe describes (exactly: by content tag, checked by its digest label), or any image."""
+    from . import registry
+
+    reporter = ConsoleReporter(err)
+    try:
+        if _is_recipe(what):
+            if not source:
+                raise UsageError("pulling a recipe's image needs --from PREFIX (or ASANLAB_REGISTRY)")
+            rendered = registry.expected(recipes.load(Path(what)))
+            image = registry.pull(client(), registry.remote_for(source, rendered), rendered, reporter=reporter)
+            out.print(f"{rendered.image_ref}\nimage {image.id}", markup=False)
+        else:
+            image = registry.pull_image(client(), what, reporter=reporter)
+            out.print(f"{what}\nimage {image.id}", markup=False)
+    finally:
+        reporter.close()
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False}, epilog=EXIT_CODES + (
@@ -93,18 +191,22 @@ def run(
     fmt: Annotated[Format, typer.Option("--format", help="How to print the findings at the end.")] = Format.text,
     baseline: Annotated[Optional[str], typer.Option(help="A session to compare with: report (and fail on) only "
                                                          "findings it lacks, or whose count grew.")] = None,
+    pull_policy: Annotated[PullPolicy, typer.Option("--pull", help=PULL_HELP)] = PullPolicy.missing,
+    registry_prefix: Annotated[Optional[str], typer.Option("--registry", metavar="PREFIX", envvar="ASANLAB_REGISTRY",
+                                                           help="Where recipes' images are published, e.g. "
+                                                                "ghcr.io/org/asanlab.")] = None,
 ) -> None:
     """Run a PHP app (a Swoole server or a script) in the instrumented image and capture every report.
 
     Arguments after `--` go to the app.
     """
     _run(app_path, recipe_path, image, publish or [], env or [], timeout, grace, list(ctx.args), all_findings, fmt,
-         baseline)
+         baseline, pull_policy, registry_prefix)
 
 
 def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: list[str], env: list[str],
          timeout: float | None, grace: float, args: list[str], all_findings: bool, fmt: Format,
-         baseline: str | None = None) -> None:
+         baseline: str | None = None, pull_policy: "PullPolicy" = None, registry_prefix: str | None = None) -> None:
     from .run import RunOptions, run as do_run
 
     if (recipe_path is None) == (image is None):
@@ -114,7 +216,7 @@ def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: l
     reporter = ConsoleReporter(err)
     r = recipes.load(recipe_path) if recipe_path else None
     try:
-        image_ref, image_id = _image_for(r, image, reporter)
+        image_ref, image_id = _image_for(r, image, reporter, pull_policy, registry_prefix)
         result = do_run(client(), RunOptions(app=app_path, image=image_ref, image_id=image_id, args=args,
                                              ports=publish, env=env, timeout=timeout, grace=grace, recipe=r),
                         reporter=reporter)
@@ -136,13 +238,34 @@ def _exit_for(findings) -> None:
     raise typer.Exit(EXIT_FINDINGS if failing(findings) else EXIT_OK)
 
 
-def _image_for(r, image: str | None, reporter) -> tuple[str, str]:
-    """The recipe's image, built if needed, or the image given: (reference, image ID)."""
-    if r is not None:
-        from .build import build as do_build
+def _image_for(r, image: str | None, reporter, policy: "PullPolicy" = None, prefix: str | None = None
+               ) -> tuple[str, str]:
+    """The recipe's image (here, pulled or built) or the image given (here or pulled): (reference, ID)."""
+    from . import registry
+    from .build import build as do_build, find_image
+    from .events import Event
 
+    policy = policy or PullPolicy.missing
+    if policy is PullPolicy.always and r is not None and not prefix:
+        raise UsageError("--pull always needs --registry PREFIX (or ASANLAB_REGISTRY) to pull a recipe's image from")
+    if r is not None:
+        if policy is not PullPolicy.never and prefix:
+            rendered = registry.expected(r)
+            local = find_image(client(), rendered.image_ref)
+            if local is not None and policy is PullPolicy.missing:
+                return rendered.image_ref, local.id
+            try:
+                pulled = registry.pull(client(), registry.remote_for(prefix, rendered), rendered, reporter=reporter)
+                return rendered.image_ref, pulled.id
+            except AsanlabError as e:
+                if policy is PullPolicy.always:
+                    raise
+                reporter(Event("run.warning", f"{e.message}: building it here instead"))
         built = do_build(r, client, reporter=reporter)
         return built.image_ref, built.image_id
+    assert image is not None
+    if policy is PullPolicy.always or (policy is PullPolicy.missing and find_image(client(), image) is None):
+        return image, registry.pull_image(client(), image, reporter=reporter).id
     return image, _image_id(image)
 
 
@@ -212,6 +335,10 @@ def soak(
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the app to answer on --url.")] = 60.0,
     grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL at the end.")] = 15.0,
     fmt: Annotated[SoakFormat, typer.Option("--format", help="text, or json (the analysis).")] = SoakFormat.text,
+    pull_policy: Annotated[PullPolicy, typer.Option("--pull", help=PULL_HELP)] = PullPolicy.missing,
+    registry_prefix: Annotated[Optional[str], typer.Option("--registry", metavar="PREFIX", envvar="ASANLAB_REGISTRY",
+                                                           help="Where recipes' images are published, e.g. "
+                                                                "ghcr.io/org/asanlab.")] = None,
 ) -> None:
     """Drive exact numbers of requests and measure every PHP process's memory: does the app leak,
     how much per request, and which allocation stack grows.
@@ -245,7 +372,7 @@ def soak(
     reporter = ConsoleReporter(err)
     r = recipes.load(recipe_path) if recipe_path else None
     try:
-        image_ref, image_id = _image_for(r, image, reporter)
+        image_ref, image_id = _image_for(r, image, reporter, pull_policy, registry_prefix)
         agent = _agent_path(image_ref)
         run_opts = RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(ctx.args),
                               ports=publish or [], env=env or [], grace=grace, recipe=r)

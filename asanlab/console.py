@@ -25,6 +25,11 @@ class ConsoleReporter:
             done, total = e.data["done"], e.data["total"]
             pct = f"{100 * done / total:.0f}%" if total else f"{done >> 20} MiB"
             self._transient(f"downloading {e.message}: {pct} ({done >> 20} MiB)")
+        elif k in ("push.progress", "pull.progress"):
+            done, total = e.data["done"], e.data["total"]
+            self._transient(f"{e.message}: {done >> 20}/{total >> 20} MiB in {e.data['layers']} layer(s)")
+        elif k in ("push.status", "pull.status"):
+            self._transient(f"{e.message}")
         elif k in ("build.step",):
             self.step = f"step {e.data['step']}/{e.data['total']}"
             self._clear()

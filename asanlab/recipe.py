@@ -285,6 +285,13 @@ def _semantic_problems(data: dict, folder: Path) -> list[tuple[tuple, str]]:
     runtime = data.get("runtime", {})
     if "suppressions_file" in runtime:
         out += [(("runtime", "suppressions_file"), m) for m in _path_problems(runtime["suppressions_file"], folder)]
+    matrix = data.get("matrix", {})
+    # A source that names one file cannot serve several versions: the axis needs derived URLs.
+    if "php" in matrix and "source" in data["php"]:
+        out.append((("matrix", "php"), "php.source names one PHP; drop it so that each version's php.net URL is used"))
+    if "swoole" in matrix and swoole and {"url", "path"} & set(swoole.get("source", {})):
+        out.append((("matrix", "swoole"), "swoole.source names one file; drop url/path so that each version's "
+                                          "release URL is used"))
     return out
 
 
@@ -358,3 +365,51 @@ def _build(data: dict, path: Path | None, folder: Path) -> Recipe:
         ),
         raw=data,
     )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One combination of a recipe's matrix: a recipe of its own, or the reason it is skipped."""
+    name: str
+    axes: dict[str, str]
+    recipe: Recipe | None
+    skipped: str | None = None
+
+
+def sanitizer_label(san: dict) -> str:
+    parts = []
+    if san.get("address", True):
+        parts.append("asan" if san.get("leak", True) else "asan-noleak")
+    if san.get("undefined", True):
+        parts.append("ubsan")
+    return "-".join(parts) or "none"
+
+
+def expand(r: Recipe) -> list[Cell]:
+    """The recipe's matrix, one cell per combination, in the order written. Without a matrix: one cell."""
+    import copy
+    import itertools
+
+    matrix = r.raw.get("matrix")
+    if not matrix:
+        return [Cell(r.name, {}, r)]
+    base = {k: v for k, v in r.raw.items() if k != "matrix"}
+    phps = matrix.get("php") or [base["php"]["version"]]
+    swooles = matrix.get("swoole") or ([base["swoole"]["version"]] if base.get("swoole") else [None])
+    sans = matrix.get("sanitizers") or [base.get("sanitizers", {})]
+    cells = []
+    for php, sw, san in itertools.product(phps, swooles, sans):
+        data = copy.deepcopy(base)
+        data["php"]["version"] = php
+        if sw is not None:
+            data["swoole"] = {**data.get("swoole", {}), "version": sw}
+        data["sanitizers"] = dict(san)
+        name = f"{base['name']}-php{php}" + (f"-swoole{sw}" if sw else "") + f"-{sanitizer_label(san)}"
+        data["name"] = name
+        axes = {"php": php, "swoole": sw or "", "sanitizers": sanitizer_label(san)}
+        problems = _semantic_problems(data, r.folder)
+        if problems:
+            cells.append(Cell(name, axes, None, "; ".join(m for _, m in problems)))
+        else:
+            cells.append(Cell(name, axes, _build(data, r.path, r.folder)))
+    return cells

@@ -116,9 +116,14 @@ def advice(series: list[dict], samples: list[dict], metric: str, budget: int) ->
 
 
 def growing_sites(profiles: dict[int, list[tuple[int, memory.Profile]]], warmup: int, top: int = 10) -> list[dict]:
-    """Allocation stacks ranked by live bytes gained per request between the first profile after
-    warm-up and the last one, summed over processes."""
+    """Allocation stacks ranked by the live bytes they keep gaining per request, summed over processes.
+
+    The rate shown is over the whole window (first profile after warm-up to the last). The rank is
+    by the smallest rate of any interval between two profiles: a leak gains in every interval,
+    while a cache or a buffer that grows to its working size gains early and then stops.
+    """
     rate: dict[str, float] = defaultdict(float)
+    steady: dict[str, float] = defaultdict(float)
     count_rate: dict[str, float] = defaultdict(float)
     frames: dict[str, list] = {}
     pids: dict[str, set] = defaultdict(set)
@@ -127,21 +132,25 @@ def growing_sites(profiles: dict[int, list[tuple[int, memory.Profile]]], warmup:
         after = [rp for rp in series if rp[0] >= warmup] or series
         if len(after) < 2 or after[-1][0] <= after[0][0]:
             continue
-        (r0, p0), (r1, p1) = after[0], after[-1]
-        before = {c.key(): c for c in p0.contexts}
-        for c in p1.contexts:
-            old = before.get(c.key())
+        tables = [(r, {c.key(): c for c in p.contexts}) for r, p in after]
+        (r0, first), (r1, last) = tables[0], tables[-1]
+        for key, c in last.items():
+            old = first.get(key)
             gained = c.bytes - (old.bytes if old else 0)
             if gained <= 0:
                 continue
-            key = c.key()
             rate[key] += gained / (r1 - r0)
             count_rate[key] += (c.count - (old.count if old else 0)) / (r1 - r0)
             frames.setdefault(key, c.frames)
             pids[key].add(pid)
-    ranked = sorted(rate, key=lambda k: -rate[k])[:top]
-    return [{"bytes_per_request": rate[k], "allocations_per_request": count_rate[k],
-             "site": memory.site(frames[k]), "processes": len(pids[k]),
+            intervals = []
+            for (ra, ta), (rb, tb) in zip(tables, tables[1:]):
+                a, b = ta.get(key), tb.get(key)
+                intervals.append(((b.bytes if b else 0) - (a.bytes if a else 0)) / (rb - ra) if rb > ra else 0.0)
+            steady[key] += min(intervals)
+    ranked = sorted(rate, key=lambda k: (-steady[k], -rate[k]))[:top]
+    return [{"bytes_per_request": rate[k], "steady_bytes_per_request": steady[k],
+             "allocations_per_request": count_rate[k], "site": memory.site(frames[k]), "processes": len(pids[k]),
              "frames": [f.describe() for f in frames[k][:16]]} for k in ranked]
 
 

@@ -14,6 +14,7 @@
  */
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,29 +62,69 @@ static void answer(long seq, int profile, long contexts) {
     }
 }
 
+/* The thread is stopped (joined) before every fork and started again on both sides. A thread
+ * running in the parent at fork() stays in the child's sanitizer thread registry without existing:
+ * LeakSanitizer's exit check then cannot suspend it ("Running thread N was not suspended") and
+ * can crash ("LeakSanitizer has encountered a fatal error"). */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static int stopping;
+static int running;
+static pthread_t thread;
+
 static void *poll_loop(void *unused) {
     (void)unused;
-    struct timespec pause = {0, 50 * 1000 * 1000};
-    for (;;) {
+    pthread_mutex_lock(&lock);
+    while (!stopping) {
+        pthread_mutex_unlock(&lock);
         long seq, contexts;
         int profile;
         if (read_trigger(&seq, &profile, &contexts) && seq > answered) {
             answered = seq;
             answer(seq, profile, contexts);
         }
-        nanosleep(&pause, NULL);
+        pthread_mutex_lock(&lock);
+        if (stopping) break;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 50 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000L) { until.tv_sec += 1; until.tv_nsec -= 1000000000L; }
+        pthread_cond_timedwait(&wake, &lock, &until);
     }
+    pthread_mutex_unlock(&lock);
     return NULL;
 }
 
 static void start_thread(void) {
-    pthread_t thread;
     pthread_attr_t attr;
+    sigset_t all, old;
+    stopping = 0;
     pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256 * 1024);
-    pthread_create(&thread, &attr, poll_loop, NULL);
+    /* The thread takes no signal: Swoole blocks SIGTERM & co. in its own thread to read them from a
+     * signalfd, and a thread that left them unblocked would receive them instead (lost shutdowns). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    running = pthread_create(&thread, &attr, poll_loop, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
+}
+
+static void before_fork(void) {
+    if (!running) return;
+    pthread_mutex_lock(&lock);
+    stopping = 1;
+    pthread_cond_signal(&wake);
+    pthread_mutex_unlock(&lock);
+    pthread_join(thread, NULL);
+    running = 0;
+}
+
+static void in_child(void) {
+    /* Nothing held them at fork (the thread was joined): fresh ones are equivalent and safe. */
+    pthread_mutex_init(&lock, NULL);
+    pthread_cond_init(&wake, NULL);
+    start_thread();
 }
 
 static int is_php(void) {
@@ -103,6 +144,6 @@ __attribute__((constructor)) static void asanlab_agent_init(void) {
     long seq, contexts;
     int profile;
     if (read_trigger(&seq, &profile, &contexts)) answered = seq; /* answer only what is asked from now on */
-    pthread_atfork(NULL, NULL, start_thread); /* threads do not survive fork(): start one in each child */
+    pthread_atfork(before_fork, start_thread, in_child);
     start_thread();
 }
