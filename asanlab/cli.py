@@ -33,6 +33,16 @@ class Format(str, Enum):
     junit = "junit"
 
 
+class FailOn(str, Enum):
+    any = "any"
+    new = "new"
+    none = "none"
+
+
+FAIL_ON_HELP = ("any: exit 1 on any finding; new: only on findings absent from --baseline (or whose count grew), "
+                "the CI gate for a pull request; none: report, exit 0. Default: new with --baseline, else any.")
+
+
 class PullPolicy(str, Enum):
     missing = "missing"
     always = "always"
@@ -68,14 +78,21 @@ def build(
     push_to: Annotated[Optional[str], typer.Option("--push", metavar="PREFIX", help="Then push it as PREFIX/NAME:"
                                                    "sha-DIGEST and PREFIX/NAME:READABLE, e.g. "
                                                    "ghcr.io/org/asanlab.")] = None,
+    cell: Annotated[Optional[str], typer.Option(help="A recipe with a matrix: build this cell only "
+                                                     "(`asanlab matrix RECIPE` lists them).")] = None,
 ) -> None:
-    """Build the recipe's instrumented image (a no-op when it is already built)."""
+    """Build the recipe's instrumented image (a no-op when it is already built).
+
+    A recipe with a matrix builds each of its cells, one after another (or only --cell).
+    """
     from .build import build as do_build
     from .render import render
 
-    r = recipes.load(recipe_path)
+    base = recipes.load(recipe_path)
+    cells = _cells(base, cell)
     if print_dockerfile:
-        out.print(render(r).dockerfile, end="", markup=False)
+        for c in cells:
+            out.print(render(c.recipe).dockerfile, end="", markup=False)
         return
     from . import registry
 
@@ -83,15 +100,67 @@ def build(
         registry.check_prefix(push_to)
     reporter = ConsoleReporter(err)
     try:
-        result = do_build(r, client, no_cache=no_cache, network=network, frozen=frozen, reporter=reporter)
-        if push_to is not None:
-            remote = registry.remote_for(push_to, _rendered_of(result))
-            registry.push(client(), result.image_ref, remote, reporter=reporter)
+        for c in cells:
+            if len(cells) > 1:
+                err.print(f"asanlab: cell {c.name}", markup=False)
+            result = do_build(c.recipe, client, no_cache=no_cache, network=network, frozen=frozen,
+                              reporter=reporter)
+            out.print(f"{result.image_ref}\n{result.readable_ref}\nimage {result.image_id}", markup=False)
+            if push_to is not None:
+                remote = registry.remote_for(push_to, _rendered_of(result))
+                registry.push(client(), result.image_ref, remote, reporter=reporter)
+                out.print(f"pushed {remote.ref}", markup=False)
     finally:
         reporter.close()
-    out.print(f"{result.image_ref}\n{result.readable_ref}\nimage {result.image_id}", markup=False)
-    if push_to is not None:
-        out.print(f"pushed {remote.ref}", markup=False)
+
+
+def _cells(base, name: str | None) -> list:
+    """The cells to build: all buildable ones (the skipped said, with why), or the one named."""
+    cells = recipes.expand(base)
+    if name is not None:
+        match = [c for c in cells if c.name == name]
+        if not match:
+            raise UsageError(f"{base.path}: no cell {name!r}; cells: {', '.join(c.name for c in cells)}")
+        if match[0].skipped:
+            raise UsageError(f"{base.path}: cell {name} cannot be built: {match[0].skipped}")
+        return match
+    for c in cells:
+        if c.skipped:
+            err.print(f"asanlab: skipped {c.name}: {c.skipped}", markup=False)
+    buildable = [c for c in cells if not c.skipped]
+    if not buildable:
+        raise UsageError(f"{base.path}: no cell of the matrix can be built")
+    return buildable
+
+
+class MatrixFormat(str, Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+@app.command(epilog=EXIT_CODES)
+def matrix(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="The recipe (YAML), with a matrix: key.")],
+    fmt: Annotated[MatrixFormat, typer.Option("--format", help="text; json (cells and skipped); github: one line "
+                                                              "for a job's strategy.matrix (fromJSON).")]
+    = MatrixFormat.text,
+) -> None:
+    """List a recipe's matrix cells, so that CI can fan them out over runners (one `build --cell` each)."""
+    cells = recipes.expand(recipes.load(recipe_path))
+    ok = [{"cell": c.name, **c.axes} for c in cells if not c.skipped]
+    skipped = [{"cell": c.name, **c.axes, "reason": c.skipped} for c in cells if c.skipped]
+    if fmt is MatrixFormat.github:
+        for c in skipped:
+            err.print(f"asanlab: skipped {c['cell']}: {c['reason']}", markup=False)
+        sys.stdout.write(json.dumps({"include": ok}, separators=(",", ":")) + "\n")
+    elif fmt is MatrixFormat.json:
+        sys.stdout.write(json.dumps({"cells": ok, "skipped": skipped}, indent=2) + "\n")
+    else:
+        for c in ok:
+            sys.stdout.write(f"{c['cell']}\n")
+        for c in skipped:
+            sys.stdout.write(f"{c['cell']}  skipped: {c['reason']}\n")
 
 
 def _rendered_of(result):
@@ -189,8 +258,10 @@ def run(
                                               "write its reports.")] = 15.0,
     all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the findings at the end.")] = Format.text,
-    baseline: Annotated[Optional[str], typer.Option(help="A session to compare with: report (and fail on) only "
+    baseline: Annotated[Optional[str], typer.Option(help="A session (id, or a session folder such as the main "
+                                                         "branch's CI artifact) to compare with: report only "
                                                          "findings it lacks, or whose count grew.")] = None,
+    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=FAIL_ON_HELP)] = None,
     pull_policy: Annotated[PullPolicy, typer.Option("--pull", help=PULL_HELP)] = PullPolicy.missing,
     registry_prefix: Annotated[Optional[str], typer.Option("--registry", metavar="PREFIX", envvar="ASANLAB_REGISTRY",
                                                            help="Where recipes' images are published, e.g. "
@@ -201,16 +272,19 @@ def run(
     Arguments after `--` go to the app.
     """
     _run(app_path, recipe_path, image, publish or [], env or [], timeout, grace, list(ctx.args), all_findings, fmt,
-         baseline, pull_policy, registry_prefix)
+         baseline, pull_policy, registry_prefix, fail_on)
 
 
 def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: list[str], env: list[str],
          timeout: float | None, grace: float, args: list[str], all_findings: bool, fmt: Format,
-         baseline: str | None = None, pull_policy: "PullPolicy" = None, registry_prefix: str | None = None) -> None:
+         baseline: str | None = None, pull_policy: "PullPolicy" = None, registry_prefix: str | None = None,
+         fail_on: FailOn | None = None) -> None:
     from .run import RunOptions, run as do_run
 
     if (recipe_path is None) == (image is None):
         raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
+    if fail_on is FailOn.new and not baseline:
+        raise UsageError("--fail-on new needs --baseline SESSION: new compared with what?")
     # Read the baseline first: a wrong id should stop the run before anything is built or started.
     baseline_findings = sessions.analyse(sessions.load(baseline))[1] if baseline else None
     reporter = ConsoleReporter(err)
@@ -223,13 +297,15 @@ def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: l
     finally:
         reporter.close()
     findings = result.findings
+    all_found = findings
     if baseline_findings is not None:
         from .findings import new_since
 
         findings = new_since(findings, baseline_findings)
     _print_findings(result.session.data, findings, fmt, all_findings,
                     notices=sessions.session_notices(result.session))
-    _exit_for(findings)
+    policy = fail_on or (FailOn.new if baseline_findings is not None else FailOn.any)
+    _exit_for({FailOn.any: all_found, FailOn.new: findings, FailOn.none: []}[policy])
 
 
 def _exit_for(findings) -> None:
