@@ -2,7 +2,7 @@
 PYTHON ?= python3
 SUITE ?= bookworm
 
-.PHONY: install base-image demo test unit bench bench-parse
+.PHONY: install base-image demo test unit bench bench-parse bench-speed
 
 install:
 	$(PYTHON) -m pip install --quiet -e '.[test]'
@@ -31,3 +31,8 @@ bench: install base-image
 
 bench-parse: install
 	$(PYTHON) bench/parse_bench.py
+
+# Swoole hello world: release vs ASan builds (needs ASANLAB_TEST_SWOOLE_SRC and ab).
+bench-speed: install base-image
+	@command -v ab >/dev/null || (apt-get update -qq && apt-get install -y -qq apache2-utils >/dev/null)
+	$(PYTHON) bench/asan_speed_bench.py

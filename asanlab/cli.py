@@ -262,6 +262,9 @@ def run(
                                                          "branch's CI artifact) to compare with: report only "
                                                          "findings it lacks, or whose count grew.")] = None,
     fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=FAIL_ON_HELP)] = None,
+    suppressions: Annotated[Optional[list[Path]], typer.Option("--suppressions", metavar="FILE",
+                                                               help="LeakSanitizer suppressions (leak:PATTERN "
+                                                                    "lines), added to the recipe's.")] = None,
     pull_policy: Annotated[PullPolicy, typer.Option("--pull", help=PULL_HELP)] = PullPolicy.missing,
     registry_prefix: Annotated[Optional[str], typer.Option("--registry", metavar="PREFIX", envvar="ASANLAB_REGISTRY",
                                                            help="Where recipes' images are published, e.g. "
@@ -272,19 +275,22 @@ def run(
     Arguments after `--` go to the app.
     """
     _run(app_path, recipe_path, image, publish or [], env or [], timeout, grace, list(ctx.args), all_findings, fmt,
-         baseline, pull_policy, registry_prefix, fail_on)
+         baseline, pull_policy, registry_prefix, fail_on, suppressions or [])
 
 
 def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: list[str], env: list[str],
          timeout: float | None, grace: float, args: list[str], all_findings: bool, fmt: Format,
          baseline: str | None = None, pull_policy: "PullPolicy" = None, registry_prefix: str | None = None,
-         fail_on: FailOn | None = None) -> None:
+         fail_on: FailOn | None = None, suppression_files: list[Path] | None = None) -> None:
     from .run import RunOptions, run as do_run
 
     if (recipe_path is None) == (image is None):
         raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
     if fail_on is FailOn.new and not baseline:
         raise UsageError("--fail-on new needs --baseline SESSION: new compared with what?")
+    from . import suppressions as supp
+
+    rules = supp.read(suppression_files or [])
     # Read the baseline first: a wrong id should stop the run before anything is built or started.
     baseline_findings = sessions.analyse(sessions.load(baseline))[1] if baseline else None
     reporter = ConsoleReporter(err)
@@ -292,7 +298,8 @@ def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: l
     try:
         image_ref, image_id = _image_for(r, image, reporter, pull_policy, registry_prefix)
         result = do_run(client(), RunOptions(app=app_path, image=image_ref, image_id=image_id, args=args,
-                                             ports=publish, env=env, timeout=timeout, grace=grace, recipe=r),
+                                             ports=publish, env=env, timeout=timeout, grace=grace, recipe=r,
+                                             suppressions=rules),
                         reporter=reporter)
     finally:
         reporter.close()
@@ -306,6 +313,18 @@ def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: l
                     notices=sessions.session_notices(result.session))
     policy = fail_on or (FailOn.new if baseline_findings is not None else FailOn.any)
     _exit_for({FailOn.any: all_found, FailOn.new: findings, FailOn.none: []}[policy])
+
+
+def _suppressed(findings, files: list[Path] | None):
+    """Findings minus the leaks the suppression files match; says how many were hidden."""
+    if not files:
+        return findings
+    from . import suppressions as supp
+
+    kept, hidden = supp.apply(findings, supp.read(files))
+    if hidden:
+        err.print(f"asanlab: {len(hidden)} leak finding(s) hidden by --suppressions", markup=False)
+    return kept
 
 
 def _exit_for(findings) -> None:
@@ -366,7 +385,31 @@ def _print_findings(session: dict | None, findings, fmt: Format, show_all: bool,
         body = export.to_junit(findings)
     else:
         body = text.render(session, findings, show_all=show_all, full=full, notices=notices)
+        if out.is_terminal:
+            _print_coloured(body)
+            return
     sys.stdout.write(body)
+
+
+# Colour only on a terminal (rich also honours NO_COLOR); files and pipes get the plain text.
+STYLES = [(r"^\[\d+\] (ERROR|UNDEFINED)", "bold red"), (r"^\[\d+\] LEAK", "bold yellow"),
+          (r"^    \* #.*", "bold cyan"), (r"^  NOTE", "magenta"), (r"^soak: LEAK.*", "bold red"),
+          (r"^soak: STABLE.*", "bold green"), (r"^soak: INCONCLUSIVE.*", "bold yellow"),
+          (r"^\d+ finding\(s\).*", "bold")]
+
+
+def _print_coloured(body: str) -> None:
+    import re
+
+    from rich.text import Text
+
+    for line in body.splitlines():
+        t = Text(line)
+        for pattern, style in STYLES:
+            m = re.match(pattern, line)
+            if m:
+                t.stylize(style, 0, m.end())
+        out.print(t, highlight=False)
 
 
 class SoakFormat(str, Enum):
@@ -411,6 +454,9 @@ def soak(
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the app to answer on --url.")] = 60.0,
     grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL at the end.")] = 15.0,
     fmt: Annotated[SoakFormat, typer.Option("--format", help="text, or json (the analysis).")] = SoakFormat.text,
+    suppressions: Annotated[Optional[list[Path]], typer.Option("--suppressions", metavar="FILE",
+                                                               help="LeakSanitizer suppressions (leak:PATTERN "
+                                                                    "lines), added to the recipe's.")] = None,
     pull_policy: Annotated[PullPolicy, typer.Option("--pull", help=PULL_HELP)] = PullPolicy.missing,
     registry_prefix: Annotated[Optional[str], typer.Option("--registry", metavar="PREFIX", envvar="ASANLAB_REGISTRY",
                                                            help="Where recipes' images are published, e.g. "
@@ -445,13 +491,16 @@ def soak(
         reqs = [loads.Request(method.upper(), base, tuple(loads.parse_header(h) for h in header or []), data)]
     if samples < 2:
         raise UsageError("--samples must be at least 2")
+    from . import suppressions as supp
+
+    rules = supp.read(suppressions or [])
     reporter = ConsoleReporter(err)
     r = recipes.load(recipe_path) if recipe_path else None
     try:
         image_ref, image_id = _image_for(r, image, reporter, pull_policy, registry_prefix)
         agent = _agent_path(image_ref)
         run_opts = RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(ctx.args),
-                              ports=publish or [], env=env or [], grace=grace, recipe=r)
+                              ports=publish or [], env=env or [], grace=grace, recipe=r, suppressions=rules)
         soak_opts = SoakOptions(requests=reqs, checkpoints=points, concurrency=concurrency,
                                 samples_per_checkpoint=samples, ready_timeout=ready_timeout)
         settings = {"url": base, "checkpoints": points, "concurrency": concurrency, "threshold": threshold,
@@ -494,7 +543,11 @@ def _print_soak(s, analysis: dict | None) -> None:
     chart = ""
     if out.is_terminal:
         chart = plot.terminal(read_samples(s), analysis, width=min(out.width, 100))
-    sys.stdout.write(soak_report.render(analysis, chart))
+    rendered = soak_report.render(analysis, chart)
+    if out.is_terminal:
+        _print_coloured(rendered)
+    else:
+        sys.stdout.write(rendered)
     sys.stdout.write(f"samples, analysis and plot: {s.path / 'soak'}\n\n")
 
 
@@ -530,6 +583,9 @@ def replay(
     symbolize: Annotated[bool, typer.Option("--symbolize", help="Resolve module+offset frames with llvm-symbolizer "
                                                                "in the session's image (needs Docker once; the "
                                                                "answers are kept in the session).")] = False,
+    suppressions: Annotated[Optional[list[Path]], typer.Option("--suppressions", metavar="FILE",
+                                                               help="Hide leaks these LeakSanitizer suppressions "
+                                                                    "match (leak:PATTERN lines).")] = None,
 ) -> None:
     """Re-read a session's raw logs with the current parser (no Docker) and print its findings."""
     s = sessions.load(ref)
@@ -538,6 +594,7 @@ def replay(
         err.print(f"asanlab: symbolized {n} frame location(s) in {(s.data.get('image') or {}).get('id', '')[:19]}",
                   markup=False)
     _, findings = sessions.analyse(s)
+    findings = _suppressed(findings, suppressions)
     if baseline:
         from .findings import new_since
 
@@ -573,6 +630,9 @@ def report(
     fmt: Annotated[Format, typer.Option("--format")] = Format.text,
     all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Print each finding's full report.")] = False,
+    suppressions: Annotated[Optional[list[Path]], typer.Option("--suppressions", metavar="FILE",
+                                                               help="Hide leaks these LeakSanitizer suppressions "
+                                                                    "match (leak:PATTERN lines).")] = None,
 ) -> None:
     """Read sanitizer logs from anywhere (a production debug run, a CI artifact), without a session."""
     from .findings import group
@@ -586,7 +646,11 @@ def report(
             for f in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
                 yield from sessions.read_file(f, str(f))
 
-    findings = group(reports())  # streamed: a finding keeps one example report, not every one
+    rules_files = suppressions or []
+    from . import suppressions as supp
+
+    supp.read(rules_files)  # a bad file stops here, before any log is read
+    findings = _suppressed(group(reports()), rules_files)  # streamed: one example report per finding
     _print_findings(None, findings, fmt, all_findings, full, sessions.read_notices(paths))
     _exit_for(findings)
 

@@ -65,6 +65,7 @@ class RunOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_mounts: dict[str, str] = field(default_factory=dict)
     kind: str = "run"
+    suppressions: list[str] = field(default_factory=list)  # leak:PATTERN rules from --suppressions
     extra_info: dict = field(default_factory=dict)  # more for session.json
 
 
@@ -275,7 +276,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     user_env = parse_env(opts.env)
     ports = parse_ports(opts.ports)
     recipe = opts.recipe
-    suppressions = list(recipe.runtime.suppressions) if recipe is not None else []
+    suppressions = (list(recipe.runtime.suppressions) if recipe is not None else []) + opts.suppressions
     env = environment(recipe, user_env, bool(suppressions))
     env.update(opts.extra_env)
     command = ["php", f"{APP_DIR}/{app.name}", *opts.args]

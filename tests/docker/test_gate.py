@@ -57,3 +57,17 @@ def test_fail_on_new_needs_a_baseline(work):
     folder, env = work
     proc = asanlab("run", "gate-main/app.php", "--recipe", "php.yml", "--fail-on", "new", cwd=folder, env=env, check=2)
     assert "--baseline" in proc.stderr
+
+
+def test_run_with_a_suppressions_file(work, tmp_path):
+    folder, env = work
+    supp = tmp_path / "ffi.supp"
+    supp.write_text("# FFI allocations are the app's own business here\nleak:zif_ffi_trampoline\n")
+    proc = asanlab("run", app(folder, "gate-supp", LEAKY), "--recipe", "php.yml", "--suppressions", str(supp),
+                   "--format", "json", cwd=folder, env=env, check=0)
+    out = json.loads(proc.stdout)
+    assert not [f for f in out["findings"] if f["category"] == "leak"]
+    # LeakSanitizer applied it in the container: its log says which rule matched.
+    sdir = folder / ".asanlab" / "sessions" / out["session"]["id"]
+    assert "leak:zif_ffi_trampoline" in (sdir / "config" / "lsan.supp").read_text()
+    assert any("Suppressions used" in f.read_text() for f in (sdir / "raw" / "sanitizer").iterdir())

@@ -91,3 +91,30 @@ def test_stable_server_is_stable_overall():
     a = soak_report.analyse(samples, {}, Criteria(warmup=1000))
     assert a["verdict"] == STABLE
     assert a["per_million"] == pytest.approx(0, abs=1e6 * 0.1)
+
+
+def test_plots_draw_every_process(tmp_path):
+    from asanlab import plot
+
+    samples = [_sample(x, [(1, 0, "master", 2e6), (2, 1, "worker", 3e6 + 100 * x)], checkpoint=x in (1000, 100000))
+               for x in X]
+    a = soak_report.analyse(samples, {}, Criteria(warmup=1000))
+    chart = plot.terminal(samples, a, width=80, height=16)
+    assert "worker 2" in chart and "master 1" in chart and "requests" in chart
+    png = plot.png(samples, a, tmp_path / "m.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_coloured_output_on_a_terminal(capsys):
+    from rich.console import Console
+
+    from asanlab import cli
+
+    console = Console(force_terminal=True, color_system="standard", width=120)
+    old, cli.out = cli.out, console
+    try:
+        cli._print_coloured("1 finding(s): 1 error\n\n[1] ERROR double-free  x1 in pid 7\n    * #4 zif_ffi_trampoline\n")
+    finally:
+        cli.out = old
+    text = capsys.readouterr().out
+    assert "\x1b[1;31m[1] ERROR" in text and "double-free" in text

@@ -1,0 +1,110 @@
+"""Speed under ASan (run with `make bench-speed`): a Swoole hello-world server, one worker,
+coroutines on, measured with `ab -k -c 32` in this one run:
+
+1. release: Debian's PHP 8.2 (-O2) with Swoole -O2 (bench/speed/release.Dockerfile), the baseline;
+2. ASan, plain defaults: asanlab's image, only USE_ZEND_ALLOC=0 and a log_path;
+3. ASan, asanlab's runtime defaults: the environment `asanlab run` sets;
+for the default recipe (debug, -O0) and for `php.debug: false` (-O1). Target: asanlab's defaults
+within 3x of release (ratio of requests per second).
+
+Needs ASANLAB_TEST_SWOOLE_SRC (a Swoole source tarball: Swoole is in no registry here) and `ab`
+(Debian's apache2-utils); says so and stops without them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SPEED = REPO / "bench" / "speed"
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "20000"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ab(port: int, n: int) -> float:
+    out = subprocess.run(["ab", "-q", "-k", "-c", "32", "-n", str(n), f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, check=True).stdout
+    failed = int(re.search(r"Failed requests:\s+(\d+)", out).group(1))
+    if failed:
+        raise RuntimeError(f"ab: {failed} failed requests")
+    return float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
+
+
+def measure(client, image: str, env: dict[str, str], cmd: list[str]) -> float:
+    port = free_port()
+    c = client.containers.run(image, cmd, detach=True, environment=env, ports={"9501/tcp": ("127.0.0.1", port)},
+                              volumes={str(SPEED): {"bind": "/app", "mode": "ro"}}, labels={"org.asanlab.role": "bench"},
+                              cap_add=["SYS_PTRACE"])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    if s.recv(64):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{image} did not answer:\n{c.logs().decode(errors='replace')[-2000:]}")
+            time.sleep(0.3)
+        ab(port, max(REQUESTS // 10, 1000))  # warm-up: caches, quarantine
+        return ab(port, REQUESTS)
+    finally:
+        c.remove(force=True)
+
+
+def main() -> int:
+    src = os.environ.get("ASANLAB_TEST_SWOOLE_SRC")
+    if not src or not shutil.which("ab"):
+        print("skipped: needs ASANLAB_TEST_SWOOLE_SRC (a Swoole source tarball) and ab (apache2-utils)")
+        return 0
+    sys.path.insert(0, str(REPO))
+    from asanlab import recipe as recipes
+    from asanlab.build import build
+    from asanlab.docker_client import client
+    from asanlab.run import environment
+
+    work = Path(tempfile.mkdtemp(prefix="asanlab-speed-"))
+    shutil.copy(src, work / "swoole.tar.gz")
+    shutil.copy(SPEED / "release.Dockerfile", work / "Dockerfile")
+    docker = client()
+    docker.images.build(path=str(work), tag="asanlab-bench/release:swoole", rm=True)
+    images = {}
+    for debug in (True, False):
+        path = work / f"asan-debug-{str(debug).lower()}.yml"
+        path.write_text(f"name: bench-speed-{'o0' if debug else 'o1'}\nbase_image: debian:bookworm\nphp:\n"
+                        f"  version: \"8.2.32\"\n  debug: {str(debug).lower()}\n  source:\n    debian: php8.2\n"
+                        "swoole:\n  version: \"6.1.9\"\n  source:\n    path: swoole.tar.gz\n  configure: [--enable-sockets]\n")
+        r = recipes.load(path)
+        images[debug] = (r, build(r, client).image_ref)
+    cmd = ["php", "/app/hello.php"]
+    release = measure(docker, "asanlab-bench/release:swoole", {}, cmd)
+    print(f"release (Debian PHP 8.2 -O2, Swoole -O2)            {release:9.0f} req/s   1.00x")
+    plain = {"USE_ZEND_ALLOC": "0", "ASAN_OPTIONS": "log_path=/tmp/asan:detect_leaks=1"}
+    for debug, label in ((True, "-O0 (debug: true)"), (False, "-O1 (debug: false)")):
+        r, image = images[debug]
+        for name, env in (("plain ASan defaults", plain), ("asanlab's defaults", environment(r, {}, False))):
+            env = {**env, "ASAN_OPTIONS": env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}
+            env.pop("UBSAN_OPTIONS", None)
+            rps = measure(docker, image, env, cmd)
+            print(f"ASan {label:<19} {name:<22} {rps:9.0f} req/s   {release / rps:5.1f}x slower"
+                  + ("   (target <= 3x)" if name.startswith("asanlab") else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
