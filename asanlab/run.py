@@ -21,7 +21,7 @@ from . import session as sessions
 from .errors import InfraError, UsageError
 from .events import Event, Reporter, null_reporter
 from .findings import Finding, category, failing
-from .reports import parse
+from .reports import _starts_report, parse
 
 LOG_DIR = "/asanlab/logs"
 CONFIG_DIR = "/asanlab/config"
@@ -145,13 +145,16 @@ def _masked(env: dict[str, str]) -> dict[str, str]:
 
 
 class _Watcher(threading.Thread):
-    """Tells the user about each sanitizer report as soon as its process has written it."""
+    """Tells the user about each sanitizer report as soon as its process has written it.
+
+    Reads only what each log gained since the last look, and holds only the report being written:
+    a soak's logs grow by live-heap profiles of megabytes, which are not reports and are skipped.
+    """
 
     def __init__(self, folder: Path, reporter: Reporter) -> None:
         super().__init__(daemon=True)
         self.folder, self.reporter = folder, reporter
-        self.sizes: dict[str, int] = {}
-        self.announced: dict[str, int] = {}
+        self.state: dict[str, _LogState] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -162,32 +165,53 @@ class _Watcher(threading.Thread):
         if not self.folder.exists():
             return
         for f in sorted(self.folder.iterdir()):
+            st = self.state.setdefault(f.name, _LogState())
             try:
-                size = f.stat().st_size
+                with open(f, "rb") as fh:
+                    fh.seek(st.offset)
+                    data = fh.read()
             except FileNotFoundError:
                 continue
-            if self.sizes.get(f.name) == size:
+            end = data.rfind(b"\n")
+            if end < 0:
                 continue
-            self.sizes[f.name] = size
-            reports = [r for r in parse(f.read_text(errors="replace"), f.name) if r.complete]
-            new = reports[self.announced.get(f.name, 0):]
-            if not new:
-                continue
-            self.announced[f.name] = len(reports)
-            errors = [r for r in new if r.tool != "LeakSanitizer"]
-            for r in errors:
-                where = next((fr.describe() for fr in r.frames if fr.function), "")
-                self.reporter(Event("run.finding", f"pid {r.pid}: {r.tool}: {r.kind} {where}".rstrip(),
-                                    {"pid": r.pid, "kind": r.kind, "file": f.name}))
-            leaks = [r for r in new if r.tool == "LeakSanitizer"]
-            if leaks:
-                runtime = [r for r in leaks if category(r) == "leak"]
-                total = sum(r.leaked_bytes or 0 for r in leaks)
-                self.reporter(Event("run.finding",
-                                    f"pid {leaks[0].pid}: LeakSanitizer: {len(leaks)} leak record(s), {total} bytes; "
-                                    f"{len(runtime)} outside start-up",
-                                    {"pid": leaks[0].pid, "kind": "leak", "records": len(leaks),
-                                     "runtime": len(runtime), "file": f.name}))
+            st.offset += end + 1
+            for line in data[:end].decode(errors="replace").split("\n"):
+                starts = (line[:2] == "==" or "runtime error: " in line) and _starts_report(line)
+                if starts and st.block:
+                    self._announce(f.name, st, final=True)
+                if starts or st.block:
+                    st.block.append(line)
+            if st.block:
+                self._announce(f.name, st, final=False)
+
+    def _announce(self, name: str, st: "_LogState", final: bool) -> None:
+        reports = [r for r in parse("\n".join(st.block), name) if r.complete]
+        new = reports[st.announced:]
+        st.announced = len(reports)
+        if final:
+            st.block, st.announced = [], 0
+        errors = [r for r in new if r.tool != "LeakSanitizer"]
+        for r in errors:
+            where = next((fr.describe() for fr in r.frames if fr.function), "")
+            self.reporter(Event("run.finding", f"pid {r.pid}: {r.tool}: {r.kind} {where}".rstrip(),
+                                {"pid": r.pid, "kind": r.kind, "file": name}))
+        leaks = [r for r in new if r.tool == "LeakSanitizer"]
+        if leaks:
+            runtime = [r for r in leaks if category(r) == "leak"]
+            total = sum(r.leaked_bytes or 0 for r in leaks)
+            self.reporter(Event("run.finding",
+                                f"pid {leaks[0].pid}: LeakSanitizer: {len(leaks)} leak record(s), {total} bytes; "
+                                f"{len(runtime)} outside start-up",
+                                {"pid": leaks[0].pid, "kind": "leak", "records": len(leaks),
+                                 "runtime": len(runtime), "file": name}))
+
+
+@dataclass
+class _LogState:
+    offset: int = 0  # bytes read, up to the last complete line
+    block: list[str] = field(default_factory=list)  # the lines of the report being written
+    announced: int = 0  # complete reports of that block already announced
 
 
 class _Output(threading.Thread):
