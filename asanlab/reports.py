@@ -359,8 +359,36 @@ def _parse_lsan(lines: list[str], i: int, pid: int, source: str, out: list[Repor
     return i
 
 
+# UBSan's message -> the name of the check that fired (clang's -fsanitize= names); others stay
+# "runtime-error". First match wins.
+UBSAN_KINDS = [(re.compile(p), k) for p, k in (
+    (r"^signed integer overflow", "signed-integer-overflow"),
+    (r"^unsigned integer overflow", "unsigned-integer-overflow"),
+    (r"^negation of .* cannot be represented", "signed-integer-overflow"),
+    (r"^(shift exponent|left shift of)", "shift"),
+    (r"^division by zero", "integer-divide-by-zero"),
+    (r"misaligned address", "alignment"),
+    (r"null pointer (passed as argument|returned from function)", "nonnull-attribute"),
+    (r"(member access within|load of|store to|member call on|reference binding to) null pointer", "null"),
+    (r"(applying (non-)?zero offset|pointer index expression|addition of unsigned offset)", "pointer-overflow"),
+    (r"^index -?\d+ out of bounds", "bounds"),
+    (r"is not a valid value for type", "invalid-value"),
+    (r"through pointer to incorrect function type", "function"),
+    (r"^execution reached an unreachable program point", "unreachable"),
+    (r"^execution reached the end of a value-returning function", "return"),
+    (r"^variable length array bound", "vla-bound"),
+    (r"is outside the range of representable values", "float-cast-overflow"),
+    (r"^implicit conversion", "implicit-conversion"),
+)]
+
+
+def ubsan_kind(message: str) -> str:
+    return next((k for rx, k in UBSAN_KINDS if rx.search(message)), "runtime-error")
+
+
 def _parse_ubsan(lines: list[str], i: int, m: re.Match, source: str, out: list[Report]) -> int:
-    r = Report(tool="UndefinedBehaviorSanitizer", kind="runtime-error", source=source, message=m.group("msg"))
+    r = Report(tool="UndefinedBehaviorSanitizer", kind=ubsan_kind(m.group("msg")), source=source,
+               message=m.group("msg"))
     r.frames = [Frame(index=-1, file=m.group("file"), line=int(m.group("line")), column=int(m.group("col")))]
     start = i
     frames, j = _read_frames(lines, i + 1)

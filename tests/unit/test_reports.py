@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from asanlab.findings import category, group, meaningful, signature
+from asanlab import reports
 from asanlab.reports import Frame, Report, parse
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "reports"
@@ -38,7 +39,7 @@ def test_every_kind_has_a_fixture():
             "stack-use-after-return", "stack-use-after-scope", "double-free", "bad-free", "alloc-dealloc-mismatch",
             "SEGV", "stack-overflow", "memcpy-param-overlap", "container-overflow", "allocation-size-too-big",
             "calloc-overflow", "use-after-poison", "odr-violation", "direct-leak", "indirect-leak",
-            "runtime-error", "invalid-read"} <= kinds
+            "signed-integer-overflow", "shift", "invalid-read"} <= kinds
 
 
 @pytest.mark.parametrize("path", ALL_FIXTURES, ids=lambda p: p.name)
@@ -227,3 +228,18 @@ def test_streaming_marks_reports_after_a_stack_switch():
             + fixture_text("double-free") + fixture_text("heap-buffer-overflow"))
     assert [r.suspect for r in iter_parse(text.splitlines())] == [True, True]
     assert [r.suspect for r in iter_parse(fixture_text("double-free").splitlines())] == [False]
+
+
+@pytest.mark.parametrize("message,kind", [
+    ("signed integer overflow: 2147483647 + 2 cannot be represented in type 'int'", "signed-integer-overflow"),
+    ("shift exponent 33 is too large for 32-bit type 'int'", "shift"),
+    ("load of misaligned address 0x602000000011 for type 'int', which requires 4 byte alignment", "alignment"),
+    ("null pointer passed as argument 2, which is declared to never be null", "nonnull-attribute"),
+    ("member access within null pointer of type 'struct s'", "null"),
+    ("applying non-zero offset 8 to null pointer", "pointer-overflow"),
+    ("index 10 out of bounds for type 'int[4]'", "bounds"),
+    ("load of value 7, which is not a valid value for type 'bool'", "invalid-value"),
+    ("something new in a later clang", "runtime-error"),
+])
+def test_ubsan_kinds_from_messages(message, kind):
+    assert reports.ubsan_kind(message) == kind
