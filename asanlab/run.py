@@ -66,6 +66,7 @@ class RunOptions:
     extra_mounts: dict[str, str] = field(default_factory=dict)
     kind: str = "run"
     suppressions: list[str] = field(default_factory=list)  # leak:PATTERN rules from --suppressions
+    asan_options: dict = field(default_factory=dict)  # the command's own ASAN_OPTIONS defaults
     extra_info: dict = field(default_factory=dict)  # more for session.json
 
 
@@ -111,8 +112,11 @@ def parse_env(specs: list[str]) -> dict[str, str]:
     return out
 
 
-def environment(recipe, user_env: dict[str, str], suppressions: bool) -> dict[str, str]:
-    asan = dict(ASAN_DEFAULTS)
+def environment(recipe, user_env: dict[str, str], suppressions: bool,
+                asan_options: dict | None = None) -> dict[str, str]:
+    """The app's environment. Precedence: asanlab's defaults, then `asan_options` (a command's own,
+    e.g. soak's), then the recipe's runtime options, then the user's -e."""
+    asan = {**ASAN_DEFAULTS, **(asan_options or {})}
     lsan: dict = {}
     ubsan = dict(UBSAN_DEFAULTS)
     if recipe is not None:
@@ -301,7 +305,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     ports = parse_ports(opts.ports)
     recipe = opts.recipe
     suppressions = (list(recipe.runtime.suppressions) if recipe is not None else []) + opts.suppressions
-    env = environment(recipe, user_env, bool(suppressions))
+    env = environment(recipe, user_env, bool(suppressions), opts.asan_options)
     env.update(opts.extra_env)
     command = ["php", f"{APP_DIR}/{app.name}", *opts.args]
     s = sessions.create({

@@ -23,6 +23,11 @@ from .load import Loader, Request
 from .run import DriverContext, RunOptions, RunResult, run
 
 AGENT_DIR = "/asanlab/agent"
+# Measured (bench/asan_speed_bench.py, Swoole hello world): ASan's slow unwinder on every malloc
+# costs 3-5x the requests per second. A soak is about rates over 100k requests, so it unwinds
+# allocation stacks with frame pointers unless --full-stacks: stacks then stop at code built
+# without them (libffi, so FFI calls; system libraries).
+FAST_STACKS = {"fast_unwind_on_malloc": 1}
 
 
 @dataclass
@@ -33,6 +38,7 @@ class SoakOptions:
     samples_per_checkpoint: int = 8
     ready_timeout: float = 60.0
     profile_contexts: int = 500
+    full_stacks: bool = False
 
 
 def parse_checkpoints(spec: str) -> list[int]:
@@ -168,6 +174,8 @@ def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | N
     session so that `asanlab replay` judges the samples the same way."""
     loader = Loader(opts.requests, opts.concurrency)
     run_opts.kind = "soak"
+    if not opts.full_stacks:
+        run_opts.asan_options = {**FAST_STACKS, **run_opts.asan_options}
     run_opts.extra_info = {"soak": settings}
     run_opts.driver = Driver(opts, agent_path is not None, loader)
     run_opts.extra_mounts = {"agent": AGENT_DIR}
