@@ -52,6 +52,14 @@ class PullPolicy(str, Enum):
 PULL_HELP = ("missing: use the image here, else pull it from --registry, else build it (and say so); "
              "always: pull; never: use or build here.")
 
+# Options that run and soak share.
+SuppressionsOption = Annotated[Optional[list[Path]], typer.Option(
+    "--suppressions", metavar="FILE", help="LeakSanitizer suppressions (leak:PATTERN lines), added to the recipe's.")]
+PullOption = Annotated[PullPolicy, typer.Option("--pull", help=PULL_HELP)]
+RegistryOption = Annotated[Optional[str], typer.Option(
+    "--registry", metavar="PREFIX", envvar="ASANLAB_REGISTRY",
+    help="Where recipes' images are published, e.g. ghcr.io/org/asanlab.")]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -262,13 +270,9 @@ def run(
                                                          "branch's CI artifact) to compare with: report only "
                                                          "findings it lacks, or whose count grew.")] = None,
     fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=FAIL_ON_HELP)] = None,
-    suppressions: Annotated[Optional[list[Path]], typer.Option("--suppressions", metavar="FILE",
-                                                               help="LeakSanitizer suppressions (leak:PATTERN "
-                                                                    "lines), added to the recipe's.")] = None,
-    pull_policy: Annotated[PullPolicy, typer.Option("--pull", help=PULL_HELP)] = PullPolicy.missing,
-    registry_prefix: Annotated[Optional[str], typer.Option("--registry", metavar="PREFIX", envvar="ASANLAB_REGISTRY",
-                                                           help="Where recipes' images are published, e.g. "
-                                                                "ghcr.io/org/asanlab.")] = None,
+    suppressions: SuppressionsOption = None,
+    pull_policy: PullOption = PullPolicy.missing,
+    registry_prefix: RegistryOption = None,
 ) -> None:
     """Run a PHP app (a Swoole server or a script) in the instrumented image and capture every report.
 
@@ -458,13 +462,9 @@ def soak(
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the app to answer on --url.")] = 60.0,
     grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL at the end.")] = 15.0,
     fmt: Annotated[SoakFormat, typer.Option("--format", help="text, or json (the analysis).")] = SoakFormat.text,
-    suppressions: Annotated[Optional[list[Path]], typer.Option("--suppressions", metavar="FILE",
-                                                               help="LeakSanitizer suppressions (leak:PATTERN "
-                                                                    "lines), added to the recipe's.")] = None,
-    pull_policy: Annotated[PullPolicy, typer.Option("--pull", help=PULL_HELP)] = PullPolicy.missing,
-    registry_prefix: Annotated[Optional[str], typer.Option("--registry", metavar="PREFIX", envvar="ASANLAB_REGISTRY",
-                                                           help="Where recipes' images are published, e.g. "
-                                                                "ghcr.io/org/asanlab.")] = None,
+    suppressions: SuppressionsOption = None,
+    pull_policy: PullOption = PullPolicy.missing,
+    registry_prefix: RegistryOption = None,
 ) -> None:
     """Drive exact numbers of requests and measure every PHP process's memory: does the app leak,
     how much per request, and which allocation stack grows.
@@ -472,7 +472,6 @@ def soak(
     Arguments after `--` go to the app.
     """
     from . import load as loads
-    from .growth import size
     from .run import RunOptions
     from .soak import SoakOptions, analyse_session, parse_checkpoints, soak as do_soak
 

@@ -114,3 +114,29 @@ def remove_images(docker_client, recipe_name: str) -> None:
 
 def read_json(path: Path):
     return json.loads(path.read_text())
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, seconds: float, why_not=lambda: "") -> None:
+    """Until url answers 200; fails with why_not() (a log, say) after `seconds`."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"{url} never answered {why_not()}"
+        time.sleep(0.3)

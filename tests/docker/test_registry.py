@@ -4,22 +4,15 @@ the pulled image without building."""
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 
 import pytest
 import requests
 
-from .conftest import asanlab, containers_of, remove_images
+from .conftest import free_port, wait_http, asanlab, containers_of, remove_images
 
 pytestmark = pytest.mark.docker
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +31,7 @@ def registry(tmp_path_factory):
     proc = subprocess.Popen([binary, "serve", str(folder / "config.yml")], stdout=subprocess.DEVNULL,
                             stderr=open(folder / "registry.log", "w"))
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{base}/v2/", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, (folder / "registry.log").read_text()
-        time.sleep(0.2)
+    wait_http(f"{base}/v2/", 30, lambda: (folder / "registry.log").read_text())
     yield f"127.0.0.1:{port}", base
     proc.terminate()
     proc.wait(timeout=10)

@@ -4,21 +4,15 @@ the built-in client; memory from /proc and from the agent inside each process.""
 
 import json
 import shutil
-import socket
 
 import pytest
 
-from .conftest import REPO, asanlab, containers_of
+from .conftest import free_port, REPO, asanlab, containers_of
 
 pytestmark = pytest.mark.docker
 
 SERVER = REPO / "tests" / "fixtures" / "apps" / "prefork-server.php"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def soak(folder, env, name: str, leak: int, *extra: str, check: int):

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import time
 import pytest
 import requests
 
-from .conftest import containers_of, read_json, remove_images
+from .conftest import free_port, wait_http, containers_of, read_json, remove_images
 
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
 
@@ -41,11 +40,6 @@ echo "listening\\n";
 $server->start();
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +69,7 @@ def test_swoole_server_leak_and_worker_crash(swoole_recipe, docker_client):
                              "-p", f"{port}:9501", "--format", "json", "--grace", "30"], cwd=folder,
                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the server never answered"
-            time.sleep(0.5)
+        wait_http(f"http://127.0.0.1:{port}/", 120)
         # The crash first: a worker stopped by ASan never writes its leak report, and the master
         # restarts it, so the leaks made afterwards are all reported at shutdown.
         with pytest.raises(requests.RequestException):
