@@ -422,7 +422,9 @@ class SoakFormat(str, Enum):
 
 
 SOAK_EXIT = ("Exit codes: 0 stable (or undecided: the text says how many more requests would decide), 1 leak or "
-             "sanitizer findings, 2 usage or recipe error, 3 infrastructure (Docker, the app never answered).")
+             "sanitizer findings, 2 usage or recipe error, 3 infrastructure (Docker, the app never answered). "
+             "As under run, the container gets SYS_PTRACE only (LeakSanitizer's exit check); memory is read "
+             "from /proc with docker exec and by asanlab's agent inside PHP, never by attaching to the app.")
 
 
 @app.command(epilog=SOAK_EXIT, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -561,7 +563,8 @@ def list_sessions(fmt: Annotated[Format, typer.Option("--format")] = Format.text
     rows = []
     for sid in sessions.list_ids():
         s = sessions.load(sid)
-        rows.append({"id": sid, "status": s.data.get("status"), "stop_reason": s.data.get("stop_reason"),
+        rows.append({"id": sid, "kind": s.data.get("kind", "run"), "status": s.data.get("status"),
+                     "stop_reason": s.data.get("stop_reason"),
                      "exit_code": s.data.get("exit_code"), "command": s.data.get("command"),
                      "failing": (s.data.get("counts") or {}).get("failing")})
     if fmt is Format.json:
@@ -570,7 +573,8 @@ def list_sessions(fmt: Annotated[Format, typer.Option("--format")] = Format.text
     if not rows:
         out.print(f"no sessions in {sessions.sessions_dir()}", markup=False)
     for row in rows:
-        out.print(f"{row['id']}  {row['status']:<8} {str(row['stop_reason']):<11} exit {row['exit_code']}  "
+        out.print(f"{row['id']}  {row['kind']:<4} {row['status']:<8} {str(row['stop_reason']):<11} "
+                  f"exit {row['exit_code']}  "
                   f"findings {row['failing']}  {' '.join(row['command'] or [])}", markup=False)
 
 

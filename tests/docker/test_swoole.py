@@ -108,7 +108,7 @@ $libc = FFI::cdef("void *malloc(size_t);");
 $mode = getenv("MODE") === "process" ? SWOOLE_PROCESS : SWOOLE_BASE;
 $server = new Swoole\\Http\\Server("0.0.0.0", 9501, $mode);
 $server->set(["worker_num" => 2, "enable_coroutine" => getenv("COROUTINE") === "1",
-              "log_level" => SWOOLE_LOG_WARNING]);
+              "max_request" => (int) getenv("MAX_REQUEST"), "log_level" => SWOOLE_LOG_WARNING]);
 $server->on("request", function ($request, $response) use ($libc, $leak) {
     if ($leak > 0) {
         $libc->malloc($leak);
@@ -150,3 +150,22 @@ def test_soak_finds_handler_leak_with_and_without_coroutines(swoole_recipe, dock
         fr["function"] == "zif_ffi_trampoline" for fr in f["example"]["frames"]))
     print(f"coroutine={coroutine} mode={mode}: LeakSanitizer reported {lsan} of the 2000000+ bytes leaked")
     assert containers_of(docker_client, out["session"]) == []
+
+
+def test_soak_worker_restarts_start_new_series(swoole_recipe, docker_client):
+    """max_request restarts workers mid-soak: each new worker is a new series, and the report says so."""
+    folder, env = swoole_recipe
+    (folder / "soak").mkdir(exist_ok=True)
+    (folder / "soak" / "server.php").write_text(SOAK_SERVER)
+    port = free_port()
+    proc = subprocess.run([sys.executable, "-m", "asanlab", "soak", "soak/server.php", "--recipe", "swoole.yml",
+                           "-p", f"{port}:9501", "-e", "LEAK_BYTES=100", "-e", "COROUTINE=1", "-e", "MODE=process",
+                           "-e", "MAX_REQUEST=2000", "--url", f"http://127.0.0.1:{port}/",
+                           "--checkpoints", "1000,5000,20000", "--format", "json", "--grace", "30"],
+                          cwd=folder, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    a = json.loads(proc.stdout)["soak"]
+    workers = [s for s in a["series"] if s["role"] == "worker"]
+    assert len(workers) > 2, a["series"]  # restarted workers are new series
+    assert any("appeared" in e for e in a["events"]) and any("was gone" in e for e in a["events"])
+    assert a["load"]["failed"] == 0
