@@ -267,8 +267,9 @@ def run(
     all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the findings at the end.")] = Format.text,
     baseline: Annotated[Optional[str], typer.Option(help="A session (id, or a session folder such as the main "
-                                                         "branch's CI artifact) to compare with: report only "
-                                                         "findings it lacks, or whose count grew.")] = None,
+                                                         "branch's CI artifact), or an image (its latest finished "
+                                                         "session here) to compare with: report only findings it "
+                                                         "lacks, or whose count grew.")] = None,
     fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=FAIL_ON_HELP)] = None,
     suppressions: SuppressionsOption = None,
     pull_policy: PullOption = PullPolicy.missing,
@@ -296,7 +297,7 @@ def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: l
 
     rules = supp.read(suppression_files or [])
     # Read the baseline first: a wrong id should stop the run before anything is built or started.
-    baseline_findings = sessions.analyse(sessions.load(baseline))[1] if baseline else None
+    baseline_findings = sessions.analyse(_baseline(baseline))[1] if baseline else None
     reporter = ConsoleReporter(err)
     r = recipes.load(recipe_path) if recipe_path else None
     try:
@@ -317,6 +318,24 @@ def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: l
                     notices=sessions.session_notices(result.session))
     policy = fail_on or (FailOn.new if baseline_findings is not None else FailOn.any)
     _exit_for({FailOn.any: all_found, FailOn.new: findings, FailOn.none: []}[policy])
+
+
+def _baseline(ref: str):
+    """A session id, 'latest' or session folder; else an image, whose latest finished session here is used."""
+    from .errors import SessionError
+
+    try:
+        return sessions.load(ref)
+    except SessionError as not_a_session:
+        from .build import find_image
+
+        try:
+            image = find_image(client(), ref)
+        except AsanlabError:
+            image = None
+        if image is None:
+            raise not_a_session from None
+        return sessions.latest_of_image(image.id, ref)
 
 
 def _suppressed(findings, files: list[Path] | None):
@@ -584,7 +603,8 @@ def replay(
     fmt: Annotated[Format, typer.Option("--format")] = Format.text,
     all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Print each finding's full report.")] = False,
-    baseline: Annotated[Optional[str], typer.Option(help="A session to compare with: show only findings it "
+    baseline: Annotated[Optional[str], typer.Option(help="A session (id or folder) or an image (its latest finished "
+                                                         "session here) to compare with: show only findings it "
                                                          "lacks, or whose count grew.")] = None,
     bundle: Annotated[Optional[Path], typer.Option(help="Also write a bug-report bundle (tar.gz): findings, raw "
                                                         "logs, recipe, php -v and php --ri from the image.")] = None,
@@ -606,7 +626,7 @@ def replay(
     if baseline:
         from .findings import new_since
 
-        findings = new_since(findings, sessions.analyse(sessions.load(baseline))[1])
+        findings = new_since(findings, sessions.analyse(_baseline(baseline))[1])
     soaked = None
     if s.data.get("kind") == "soak":
         from .soak import analyse_session

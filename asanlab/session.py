@@ -92,6 +92,19 @@ def load(ref: str) -> Session:
     return Session(path, data)
 
 
+def latest_of_image(image_id: str, ref: str) -> Session:
+    """The most recent finished session run in this image (by image ID): an image as a baseline."""
+    for sid in reversed(list_ids()):
+        try:
+            s = load(sid)
+        except SessionError:
+            continue
+        if (s.data.get("image") or {}).get("id") == image_id and s.data.get("status") == "finished":
+            return s
+    raise SessionError(f"no finished session here was run in image {ref} ({image_id[:19]})",
+                       hint="run the baseline once in that image, or give a session id or folder")
+
+
 def list_ids() -> list[str]:
     base = sessions_dir()
     if not base.exists():

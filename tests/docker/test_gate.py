@@ -33,6 +33,10 @@ def test_gate_fails_only_on_new_findings(work, tmp_path):
     main = asanlab("run", app(folder, "gate-main", LEAKY), "--recipe", "php.yml", "--format", "json",
                    cwd=folder, env=env, check=1)
     main_id = json.loads(main.stdout)["session"]["id"]
+    # An image as the baseline: its latest finished session here, which is main's.
+    image_ref = json.loads(main.stdout)["session"]["image"]["ref"]
+    asanlab("run", app(folder, "gate-image", LEAKY), "--recipe", "php.yml", "--baseline", image_ref,
+            cwd=folder, env=env, check=0)
     # The CI artifact: the main branch's session folder, copied elsewhere.
     artifact = tmp_path / "main-session"
     shutil.copytree(folder / ".asanlab" / "sessions" / main_id, artifact)
