@@ -151,6 +151,7 @@ class Driver:
         # A profile is symbolized in the process: at -O0 with hundreds of stacks it takes seconds.
         deadline = time.monotonic() + (180 if profile else 10)
         answers: dict[int, memory.Answer] = {}
+        next_check = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             for pid in pids - set(answers):
                 f = folder / f"answers.{pid}"
@@ -160,12 +161,21 @@ class Driver:
                             answers[pid] = a
             if set(answers) >= pids or ctx.stop.is_set():
                 break
+            if time.monotonic() > next_check:
+                # A worker that exits (max_request, a crash) will never answer: stop waiting for it.
+                pids = {p for p in pids if p in answers or p in _alive(ctx.container)}
+                next_check = time.monotonic() + 1.0
             time.sleep(0.05)
         missing = pids - set(answers)
         if missing:
             ctx.reporter(Event("soak.warning", f"no agent answer from pid {', '.join(map(str, sorted(missing)))} "
                                                f"(sample {self.seq})"))
         return answers
+
+
+def _alive(container) -> set[int]:
+    code, out = container.exec_run(["sh", "-c", "cd /proc && echo [0-9]*"], environment={"LD_PRELOAD": ""})
+    return {int(x) for x in (out or b"").decode().split() if x.isdigit()}
 
 
 def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | None, settings: dict,
