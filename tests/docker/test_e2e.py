@@ -239,3 +239,10 @@ def test_replay_symbolizes_offline_in_the_sessions_image(built, work, docker_cli
     assert [f["signature"] for f in json.loads(offline.stdout)["findings"]] == \
            [f["signature"] for f in again["findings"]]
     assert containers_of(docker_client, sid) == []
+
+
+def test_demo_command(built, work):
+    """`asanlab demo` (what `make demo` runs) on the test's recipe: exit 1, both bugs found."""
+    folder, env = work
+    proc = asanlab("demo", "--recipe", "php.yml", cwd=folder, env=env, check=1)
+    assert "ERROR double-free" in proc.stdout and "LEAK 300 byte(s) in 3 object(s)" in proc.stdout
