@@ -115,7 +115,8 @@ def build(
                               reporter=reporter)
             out.print(f"{result.image_ref}\n{result.readable_ref}\nimage {result.image_id}", markup=False)
             if push_to is not None:
-                remote = registry.remote_for(push_to, _rendered_of(result))
+                repository, _, content_tag = result.image_ref.rpartition(":")
+                remote = registry.remote(push_to, repository, content_tag, result.readable_ref.rpartition(":")[2])
                 registry.push(client(), result.image_ref, remote, reporter=reporter)
                 out.print(f"pushed {remote.ref}", markup=False)
     finally:
@@ -171,15 +172,6 @@ def matrix(
             sys.stdout.write(f"{c['cell']}  skipped: {c['reason']}\n")
 
 
-def _rendered_of(result):
-    """What registry.remote_for needs of a build result: repository and both tags."""
-    from types import SimpleNamespace
-
-    repository, _, content_tag = result.image_ref.rpartition(":")
-    return SimpleNamespace(repository=repository, content_tag=content_tag,
-                           readable_tag=result.readable_ref.rpartition(":")[2])
-
-
 def _is_recipe(arg: str) -> bool:
     return arg.endswith((".yml", ".yaml")) or Path(arg).is_file()
 
@@ -207,13 +199,10 @@ def push(
         labels = (image.labels or {}) if image is not None else {}
         if "org.asanlab.digest" not in labels:
             raise UsageError(f"{what}: not an asanlab image on this machine (no org.asanlab.digest label)")
-        from types import SimpleNamespace
-
         readable = next((t.rpartition(":")[2] for t in image.tags if ":sha-" not in t), "latest")
         local = what
-        remote = registry.remote_for(to, SimpleNamespace(
-            repository=f"asanlab/{labels['org.asanlab.recipe']}", content_tag=f"sha-{labels['org.asanlab.digest'][:20]}",
-            readable_tag=readable))
+        remote = registry.remote(to, f"asanlab/{labels['org.asanlab.recipe']}",
+                                 f"sha-{labels['org.asanlab.digest'][:20]}", readable)
     reporter = ConsoleReporter(err)
     try:
         registry.push(docker, local, remote, reporter=reporter)

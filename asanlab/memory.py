@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Iterable
 
 from .findings import meaningful
 from .reports import Frame, parse_frame
@@ -135,13 +136,15 @@ class Profile:
     contexts: list[Context]
 
 
-def parse_profiles(text: str) -> list[Profile]:
-    """Every live-heap profile (__sanitizer_print_memory_profile) in one process's sanitizer log,
-    in the order they were written. Reports in between are not profiles and are skipped."""
+def parse_profiles(text: str | Iterable[str]) -> list[Profile]:
+    """Every live-heap profile (__sanitizer_print_memory_profile) in one process's sanitizer log
+    (its text, or its lines: an open file is streamed), in the order they were written. Reports
+    in between are not profiles and are skipped."""
     profiles: list[Profile] = []
     current: Profile | None = None
     context: Context | None = None
-    for line in text.splitlines():
+    for line in (text.splitlines() if isinstance(text, str) else text):
+        line = line.rstrip("\n")
         m = PROFILE_HEADER.match(line)
         if m:
             current = Profile(int(m.group("bytes")), int(m.group("chunks")), [])

@@ -9,6 +9,7 @@ ASANLAB_REGISTRY_TOKEN for this process only; asanlab writes none to disk.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -46,8 +47,6 @@ def expected(recipe: Recipe) -> Rendered:
     for p in plan(recipe):
         sha = p.expected
         if sha is None and p.path is not None:
-            import hashlib
-
             sha = hashlib.sha256(Path(p.path).read_bytes()).hexdigest()
         if sha is None:
             raise UsageError(f"{recipe.path}: the {p.role} source ({p.url}) is not pinned, so its image tag is "
@@ -69,9 +68,14 @@ class Remote:
         return f"{self.repository}:{self.content_tag}"
 
 
+def remote(prefix: str, local_repository: str, content_tag: str, readable_tag: str) -> Remote:
+    """asanlab/NAME's tags under PREFIX/NAME."""
+    name = local_repository.split("/", 1)[1]
+    return Remote(f"{check_prefix(prefix)}/{name}", content_tag, readable_tag)
+
+
 def remote_for(prefix: str, rendered: Rendered) -> Remote:
-    name = rendered.repository.split("/", 1)[1]
-    return Remote(f"{check_prefix(prefix)}/{name}", rendered.content_tag, rendered.readable_tag)
+    return remote(prefix, rendered.repository, rendered.content_tag, rendered.readable_tag)
 
 
 def _explain(what: str, registry: str, message: str) -> InfraError:

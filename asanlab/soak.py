@@ -221,7 +221,8 @@ def read_profiles(s, samples: list[dict]) -> dict[int, list[tuple[int, memory.Pr
         if pid is None or not log.exists():
             continue
         asked = [a.seq for a in memory.parse_answers(f.read_text()) if a.profiled]
-        profiles = memory.parse_profiles(log.read_text(errors="replace"))
+        with open(log, errors="replace") as lines:
+            profiles = memory.parse_profiles(lines)
         out[pid] = [(requests_at[seq], p) for seq, p in zip(asked, profiles) if seq in requests_at]
     return out
 
