@@ -132,8 +132,11 @@ def to_junit(findings: list[Finding], *, suite: str = "asanlab") -> str:
 
 
 def app_entry_of(session: dict | None) -> str | None:
-    """The app's entry script relative to its folder, from a session's command ["php", "/app/x.php", ...]."""
-    command = (session or {}).get("command") or []
-    if len(command) > 1 and command[1].startswith(APP_DIR + "/"):
-        return str(PurePosixPath(command[1]).relative_to(APP_DIR))
+    """The app's entry script relative to its folder, from a session's command
+    ["php", ("-d", "KEY=VALUE")..., "/app/x.php", ...]."""
+    rest = list((session or {}).get("command") or [])[1:]
+    while rest[:1] == ["-d"]:
+        rest = rest[2:]
+    if rest and rest[0].startswith(APP_DIR + "/"):
+        return str(PurePosixPath(rest[0]).relative_to(APP_DIR))
     return None

@@ -7,6 +7,7 @@ report), and UndefinedBehaviorSanitizer runtime errors. A report that ends befor
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator
@@ -84,45 +85,54 @@ class Report:
         return cls(**d)
 
 
+FRAME_HEAD = re.compile(r"\s*#(\d+) 0x[0-9a-f]+( in |\s+(?=\())")
+MODULE_TAIL = re.compile(r"\((?P<module>[^()]+?)\+(?P<offset>0x[0-9a-f]+)\)$")
+FILE_TAIL = re.compile(r"\.\w+(:\d+)*$")
+# A frame's text after its address -> its fields. The same stacks come back from every worker and
+# every request, with only the address changing: most frames of a long log are parsed once.
+_FRAME_CACHE: dict[str, tuple] = {}
+_FRAME_CACHE_MAX = 200_000
+
+
 def parse_frame(line: str) -> Frame | None:
-    cut = line.find(" (BuildId: ")
-    m = FRAME.match(line[:cut] if cut > 0 else line)
-    if not m:
+    m = FRAME_HEAD.match(line)
+    if m is None:
         return None
-    frame = Frame(index=int(m.group("n")))
-    rest = m.group("rest")
-    if rest is None:
-        _set_module(frame, m.group("loc"))
-        return frame
-    rest = rest.strip()
-    if rest.endswith(")") and "(" in rest:
+    key = line[m.start(2):]
+    fields = _FRAME_CACHE.get(key)
+    if fields is None:
+        fields = _frame_fields(line[m.end():], m.group(2) == " in ")
+        if fields is None:
+            return None
+        if len(_FRAME_CACHE) >= _FRAME_CACHE_MAX:
+            _FRAME_CACHE.clear()
+        _FRAME_CACHE[key] = fields
+    return Frame(int(m.group(1)), *fields)
+
+
+def _frame_fields(rest: str, named: bool) -> tuple | None:
+    """(function, file, line, column, module, offset) of what follows a frame's address."""
+    cut = rest.find(" (BuildId: ")
+    rest = (rest[:cut] if cut >= 0 else rest).strip()
+    if not named:  # "(module+0xoffset)" alone
+        if not (rest.startswith("(") and rest.endswith(")")):
+            return None
+        module = MODULE_TAIL.match(rest)
+        return (None, None, None, None, module.group(1), module.group(2)) if module else \
+            (None, None, None, None, rest.strip("()"), None)
+    if rest.endswith(")"):
         # "func (module+0xoff)": the module part is the last parenthesised group
         idx = rest.rfind(" (")
-        module = MODULE_LOC.match(rest[idx + 1:]) if idx > 0 else None
+        module = MODULE_TAIL.fullmatch(rest, idx + 1) if idx > 0 else None
         if module:
-            frame.function = rest[:idx]
-            frame.module, frame.offset = module.group("module"), module.group("offset")
-            return frame
+            return rest[:idx], None, None, None, module.group(1), module.group(2)
     head, _, loc = rest.rpartition(" ")
-    if head and ("/" in loc or re.search(r"\.\w+(:\d+)*$", loc)):
-        frame.function = head
+    if head and ("/" in loc or FILE_TAIL.search(loc)):
         parts = loc.split(":")
-        frame.file = parts[0]
-        if len(parts) > 1 and parts[1].isdigit():
-            frame.line = int(parts[1])
-        if len(parts) > 2 and parts[2].isdigit():
-            frame.column = int(parts[2])
-    else:
-        frame.function = rest
-    return frame
-
-
-def _set_module(frame: Frame, loc: str) -> None:
-    m = MODULE_LOC.match(loc.strip())
-    if m:
-        frame.module, frame.offset = m.group("module"), m.group("offset")
-    else:
-        frame.module = loc.strip("()")
+        line = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        column = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+        return head, parts[0], line, column, None, None
+    return rest, None, None, None, None, None
 
 
 def _strip_pid(line: str) -> str:
@@ -232,30 +242,64 @@ def _starts_report(line: str) -> bool:
     return "runtime error: " in line and bool(UBSAN.match(line))
 
 
+# Where a report begins, found in whole chunks of a log: most of a long log is the app's output and
+# heap profiles, which are never split into lines.
+REPORT_START = re.compile(r"==\d+==ERROR: (?:AddressSanitizer: |LeakSanitizer: detected memory leaks)"
+                          r"|(?!==)[^\s:][^:\n]*:\d+:\d+: runtime error: ")
+START_MARKS = ("==ERROR: ", ": runtime error: ")
+
+
+def _report_starts(text: str) -> list[int]:
+    """Offsets of the lines of `text` that begin a report. Finds the fixed part of each form first
+    (a plain substring search), then checks its line with the whole pattern."""
+    starts = set()
+    for mark in START_MARKS:
+        k = text.find(mark)
+        while k >= 0:
+            line_start = text.rfind("\n", 0, k) + 1
+            if REPORT_START.match(text, line_start):
+                starts.add(line_start)
+            k = text.find(mark, k + len(mark))
+    return sorted(starts)
+# What follows a report up to the next one is kept to this size: a report's own text is far smaller.
+MAX_BLOCK = 64 << 20
+
+
 def iter_parse(lines: Iterable[str], source: str = "") -> Iterator[Report]:
-    """parse() for a stream of lines, holding one report's lines at a time: memory follows the
-    largest report, not the log (logs of a long soak run to gigabytes)."""
-    block: list[str] = []
-    switched = False  # a stack switch seen before the current block
-    switch_in_block = False
-    for line in lines:
-        line = line.rstrip("\r\n")
-        starts = _starts_report(line) if (line[:2] == "==" or "runtime error: " in line) else False
-        if starts and block:
-            yield from _parse_block(block, source, switched)
-            switched = switched or switch_in_block
-            block, switch_in_block = [], False
-        if block or starts:
-            block.append(line)
-        if line.startswith("==") and STACK_SWITCH in line:
-            switch_in_block = switch_in_block or bool(block)
-            switched = switched or not block
-    if block:
-        yield from _parse_block(block, source, switched)
+    """parse() for a stream of lines."""
+    return iter_parse_chunks((line if line.endswith("\n") else line + "\n" for line in lines), source)
+
+
+def iter_parse_chunks(chunks: Iterable[str], source: str = "") -> Iterator[Report]:
+    """parse() for a stream of text in pieces of any size, holding one report's text at a time:
+    memory follows the largest report, not the log (logs of a long soak run to gigabytes)."""
+    pending = ""  # the end of the stream's last chunk after its last newline
+    offset = 0  # where `pending` starts in the stream
+    block: list[str] = []  # the open report's text, from its first line on
+    block_start = block_size = -1
+    first_switch = -1  # where the first coroutine stack switch was seen
+    for chunk in itertools.chain(chunks, [None]):
+        text = pending + chunk if chunk is not None else pending + "\n" if pending else ""
+        cut = text.rfind("\n") + 1
+        body, pending = text[:cut], text[cut:]
+        if first_switch < 0 and (k := body.find(STACK_SWITCH)) >= 0:
+            first_switch = offset + k
+        pos = 0
+        for start in _report_starts(body):
+            if block_start >= 0:
+                block.append(body[pos:start])
+                yield from _parse_block(block, source, 0 <= first_switch < block_start)
+            block, block_start, block_size, pos = [], offset + start, 0, start
+        if block_start >= 0 and block_size < MAX_BLOCK:
+            block.append(body[pos:])
+            block_size += cut - pos
+        offset += cut
+    if block_start >= 0:
+        yield from _parse_block(block, source, 0 <= first_switch < block_start)
 
 
 def _parse_block(block: list[str], source: str, switched: bool) -> list[Report]:
-    reports = _parse_lines(block, source)
+    reports = _parse_lines("".join(block).splitlines(), source)
     if switched:
         for r in reports:
             r.suspect = True
@@ -299,20 +343,19 @@ def _parse_asan(lines: list[str], start: int, pid: int, rest: str, source: str, 
         if line.startswith("==") and (ASAN_ERROR.match(line) or LSAN_ERROR.match(line)):
             break
         body = _strip_pid(line)
-        m = ACCESS.match(body)
-        if m:
+        # One test per line on its first letter: the shadow-memory map and its legend are most of
+        # what an error report prints besides its frames.
+        first = body[:1]
+        if first in "RW" and (m := ACCESS.match(body)):
             r.access, r.size, r.thread = m.group("access"), int(m.group("size")), m.group("thread")
-        m = SIGNAL_CAUSE.search(body)
-        if m:
+        elif "signal is caused" in body and (m := SIGNAL_CAUSE.search(body)):
             r.access = m.group("access")
-        m = SECTION.match(body)
-        if m:
+        elif first in "fpa" and (m := SECTION.match(body)):
             current = r.freed_by if m.group("what").startswith("freed") else r.allocated_by
-        m = DEDUP.match(body)
-        if m and r.dedup_token is None:  # each stack prints one; the first is the error's own
-            r.dedup_token = m.group("token")
-        m = SUMMARY.match(body)
-        if m:
+        elif first == "D" and (m := DEDUP.match(body)):
+            if r.dedup_token is None:  # each stack prints one; the first is the error's own
+                r.dedup_token = m.group("token")
+        elif first == "S" and (m := SUMMARY.match(body)):
             r.summary = m.group("text")
             # The summary names the kind canonically ("allocation-size-too-big", "calloc-overflow", ...),
             # where the first line may be a sentence ("requested allocation size ...").

@@ -26,6 +26,9 @@ from .reports import _starts_report, parse
 LOG_DIR = "/asanlab/logs"
 CONFIG_DIR = "/asanlab/config"
 APP_DIR = "/app"
+# Prepended to the app (see asanlab/data/sigterm.php): a plain script as the container's PID 1
+# would ignore SIGTERM, and only a normal exit runs LeakSanitizer.
+SIGTERM_PREPEND = f"{CONFIG_DIR}/sigterm.php"
 ABNORMAL_EXIT = re.compile(r"(worker|task_worker|manager)?\(?pid=(?P<pid>\d+), id=(?P<id>\d+)\)? abnormal exit, "
                            r"status=(?P<status>-?\d+), signal=(?P<signal>\d+)")
 SECRET_KEY = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE)", re.I)
@@ -307,7 +310,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     suppressions = (list(recipe.runtime.suppressions) if recipe is not None else []) + opts.suppressions
     env = environment(recipe, user_env, bool(suppressions), opts.asan_options)
     env.update(opts.extra_env)
-    command = ["php", f"{APP_DIR}/{app.name}", *opts.args]
+    command = ["php", "-d", f"auto_prepend_file={SIGTERM_PREPEND}", f"{APP_DIR}/{app.name}", *opts.args]
     s = sessions.create({
         "kind": opts.kind, "app": str(app), "command": command, "image": {"ref": opts.image, "id": opts.image_id},
         "recipe": recipe.raw if recipe is not None else None,
@@ -318,6 +321,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     })
     config = s.path / "config"
     config.mkdir()
+    (config / "sigterm.php").write_bytes((Path(__file__).parent / "data" / "sigterm.php").read_bytes())
     if suppressions:
         (config / "lsan.supp").write_text("\n".join(suppressions) + "\n")
     volumes = {str(app.parent): {"bind": APP_DIR, "mode": "ro"},

@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from .errors import SessionError
 from .findings import Finding, group
-from .reports import Notice, Report, iter_parse, parse, scan_notices
+from .reports import Notice, Report, iter_parse_chunks, parse, scan_notices
 from .sources import atomic_write
 from .state import state_dir
 
@@ -130,7 +130,7 @@ def read_file(path: Path, source: str):
         if head.lstrip().startswith("<?xml") or "<valgrindoutput>" in head:
             yield from parse(fh.read(), source)
         else:
-            yield from iter_parse(fh, source)
+            yield from iter_parse_chunks(iter(lambda: fh.read(1 << 20), ""), source)
 
 
 def read_notices(folders: list[Path]) -> list[Notice]:

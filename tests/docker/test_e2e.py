@@ -172,6 +172,32 @@ def test_timeout_stops_the_app(built, work, docker_client):
     assert containers_of(docker_client, result["session"]["id"]) == []
 
 
+PLAIN_APP = """<?php
+// Leaks 200 bytes, then waits, with no signal handler of its own.
+$f = FFI::cdef("void *malloc(size_t);");
+$f->malloc(200);
+echo "ready\\n";
+while (true) { sleep(1); }
+"""
+
+
+def test_a_script_without_a_handler_still_reports_its_leak_when_stopped(built, work, docker_client):
+    """As the container's PID 1 such a script would ignore SIGTERM and be killed: no leak report."""
+    folder, env = work
+    import json
+
+    started = time.monotonic()
+    proc = asanlab("run", write_app(folder, "plain", PLAIN_APP), "--image", built[0], "--timeout", "5", "--format", "json",
+                   cwd=folder, env=env, check=1, timeout=300)
+    result = json.loads(proc.stdout)
+    assert result["session"]["stop_reason"] == "timeout"
+    assert result["session"]["exit_code"] != 137  # it exited by itself (LeakSanitizer sets the code), not by SIGKILL
+    assert [f["leaked_bytes"] for f in result["findings"] if f["kind"] == "direct-leak"] == [200]
+    assert "did not exit within the grace period" not in proc.stderr
+    assert time.monotonic() - started < 60
+    assert containers_of(docker_client, result["session"]["id"]) == []
+
+
 def test_bad_checksum_builds_nothing(work, mirror, docker_client):
     folder, env = work
     version, url, _ = mirror

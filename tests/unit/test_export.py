@@ -79,4 +79,6 @@ def test_junit_one_case_per_signature():
 def test_app_entry_of():
     assert export.app_entry_of({"command": ["php", "/app/bin/server.php", "--x"]}) == "bin/server.php"
     assert export.app_entry_of({"command": ["php", "-r", "1"]}) is None
+    assert export.app_entry_of({"command": ["php", "-d", "auto_prepend_file=/asanlab/config/sigterm.php",
+                                            "/app/server.php"]}) == "server.php"
     assert export.app_entry_of(None) is None

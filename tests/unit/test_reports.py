@@ -221,6 +221,24 @@ def test_streaming_parse_equals_whole_parse(path):
     assert [r.to_dict() for r in iter_parse(noisy.splitlines(keepends=True))] == [r.to_dict() for r in parse(noisy)]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=4000), min_size=1, max_size=40),
+       st.lists(st.sampled_from(sorted(p.stem for p in FIXTURES.glob("*.log"))), min_size=1, max_size=5))
+def test_chunked_streaming_equals_whole_parse_wherever_the_chunks_end(sizes, names):
+    """A log read in pieces that end anywhere (mid-line, mid-report) parses as the whole log does."""
+    from asanlab.reports import iter_parse_chunks
+
+    text = "".join("app output\n" + fixture_text(n).replace("==1==", f"=={i + 2}==") for i, n in enumerate(names))
+    text += "tail without a newline"
+    chunks, pos = [], 0
+    for size in sizes * (len(text) // sum(sizes) + 1):
+        if pos >= len(text):
+            break
+        chunks.append(text[pos:pos + size])
+        pos += size
+    assert [r.to_dict() for r in iter_parse_chunks(chunks)] == [r.to_dict() for r in parse(text)]
+
+
 def test_streaming_marks_reports_after_a_stack_switch():
     from asanlab.reports import iter_parse
 
