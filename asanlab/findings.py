@@ -34,8 +34,15 @@ STARTUP_FUNCTIONS = re.compile(
     r"zend_post_startup|php_startup_|zm_info_|zend_register_auto_global|zend_ini_startup)")
 
 
+# Where asanlab's images build each phpize extension (images/Dockerfile.j2): /usr/src/ext-NAME/.
+EXTENSION_SOURCE = re.compile(r"/usr/src/ext-(?P<name>[^/]+)/")
+
+
 def frame_class(f: Frame) -> str:
-    """runtime, libc, zend, php-ext, swoole, extension, user."""
+    """runtime (the sanitizer's own), libc (libc, libstdc++, libffi, the loader), zend (the engine:
+    Zend/, main/, sapi/, TSRM/), php-ext (an extension bundled with PHP: ext/), swoole, extension
+    (another extension, built with phpize or loaded from PHP's extension folder), user (the app's FFI
+    libraries and anything else)."""
     fn = f.function or ""
     loc = f.file or f.module or ""
     if fn.startswith(("__asan", "__lsan", "__ubsan", "__sanitizer", "__interceptor_")) or "compiler-rt" in loc:
@@ -43,15 +50,18 @@ def frame_class(f: Frame) -> str:
     if re.search(r"(libc\.so|libc-|ld-linux|libpthread|libstdc\+\+|libffi\.so)", loc) or \
             RUNTIME_FUNCTIONS.match(fn):
         return "libc"
-    if "swoole" in loc or fn.startswith(("swoole", "php_swoole", "zim_swoole", "Swoole")):
+    ext = EXTENSION_SOURCE.search(loc)
+    if ext:
+        return "swoole" if ext.group("name") == "swoole" else "extension"
+    if "swoole" in loc or fn.startswith(("swoole", "php_swoole", "zim_swoole", "zif_swoole", "Swoole")):
         return "swoole"
+    if f.module and "/extensions/" in f.module:
+        return "extension"
     if re.search(r"(^|/)(Zend|main|sapi|TSRM)/", loc) or fn.startswith(("zend_", "_zend_", "php_", "execute_ex",
                                                                          "ZEND_", "_emalloc", "_efree")):
         return "zend"
     if re.search(r"(^|/)ext/", loc) or fn.startswith(("zif_", "zim_")):
         return "php-ext"
-    if f.module and "/extensions/" in f.module:
-        return "extension"
     return "user"
 
 

@@ -261,3 +261,23 @@ def test_streaming_marks_reports_after_a_stack_switch():
 ])
 def test_ubsan_kinds_from_messages(message, kind):
     assert reports.ubsan_kind(message) == kind
+
+
+@pytest.mark.parametrize("line,expected", [
+    ("#0 0x1 in __interceptor_malloc (/opt/php/bin/php+0x1884dfe)", "runtime"),
+    ("#1 0x1 in ffi_call (/lib/x86_64-linux-gnu/libffi.so.8+0x6b0c)", "libc"),
+    ("#2 0x1 in __libc_start_main csu/../csu/libc-start.c:360:3", "libc"),
+    ("#3 0x1 in execute_ex /usr/src/php-src/Zend/zend_vm_execute.h:55896:7", "zend"),
+    ("#4 0x1 in do_cli /usr/src/php-src/sapi/cli/php_cli.c:995:4", "zend"),
+    ("#5 0x1 in zif_ffi_trampoline /usr/src/php-src/ext/ffi/ffi.c:2830:3", "php-ext"),
+    ("#6 0x1 in swoole::Coroutine::run /usr/src/ext-swoole/src/coroutine/base.cc:40:5", "swoole"),
+    ("#7 0x1 in zim_swoole_server_start /usr/src/ext-swoole/ext-src/swoole_server.cc:2600:9", "swoole"),
+    ("#8 0x1 in zif_igbinary_serialize /usr/src/ext-igbinary/src/php7/igbinary.c:611:3", "extension"),
+    ("#9 0x1 in php_igbinary_encode (/opt/php/lib/php/extensions/no-debug-non-zts-20220829/igbinary.so+0x1234)",
+     "extension"),
+    ("#10 0x1 in make_order /app/lib/liborders.c:12:5", "user"),
+])
+def test_frame_classes(line, expected):
+    from asanlab.findings import frame_class
+
+    assert frame_class(reports.parse_frame(line)) == expected
