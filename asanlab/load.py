@@ -104,6 +104,7 @@ class Loader:
         self.loop = asyncio.new_event_loop()
         self.session = None
         self.total = LoadStats()
+        self.probes_answered = 0  # requests the app served before the load: part of its count
         self._next = 0
 
     async def _open(self):
@@ -156,6 +157,7 @@ class Loader:
             try:
                 async with session.request(req.method, req.url, headers=list(req.headers), data=req.body) as resp:
                     await resp.read()
+                    self.probes_answered += 1
                     return None
             except Exception as e:
                 return f"{e.__class__.__name__}: {e}"

@@ -92,8 +92,9 @@ class Driver:
         rec = _Recorder(folder)
         self._wait_ready(ctx)
         ctx.reporter(Event("soak.ready", "the app answers: soak starts"))
-        rec.add(self._sample(ctx, 0, False))
-        done = 0
+        # The probe that found the app ready was served like any request: count it.
+        done = self.loader.probes_answered
+        rec.add(self._sample(ctx, done, False))
         plan = schedule(self.opts.checkpoints, self.opts.samples_per_checkpoint)
         last = plan[-1][0]
         for point, checkpoint in plan:
