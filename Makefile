@@ -17,10 +17,11 @@ base-image:
 demo: install base-image
 	$(PYTHON) -m asanlab demo; code=$$?; [ $$code -eq 1 ] && echo "demo: findings reported as expected (exit 1)"; [ $$code -le 1 ]
 
-# debootstrap makes the base image; docker-registry is the real registry of the push/pull tests.
+# debootstrap makes the base image; docker-registry is the real registry of the push/pull tests;
+# ab (apache2-utils) is the soak's fast load generator.
 test: install
-	@command -v debootstrap >/dev/null && command -v docker-registry >/dev/null || \
-	  (apt-get update -qq && apt-get install -y -qq debootstrap docker-registry >/dev/null)
+	@command -v debootstrap >/dev/null && command -v docker-registry >/dev/null && command -v ab >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq debootstrap docker-registry apache2-utils >/dev/null)
 	$(PYTHON) -m pytest tests
 
 unit: install

@@ -429,6 +429,12 @@ class SoakFormat(str, Enum):
     json = "json"
 
 
+class LoadClient(str, Enum):
+    auto = "auto"
+    builtin = "builtin"
+    ab = "ab"
+
+
 SOAK_EXIT = ("Exit codes: 0 stable (or undecided: the text says how many more requests would decide), 1 leak or "
              "sanitizer findings, 2 usage or recipe error, 3 infrastructure (Docker, the app never answered). "
              "As under run, the container gets SYS_PTRACE only (LeakSanitizer's exit check); memory is read "
@@ -458,6 +464,10 @@ def soak(
                                                                "line with method, url (may be relative to --url), "
                                                                "headers, body.")] = None,
     concurrency: Annotated[int, typer.Option("-c", "--concurrency", help="Requests in flight.")] = 16,
+    load_client: Annotated[LoadClient, typer.Option("--client", help="What sends the requests: ab (ApacheBench, "
+                                                                    "several times faster), builtin (aiohttp; "
+                                                                    "needed for a requests file), or auto (ab when "
+                                                                    "installed and able).")] = LoadClient.auto,
     warmup: Annotated[Optional[int], typer.Option(help="Requests before the fit starts (default: the first "
                                                        "checkpoint).")] = None,
     threshold: Annotated[float, typer.Option(help="Bytes per request from which growth counts as a leak.")] = 1.0,
@@ -504,6 +514,8 @@ def soak(
         reqs = [loads.Request(method.upper(), base, tuple(loads.parse_header(h) for h in header or []), data)]
     if samples < 2:
         raise UsageError("--samples must be at least 2")
+    if load_client is LoadClient.ab and (why_not := loads.ab_unavailable(reqs)):
+        raise UsageError(f"--client ab: {why_not}")
     from . import suppressions as supp
 
     rules = supp.read(suppressions or [])
@@ -516,7 +528,7 @@ def soak(
                               ports=publish or [], env=env or [], grace=grace, recipe=r, suppressions=rules)
         soak_opts = SoakOptions(requests=reqs, checkpoints=points, concurrency=concurrency,
                                 samples_per_checkpoint=samples, ready_timeout=ready_timeout,
-                                full_stacks=full_stacks)
+                                full_stacks=full_stacks, client=load_client.value)
         settings = {"url": base, "checkpoints": points, "concurrency": concurrency, "threshold": threshold,
                     "min_growth": min_growth, "warmup": points[0] if warmup is None else warmup,
                     "budget": budget * 2**20, "agent": agent, "full_stacks": full_stacks}

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import memory
 from .errors import InfraError, UsageError
 from .events import Event, Reporter, null_reporter
-from .load import Loader, Request
+from .load import Loader, Request, make_loader
 from .run import DriverContext, RunOptions, RunResult, run
 
 AGENT_DIR = "/asanlab/agent"
@@ -39,6 +39,7 @@ class SoakOptions:
     ready_timeout: float = 60.0
     profile_contexts: int = 500
     full_stacks: bool = False
+    client: str = "auto"  # the load generator: auto, builtin or ab
 
 
 def parse_checkpoints(spec: str) -> list[int]:
@@ -183,7 +184,8 @@ def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | N
          reporter: Reporter = null_reporter) -> RunResult:
     """Run the app with the soak's driver beside it. `settings` (criteria, url, ...) are kept in the
     session so that `asanlab replay` judges the samples the same way."""
-    loader = Loader(opts.requests, opts.concurrency)
+    loader = make_loader(opts.requests, opts.concurrency, opts.client)
+    settings = {**settings, "client": "builtin" if isinstance(loader, Loader) else "ab"}
     run_opts.kind = "soak"
     if not opts.full_stacks:
         run_opts.asan_options = {**FAST_STACKS, **run_opts.asan_options}
