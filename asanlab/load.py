@@ -44,6 +44,11 @@ class LoadStats:
     def failed(self) -> int:
         return self.sent - self.ok
 
+    def add(self, other: "LoadStats") -> None:
+        self.sent, self.ok, self.seconds = self.sent + other.sent, self.ok + other.ok, self.seconds + other.seconds
+        self.statuses.update(other.statuses)
+        self.errors.update(other.errors)
+
     def as_dict(self) -> dict:
         return {"sent": self.sent, "ok": self.ok, "failed": self.failed, "seconds": round(self.seconds, 3),
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items())}, "errors": dict(self.errors)}
@@ -150,10 +155,7 @@ class Loader:
         start = self.loop.time()
         self.loop.run_until_complete(self._send(count, stop, stats))
         stats.seconds = self.loop.time() - start
-        t = self.total
-        t.sent, t.ok, t.seconds = t.sent + stats.sent, t.ok + stats.ok, t.seconds + stats.seconds
-        t.statuses.update(stats.statuses)
-        t.errors.update(stats.errors)
+        self.total.add(stats)
         return stats
 
     def probe(self) -> str | None:
@@ -263,10 +265,7 @@ class AbLoader:
             stats = LoadStats(sent=count)
             stats.errors[f"ab: {last}"] = count
         stats.seconds = time.monotonic() - start
-        t = self.total
-        t.sent, t.ok, t.seconds = t.sent + stats.sent, t.ok + stats.ok, t.seconds + stats.seconds
-        t.statuses.update(stats.statuses)
-        t.errors.update(stats.errors)
+        self.total.add(stats)
         return stats
 
     def probe(self) -> str | None:
