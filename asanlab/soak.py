@@ -139,16 +139,20 @@ class Driver:
         if self.agent and snap.processes:
             self.seq += 1
             sample["seq"] = self.seq
-            answers = self._ask(ctx, set(snap.processes), profile)
+            # Profiles from the processes that do not fork (workers, a single-process server) only:
+            # see the agent's read_trigger.
+            profiled = sorted(p.pid for p in snap.processes.values() if p.role in ("worker", "server"))
+            answers = self._ask(ctx, set(snap.processes), profiled if profile else [])
             for pid, a in answers.items():
                 if str(pid) in sample["processes"]:
                     sample["processes"][str(pid)].update(allocated=a.allocated, heap=a.heap, profiled=a.profiled)
         return sample
 
-    def _ask(self, ctx: DriverContext, pids: set[int], profile: bool) -> dict[int, memory.Answer]:
+    def _ask(self, ctx: DriverContext, pids: set[int], profile: list[int]) -> dict[int, memory.Answer]:
+        """Ask every agent for its counters, and the processes in `profile` for a live-heap profile."""
         folder = ctx.session.path / "agent"
         tmp = folder / "trigger.tmp"
-        tmp.write_text(f"{self.seq} {int(profile)} {self.opts.profile_contexts}\n")
+        tmp.write_text(f"{self.seq} {int(bool(profile))} {self.opts.profile_contexts} {','.join(map(str, profile))}\n")
         os.replace(tmp, folder / "trigger")  # the agents read it whole or not at all
         # A profile is symbolized in the process: at -O0 with hundreds of stacks it takes seconds.
         deadline = time.monotonic() + (180 if profile else 10)

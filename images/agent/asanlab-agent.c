@@ -29,8 +29,25 @@ extern void __sanitizer_print_memory_profile(size_t top_percent, size_t max_cont
 static char folder[480];
 static long answered = -1; /* inherited by forked children: they answer only newer requests */
 
+/* Whether `pid` is in a comma-separated list of PIDs. */
+static int pid_listed(const char *list, int pid) {
+    const char *p = list;
+    for (;;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p) return 0;
+        if (v == pid) return 1;
+        if (*end != ',') return 0;
+        p = end + 1;
+    }
+}
+
+/* The trigger: "seq profile contexts [pid,pid,...]". With a list, only the PIDs in it print a
+ * profile. The host leaves out processes that fork (Swoole's master and manager): printing a
+ * profile symbolizes it, which starts llvm-symbolizer with pipes that every later child inherits,
+ * and two processes reading one symbolizer's answers hang each other. */
 static int read_trigger(long *seq, int *profile, long *contexts) {
-    char path[512], buf[128];
+    char path[512], buf[4096];
     snprintf(path, sizeof path, "%s/trigger", folder);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
@@ -39,7 +56,11 @@ static int read_trigger(long *seq, int *profile, long *contexts) {
     if (n <= 0) return 0;
     buf[n] = 0;
     *contexts = 500;
-    return sscanf(buf, "%ld %d %ld", seq, profile, contexts) >= 2;
+    int used = 0;
+    int got = sscanf(buf, "%ld %d %ld %n", seq, profile, contexts, &used);
+    if (got < 2) return 0;
+    if (got == 3 && *profile && used > 0 && buf[used] != 0) *profile = pid_listed(buf + used, (int)getpid());
+    return 1;
 }
 
 static void answer(long seq, int profile, long contexts) {
