@@ -18,10 +18,10 @@ demo: install base-image
 	$(PYTHON) -m asanlab demo; code=$$?; [ $$code -eq 1 ] && echo "demo: findings reported as expected (exit 1)"; [ $$code -le 1 ]
 
 # debootstrap makes the base image; docker-registry is the real registry of the push/pull tests;
-# ab (apache2-utils) is the soak's fast load generator.
+# h2load (nghttp2-client) is the soak's fast load generator.
 test: install
-	@command -v debootstrap >/dev/null && command -v docker-registry >/dev/null && command -v ab >/dev/null || \
-	  (apt-get update -qq && apt-get install -y -qq debootstrap docker-registry apache2-utils >/dev/null)
+	@command -v debootstrap >/dev/null && command -v docker-registry >/dev/null && command -v h2load >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq debootstrap docker-registry nghttp2-client >/dev/null)
 	$(PYTHON) -m pytest tests
 
 unit: install

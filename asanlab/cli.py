@@ -432,7 +432,7 @@ class SoakFormat(str, Enum):
 class LoadClient(str, Enum):
     auto = "auto"
     builtin = "builtin"
-    ab = "ab"
+    h2load = "h2load"
 
 
 SOAK_EXIT = ("Exit codes: 0 stable (or undecided: the text says how many more requests would decide), 1 leak or "
@@ -464,10 +464,11 @@ def soak(
                                                                "line with method, url (may be relative to --url), "
                                                                "headers, body.")] = None,
     concurrency: Annotated[int, typer.Option("-c", "--concurrency", help="Requests in flight.")] = 16,
-    load_client: Annotated[LoadClient, typer.Option("--client", help="What sends the requests: ab (ApacheBench, "
-                                                                    "several times faster), builtin (aiohttp; "
-                                                                    "needed for a requests file), or auto (ab when "
-                                                                    "installed and able).")] = LoadClient.auto,
+    load_client: Annotated[LoadClient, typer.Option("--client", help="What sends the requests: h2load (Debian's "
+                                                                    "nghttp2-client; several times faster), builtin "
+                                                                    "(aiohttp; needed for a requests file), or auto "
+                                                                    "(h2load when installed and able).")] \
+        = LoadClient.auto,
     warmup: Annotated[Optional[int], typer.Option(help="Requests before the fit starts (default: the first "
                                                        "checkpoint).")] = None,
     threshold: Annotated[float, typer.Option(help="Bytes per request from which growth counts as a leak.")] = 1.0,
@@ -514,8 +515,8 @@ def soak(
         reqs = [loads.Request(method.upper(), base, tuple(loads.parse_header(h) for h in header or []), data)]
     if samples < 2:
         raise UsageError("--samples must be at least 2")
-    if load_client is LoadClient.ab and (why_not := loads.ab_unavailable(reqs)):
-        raise UsageError(f"--client ab: {why_not}")
+    if load_client is LoadClient.h2load and (why_not := loads.h2load_unavailable(reqs)):
+        raise UsageError(f"--client h2load: {why_not}")
     from . import suppressions as supp
 
     rules = supp.read(suppressions or [])

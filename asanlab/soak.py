@@ -39,7 +39,7 @@ class SoakOptions:
     ready_timeout: float = 60.0
     profile_contexts: int = 500
     full_stacks: bool = False
-    client: str = "auto"  # the load generator: auto, builtin or ab
+    client: str = "auto"  # the load generator: auto, builtin or h2load
 
 
 def parse_checkpoints(spec: str) -> list[int]:
@@ -189,7 +189,7 @@ def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | N
     """Run the app with the soak's driver beside it. `settings` (criteria, url, ...) are kept in the
     session so that `asanlab replay` judges the samples the same way."""
     loader = make_loader(opts.requests, opts.concurrency, opts.client)
-    settings = {**settings, "client": "builtin" if isinstance(loader, Loader) else "ab"}
+    settings = {**settings, "client": "builtin" if isinstance(loader, Loader) else "h2load"}
     run_opts.kind = "soak"
     if not opts.full_stacks:
         run_opts.asan_options = {**FAST_STACKS, **run_opts.asan_options}
