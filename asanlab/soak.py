@@ -92,7 +92,8 @@ class Driver:
         folder.mkdir(exist_ok=True)
         rec = _Recorder(folder)
         self._wait_ready(ctx)
-        ctx.reporter(Event("soak.ready", "the app answers: soak starts"))
+        client = "built-in client" if isinstance(self.loader, Loader) else "h2load"
+        ctx.reporter(Event("soak.ready", f"the app answers: soak starts ({client}, {self.opts.concurrency} in flight)"))
         # The probe that found the app ready was served like any request: count it.
         done = self.loader.probes_answered
         rec.add(self._sample(ctx, done, False))
