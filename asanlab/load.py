@@ -105,7 +105,18 @@ def requests_from_file(path: Path, base: str) -> list[Request]:
     return out
 
 
-class Loader:
+class _Probed:
+    """A probe the app answered was served like any request: it is part of the load's totals."""
+
+    total: LoadStats
+    probes_answered: int
+
+    def _answered_probe(self, status: int, key) -> None:
+        self.probes_answered += 1
+        self.total.add(LoadStats(sent=1, ok=int(200 <= status < 300), statuses=Counter({key: 1})))
+
+
+class Loader(_Probed):
     """Sends exactly N requests per call of send(), `concurrency` at a time, round-robin over the
     requests given. One event loop and one connection pool for the whole soak."""
 
@@ -166,7 +177,7 @@ class Loader:
             try:
                 async with session.request(req.method, req.url, headers=list(req.headers), data=req.body) as resp:
                     await resp.read()
-                    self.probes_answered += 1
+                    self._answered_probe(resp.status, resp.status)
                     return None
             except Exception as e:
                 return f"{e.__class__.__name__}: {e}"
@@ -212,7 +223,7 @@ def parse_h2load(output: str) -> LoadStats:
     return stats
 
 
-class H2loadLoader:
+class H2loadLoader(_Probed):
     """Loader's contract with h2load (Debian's nghttp2-client) sending, over HTTP/1.1 keep-alive: a C
     client several times faster than the built-in one, so that a fast server stays the bottleneck.
     `h2load -n` sends exact counts; a batch cut short by a stop is not counted."""
@@ -268,10 +279,10 @@ class H2loadLoader:
 
         req = self.request
         try:
-            requests.request(req.method, req.url, headers=dict(req.headers), data=req.body, timeout=5)
+            resp = requests.request(req.method, req.url, headers=dict(req.headers), data=req.body, timeout=5)
         except requests.RequestException as e:
             return f"{e.__class__.__name__}: {e}"
-        self.probes_answered += 1
+        self._answered_probe(resp.status_code, f"{resp.status_code // 100}xx")
         return None
 
     def close(self) -> None:

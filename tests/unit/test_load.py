@@ -47,6 +47,7 @@ def test_an_answered_probe_is_counted(http_folder):
     finally:
         loader.close()
     assert loader.probes_answered == 1 and len(http_folder.requests) == 1
+    assert loader.total.sent == 1 and loader.total.statuses[200] == 1
 
 
 def test_stop_ends_a_batch_early(http_folder):
@@ -84,7 +85,7 @@ def test_h2load_sends_exactly_the_requests_asked(http_folder):
         loader.close()
     assert [s.sent for s in stats] == [3, 150] and [s.ok for s in stats] == [3, 150]
     assert len(http_folder.requests) == 154 and loader.probes_answered == 1
-    assert loader.total.sent == 153 and loader.total.statuses["2xx"] == 153
+    assert loader.total.sent == 154 and loader.total.statuses["2xx"] == 154  # the probe included
 
 
 @needs_h2load
