@@ -1,6 +1,6 @@
 """`asanlab soak` for real: a prefork PHP HTTP server (master + 2 workers) in the ASan image,
 leaking a known number of bytes per request through FFI, or nothing; exact request counts from
-the built-in client; memory from /proc and from the agent inside each process."""
+h2load and from the built-in client; memory from /proc and from the agent inside each process."""
 
 import json
 import shutil
@@ -38,6 +38,7 @@ def test_leak_is_found_with_its_rate_and_allocation_site(leaking, work, docker_c
     assert a["verdict"] == "LEAK" and a["metric"] == "allocated"
     assert a["bytes_per_request"] == pytest.approx(100, rel=0.10)
     assert a["load"]["sent"] == 20000 and a["load"]["failed"] == 0
+    assert "(h2load, 16 in flight)" in proc.stderr  # `make test` installs it; auto takes it
     roles = sorted(s["role"] for s in a["series"])
     assert roles == ["master", "worker", "worker"]
     top = a["growing_sites"][0]
@@ -64,8 +65,10 @@ def test_soak_session_keeps_samples_plot_and_replays(leaking, work):
 
 def test_clean_server_is_stable(work):
     folder, env = work
-    proc = soak(folder, env, "clean", 0, check=0)
+    proc = soak(folder, env, "clean", 0, "--client", "builtin", check=0)
     a = json.loads(proc.stdout)["soak"]
+    assert "(built-in client, 16 in flight)" in proc.stderr
+    assert a["load"]["sent"] == 20000 and a["load"]["failed"] == 0
     assert a["verdict"] == "STABLE", a["series"]
     assert abs(a["bytes_per_request"]) < 1
 
