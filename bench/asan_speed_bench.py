@@ -78,7 +78,7 @@ def main() -> int:
     from asanlab.build import build
     from asanlab.docker_client import client
     from asanlab.run import environment
-    from asanlab.soak import FAST_STACKS
+    from asanlab.soak import asan_options
 
     work = Path(tempfile.mkdtemp(prefix="asanlab-speed-"))
     shutil.copy(src, work / "swoole.tar.gz")
@@ -100,7 +100,7 @@ def main() -> int:
     for debug, label in ((True, "-O0 (debug: true)"), (False, "-O1 (debug: false)")):
         r, image = images[debug]
         for name, env in (("plain ASan defaults", plain), ("asanlab run's defaults", environment(r, {}, False)),
-                          ("asanlab soak's defaults", environment(r, {}, False, FAST_STACKS))):
+                          ("asanlab soak's defaults", environment(r, {}, False, asan_options(False)))):
             env = {**env, "ASAN_OPTIONS": env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}
             env.pop("UBSAN_OPTIONS", None)
             rps = measure(docker, image, env, cmd)
