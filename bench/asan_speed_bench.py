@@ -8,6 +8,10 @@ coroutines on, measured with `ab -k -c 32` in this one run:
 for the default recipe (debug, -O0) and for `php.debug: false` (-O1). Target: asanlab's defaults
 within 3x of release (ratio of requests per second).
 
+Client and server share two cores, and one measurement of the same image varied by 1.7x here, so
+every variant is measured ROUNDS times (5 by default), the variants interleaved round by round so
+that a slow minute hits them all, and the ratio is of medians.
+
 Needs ASANLAB_TEST_SWOOLE_SRC (a Swoole source tarball: Swoole is in no registry here) and `ab`
 (Debian's apache2-utils); says so and stops without them.
 """
@@ -18,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SPEED = REPO / "bench" / "speed"
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "20000"))
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
 
 
 def free_port() -> int:
@@ -94,18 +100,25 @@ def main() -> int:
         r = recipes.load(path)
         images[debug] = (r, build(r, client).image_ref)
     cmd = ["php", "/app/hello.php"]
-    release = measure(docker, "asanlab-bench/release:swoole", {}, cmd)
-    print(f"release (Debian PHP 8.2 -O2, Swoole -O2)            {release:9.0f} req/s   1.00x")
     plain = {"USE_ZEND_ALLOC": "0", "ASAN_OPTIONS": "log_path=/tmp/asan:detect_leaks=1"}
+    variants = [("release (Debian PHP 8.2 -O2, Swoole -O2)", "asanlab-bench/release:swoole", {})]
     for debug, label in ((True, "-O0 (debug: true)"), (False, "-O1 (debug: false)")):
         r, image = images[debug]
         for name, env in (("plain ASan defaults", plain), ("asanlab run's defaults", environment(r, {}, False)),
                           ("asanlab soak's defaults", environment(r, {}, False, asan_options(False)))):
             env = {**env, "ASAN_OPTIONS": env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}
             env.pop("UBSAN_OPTIONS", None)
-            rps = measure(docker, image, env, cmd)
-            print(f"ASan {label:<19} {name:<24} {rps:9.0f} req/s   {release / rps:5.1f}x slower"
-                  + ("   (target <= 3x)" if "soak" in name else ""))
+            variants.append((f"ASan {label:<19} {name}", image, env))
+    runs: list[list[float]] = [[] for _ in variants]
+    for n in range(ROUNDS):
+        for i, (_, image, env) in enumerate(variants):
+            runs[i].append(measure(docker, image, env, cmd))
+        print(f"round {n + 1}/{ROUNDS} done", flush=True)
+    release = statistics.median(runs[0])
+    for (label, _, _), rps in zip(variants, runs):
+        median = statistics.median(rps)
+        print(f"{label:<58} {median:9.0f} req/s  {release / median:5.2f}x  (runs {min(rps):.0f}-{max(rps):.0f})"
+              + ("   target <= 3x" if "soak" in label else ""))
     return 0
 
 
