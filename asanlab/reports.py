@@ -203,22 +203,25 @@ def parse(text: str, source: str = "") -> list[Report]:
         from .valgrind import parse_xml
 
         return parse_xml(text, source)
-    return _parse_lines(text.splitlines(), source)
+    return _parse_lines(text.splitlines(), source, STACK_SWITCH in text)
 
 
-def _parse_lines(lines: list[str], source: str) -> list[Report]:
+def _parse_lines(lines: list[str], source: str, may_switch: bool = True) -> list[Report]:
+    """`may_switch`: whether the text holds a stack-switch warning at all (one search of the whole
+    text instead of one per line)."""
     reports: list[Report] = []
     i = 0
     n = len(lines)
     switched = False
     while i < n:
         line = lines[i]
-        if STACK_SWITCH in line:
+        if may_switch and STACK_SWITCH in line:
             switched = True
-        before = len(reports)
-        if not (line.startswith("==") or "runtime error: " in line):
+        if not (line[:2] == "==" or "runtime error: " in line):
             i += 1
-        elif m := ASAN_ERROR.match(line):
+            continue
+        before = len(reports)
+        if m := ASAN_ERROR.match(line):
             i = _parse_asan(lines, i, int(m.group(1)), m.group("rest"), source, reports)
         elif m := LSAN_ERROR.match(line):
             i = _parse_lsan(lines, i + 1, int(m.group(1)), source, reports)
@@ -299,7 +302,8 @@ def iter_parse_chunks(chunks: Iterable[str], source: str = "") -> Iterator[Repor
 
 
 def _parse_block(block: list[str], source: str, switched: bool) -> list[Report]:
-    reports = _parse_lines("".join(block).splitlines(), source)
+    text = "".join(block)
+    reports = _parse_lines(text.splitlines(), source, STACK_SWITCH in text)
     if switched:
         for r in reports:
             r.suspect = True
