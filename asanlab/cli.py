@@ -596,7 +596,7 @@ def list_sessions(fmt: Annotated[Format, typer.Option("--format")] = Format.text
     for row in rows:
         out.print(f"{row['id']}  {row['kind']:<4} {row['status']:<8} {str(row['stop_reason']):<11} "
                   f"exit {row['exit_code']}  "
-                  f"findings {row['failing']}  {' '.join(row['command'] or [])}", markup=False)
+                  f"findings {row['failing']}  {text.shown_command(row['command'])}", markup=False)
 
 
 @app.command(epilog=EXIT_CODES)

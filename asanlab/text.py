@@ -9,6 +9,17 @@ from . import __version__
 from .findings import Finding, failing, frame_class, meaningful
 from .reports import Frame
 
+# What `asanlab run` adds to the app's command line (run.SIGTERM_PREPEND lives in this folder).
+ASANLAB_PREPEND = "auto_prepend_file=/asanlab/config/"
+
+
+def shown_command(command: list[str] | None) -> str:
+    """A session's command as the user gave it: without the prepend asanlab adds."""
+    out = list(command or [])
+    if out[1:2] == ["-d"] and out[2:3] and out[2].startswith(ASANLAB_PREPEND):
+        del out[1:3]
+    return " ".join(out)
+
 FRAMES_SHOWN = 6
 JSON_SCHEMA = 1
 
@@ -39,7 +50,7 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
            notices: list | None = None) -> str:
     lines: list[str] = []
     if session:
-        lines.append(f"session {session['id']}: {' '.join(session.get('command') or [])}")
+        lines.append(f"session {session['id']}: {shown_command(session.get('command'))}")
         image = session.get("image") or {}
         lines.append(f"  image {image.get('ref')}  status {session.get('status')} ({session.get('stop_reason')})"
                      f"  exit code {session.get('exit_code')}")

@@ -82,3 +82,12 @@ def test_app_entry_of():
     assert export.app_entry_of({"command": ["php", "-d", "auto_prepend_file=/asanlab/config/sigterm.php",
                                             "/app/server.php"]}) == "server.php"
     assert export.app_entry_of(None) is None
+
+
+def test_shown_command_leaves_out_asanlabs_prepend():
+    from asanlab.run import SIGTERM_PREPEND
+    from asanlab.text import shown_command
+
+    assert shown_command(["php", "-d", f"auto_prepend_file={SIGTERM_PREPEND}", "/app/s.php", "--x"]) == "php /app/s.php --x"
+    assert shown_command(["php", "-d", "memory_limit=1G", "/app/s.php"]) == "php -d memory_limit=1G /app/s.php"
+    assert shown_command(None) == ""
