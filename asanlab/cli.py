@@ -239,7 +239,9 @@ def pull(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False}, epilog=EXIT_CODES + (
         " The container gets the SYS_PTRACE capability and nothing else: LeakSanitizer's final check "
         "suspends the process's threads with ptrace, which some kernels and seccomp profiles forbid "
-        "without it. It never runs --privileged."))
+        "without it. It never runs --privileged. PHP starts with -d auto_prepend_file=/asanlab/config/sigterm.php: "
+        "as the container's PID 1 a script without a SIGTERM handler would ignore the stop and lose its leak "
+        "report, so it gets one that exits normally (pcntl; replaced by any handler the app installs)."))
 def run(
     ctx: typer.Context,
     app_path: Annotated[Path, typer.Argument(metavar="APP.php", help="The PHP entry point; its folder is mounted "
