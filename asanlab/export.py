@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 from . import __version__
 from .findings import Finding, failing, meaningful
 from .reports import Frame
-from .text import title
+from .text import title, user_command
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 INFORMATION_URI = "https://github.com/asanlab/asanlab"
@@ -132,11 +132,8 @@ def to_junit(findings: list[Finding], *, suite: str = "asanlab") -> str:
 
 
 def app_entry_of(session: dict | None) -> str | None:
-    """The app's entry script relative to its folder, from a session's command
-    ["php", ("-d", "KEY=VALUE")..., "/app/x.php", ...]."""
-    rest = list((session or {}).get("command") or [])[1:]
-    while rest[:1] == ["-d"]:
-        rest = rest[2:]
-    if rest and rest[0].startswith(APP_DIR + "/"):
-        return str(PurePosixPath(rest[0]).relative_to(APP_DIR))
+    """The app's entry script relative to its folder, from a session's command ["php", "/app/x.php", ...]."""
+    command = user_command((session or {}).get("command"))
+    if len(command) > 1 and command[1].startswith(APP_DIR + "/"):
+        return str(PurePosixPath(command[1]).relative_to(APP_DIR))
     return None

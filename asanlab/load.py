@@ -120,6 +120,8 @@ class Loader(_Probed):
     """Sends exactly N requests per call of send(), `concurrency` at a time, round-robin over the
     requests given. One event loop and one connection pool for the whole soak."""
 
+    name = "builtin"
+
     def __init__(self, requests: list[Request], concurrency: int = 16, timeout: float = 30.0) -> None:
         if concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
@@ -195,15 +197,6 @@ H2LOAD_REQUESTS = re.compile(r"requests: (?P<total>\d+) total, (?P<started>\d+) 
 H2LOAD_STATUSES = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
 
 
-def h2load_supports(requests: list[Request]) -> str | None:
-    """None when h2load can send these requests, else why not."""
-    if len(requests) != 1:
-        return "h2load is given one request here; a file of requests needs the built-in client"
-    if urlsplit(requests[0].url).scheme != "http":
-        return "h2load is used for http:// URLs only"
-    return None
-
-
 def parse_h2load(output: str) -> LoadStats:
     """h2load's summary -> counts: every request it was asked to send is counted as sent, the 2xx
     answers as ok, the rest as failed (non-2xx statuses, connection errors, timeouts)."""
@@ -227,6 +220,8 @@ class H2loadLoader(_Probed):
     """Loader's contract with h2load (Debian's nghttp2-client) sending, over HTTP/1.1 keep-alive: a C
     client several times faster than the built-in one, so that a fast server stays the bottleneck.
     `h2load -n` sends exact counts; a batch cut short by a stop is not counted."""
+
+    name = "h2load"
 
     def __init__(self, request: Request, concurrency: int = 16, timeout: float = 30.0,
                  program: str = "h2load") -> None:
@@ -257,9 +252,10 @@ class H2loadLoader(_Probed):
         if count <= 0:
             return LoadStats()
         start = time.monotonic()
+        stop = stop or threading.Event()
         proc = subprocess.Popen(self.command(count), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         while proc.poll() is None:
-            if (stop or threading.Event()).wait(0.05):
+            if stop.wait(0.05):
                 proc.kill()
                 proc.communicate()
                 return LoadStats(seconds=time.monotonic() - start)
@@ -292,8 +288,12 @@ class H2loadLoader(_Probed):
 
 
 def h2load_unavailable(requests: list[Request]) -> str | None:
-    return h2load_supports(requests) or (None if shutil.which("h2load") else
-                                         "h2load is not installed (Debian: nghttp2-client)")
+    """None when h2load can send these requests, else why not."""
+    if len(requests) != 1:
+        return "h2load is given one request here; a file of requests needs the built-in client"
+    if urlsplit(requests[0].url).scheme != "http":
+        return "h2load is used for http:// URLs only"
+    return None if shutil.which("h2load") else "h2load is not installed (Debian: nghttp2-client)"
 
 
 def make_loader(requests: list[Request], concurrency: int, client: str = "auto"):

@@ -238,13 +238,6 @@ def _parse_lines(lines: list[str], source: str, may_switch: bool = True) -> list
 STACK_SWITCH = "ignoring requested __asan_handle_no_return"
 
 
-def _starts_report(line: str) -> bool:
-    # Cheap tests first: this runs on every line of every log.
-    if line.startswith("=="):
-        return bool(ASAN_ERROR.match(line) or LSAN_ERROR.match(line))
-    return "runtime error: " in line and bool(UBSAN.match(line))
-
-
 # Where a report begins, found in whole chunks of a log: most of a long log is the app's output and
 # heap profiles, which are never split into lines.
 REPORT_START = re.compile(r"==\d+==ERROR: (?:AddressSanitizer: |LeakSanitizer: detected memory leaks)"
@@ -264,6 +257,13 @@ def _report_starts(text: str) -> list[int]:
                 starts.add(line_start)
             k = text.find(mark, k + len(mark))
     return sorted(starts)
+
+
+def _starts_report(line: str) -> bool:
+    """Whether one line begins a report (the live watcher reads line by line)."""
+    return bool(REPORT_START.match(line))
+
+
 # What follows a report up to the next one is kept to this size: a report's own text is far smaller.
 MAX_BLOCK = 64 << 20
 

@@ -101,7 +101,7 @@ class Driver:
         folder.mkdir(exist_ok=True)
         rec = _Recorder(folder)
         self._wait_ready(ctx)
-        client = "built-in client" if isinstance(self.loader, Loader) else "h2load"
+        client = "built-in client" if self.loader.name == "builtin" else self.loader.name
         ctx.reporter(Event("soak.ready", f"the app answers: soak starts ({client}, {self.opts.concurrency} in flight)"))
         # The probe that found the app ready was served like any request: count it.
         done = self.loader.probes_answered
@@ -199,7 +199,7 @@ def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | N
     """Run the app with the soak's driver beside it. `settings` (criteria, url, ...) are kept in the
     session so that `asanlab replay` judges the samples the same way."""
     loader = make_loader(opts.requests, opts.concurrency, opts.client)
-    settings = {**settings, "client": "builtin" if isinstance(loader, Loader) else "h2load"}
+    settings = {**settings, "client": loader.name}
     run_opts.kind = "soak"
     run_opts.asan_options = {**asan_options(opts.full_stacks), **run_opts.asan_options}
     run_opts.extra_info = {"soak": settings}

@@ -13,12 +13,16 @@ from .reports import Frame
 ASANLAB_PREPEND = "auto_prepend_file=/asanlab/config/"
 
 
-def shown_command(command: list[str] | None) -> str:
+def user_command(command: list[str] | None) -> list[str]:
     """A session's command as the user gave it: without the prepend asanlab adds."""
     out = list(command or [])
     if out[1:2] == ["-d"] and out[2:3] and out[2].startswith(ASANLAB_PREPEND):
         del out[1:3]
-    return " ".join(out)
+    return out
+
+
+def shown_command(command: list[str] | None) -> str:
+    return " ".join(user_command(command))
 
 FRAMES_SHOWN = 6
 JSON_SCHEMA = 1
