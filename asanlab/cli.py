@@ -483,6 +483,10 @@ def soak(
                                                                     "(FFI, system libraries): complete stacks, "
                                                                     "3-5x fewer requests per second.")] = False,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the app to answer on --url.")] = 60.0,
+    stats_url: Annotated[Optional[str], typer.Option(help="A URL of the app answering JSON with request_count, "
+                                                          "e.g. json_encode($server->stats()): the server's own "
+                                                          "count, read at each sample and shown beside asanlab's.")] \
+        = None,
     grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL at the end.")] = 15.0,
     fmt: Annotated[SoakFormat, typer.Option("--format", help="text, or json (the analysis).")] = SoakFormat.text,
     suppressions: SuppressionsOption = None,
@@ -502,6 +506,8 @@ def soak(
         raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
     points = parse_checkpoints(checkpoints)
     base = loads.check_url(url)
+    if stats_url is not None:
+        loads.check_url(stats_url, "--stats-url")
     if body is not None and body_file is not None:
         raise UsageError("give --body or --body-file, not both")
     if body_file is not None:
@@ -531,10 +537,10 @@ def soak(
                               ports=publish or [], env=env or [], grace=grace, recipe=r, suppressions=rules)
         soak_opts = SoakOptions(requests=reqs, checkpoints=points, concurrency=concurrency,
                                 samples_per_checkpoint=samples, ready_timeout=ready_timeout,
-                                full_stacks=full_stacks, client=load_client.value)
+                                full_stacks=full_stacks, client=load_client.value, stats_url=stats_url)
         settings = {"url": base, "checkpoints": points, "concurrency": concurrency, "threshold": threshold,
                     "min_growth": min_growth, "warmup": points[0] if warmup is None else warmup,
-                    "budget": budget * 2**20, "agent": agent, "full_stacks": full_stacks}
+                    "budget": budget * 2**20, "agent": agent, "full_stacks": full_stacks, "stats_url": stats_url}
         result = do_soak(client(), run_opts, soak_opts, agent_path=agent, settings=settings, reporter=reporter)
     finally:
         reporter.close()

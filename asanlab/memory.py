@@ -79,8 +79,8 @@ def parse_snapshot(text: str) -> Snapshot:
 
 def assign_roles(processes: dict[int, Process]) -> None:
     """master / manager / worker from the process tree (Swoole: master -> manager -> workers; a
-    prefork server: master -> workers; a single process: server). Task workers are workers too:
-    nothing outside the app tells them apart."""
+    prefork server: master -> workers; a single process: server). Task workers are workers here:
+    the tree cannot tell them apart; the agent's answer can (SWOOLE_ROLES)."""
     children: dict[int, list[int]] = {}
     for p in processes.values():
         if p.ppid in processes:
@@ -92,6 +92,10 @@ def assign_roles(processes: dict[int, Process]) -> None:
             p.role = "master" if children.get(p.pid) else "server"
 
 
+# Swoole's process types (swoole_get_worker_type(), Swoole >= 6.1) as asanlab's roles.
+SWOOLE_ROLES = {1: "master", 2: "worker", 3: "manager", 4: "task worker", 5: "user process"}
+
+
 @dataclass
 class Answer:
     """One line the agent wrote: the process's allocator counters at one request of the host."""
@@ -101,15 +105,21 @@ class Answer:
     allocated: int
     heap: int
     profiled: bool
+    swoole_type: int = 0  # 0: unknown (no Swoole, or a Swoole before 6.1)
+
+    @property
+    def role(self) -> str | None:
+        return SWOOLE_ROLES.get(self.swoole_type)
 
 
 def parse_answers(text: str) -> list[Answer]:
     out = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 6 and all(p.isdigit() for p in parts):
-            seq, pid, ppid, allocated, heap, profiled = map(int, parts)
-            out.append(Answer(seq, pid, ppid, allocated, heap, bool(profiled)))
+        # Six fields from agents before the Swoole type was added (sessions recorded then).
+        if len(parts) in (6, 7) and all(p.isdigit() for p in parts):
+            seq, pid, ppid, allocated, heap, profiled, *kind = map(int, parts)
+            out.append(Answer(seq, pid, ppid, allocated, heap, bool(profiled), kind[0] if kind else 0))
     return out
 
 
@@ -176,6 +186,51 @@ def site(frames: list[Frame], depth: int = 4) -> str:
     names += [f.function or f.location() for f in shown if f is not frames[0]]
     where = next((f.location() for f in shown if f.file), "")
     return " <- ".join(names) + (f" ({where})" if where else "")
+
+
+# Where the PHP code that allocated was running, from the C frames that start it: the innermost
+# match wins (a Swoole callback without coroutines runs under the script's own $server->start()).
+PHP_ENTRIES = (
+    ("php_swoole_http_server_onReceive", "the HTTP request handler ($server->on('request'))"),
+    ("php_swoole_server_onReceive", "the receive handler ($server->on('receive'))"),
+    ("php_swoole_server_onTask", "the task handler ($server->on('task'))"),
+    ("php_swoole_server_onPipeMessage", "the pipeMessage handler"),
+    ("php_swoole_server_onWorkerStart", "the workerStart handler"),
+    ("PHPCoroutine::main_func", "a coroutine (Swoole runs each request handler in one with enable_coroutine)"),
+    ("php_execute_script", "code the script runs itself (no Swoole callback)"),
+)
+_METHOD = re.compile(r"^(?P<cls>.+?)_(?P<name>__\w+|[^_]+)$")
+
+
+def php_call(frames: list[Frame]) -> str | None:
+    """The PHP function the app called that allocated: the innermost zif_ (function) or zim_
+    (method) frame, written as PHP names it."""
+    for f in frames:
+        name = f.function or ""
+        if name == "zif_ffi_trampoline":
+            return "an FFI call ($ffi->func())"
+        if name.startswith("zif_"):
+            return f"{name[4:]}()"
+        if name.startswith("zim_"):
+            m = _METHOD.match(name[4:])
+            return f"{m['cls']}::{m['name']}()" if m else f"{name[4:]}()"
+    return None
+
+
+def php_context(frames: list[Frame], app: str | None = None) -> str | None:
+    """"an FFI call ($ffi->func()) in the HTTP request handler (...) of /app/server.php": what the C
+    stack says of the PHP side. The PHP file and line are not in it: the C stack only shows the
+    interpreter, so the app's entry script stands for the file."""
+    call = php_call(frames)
+    entry = next((text for f in frames for needle, text in PHP_ENTRIES if needle in (f.function or "")), None)
+    if call is None and entry is None:
+        return None
+    out = call or "PHP code"
+    if entry:
+        out += f" in {entry}"
+    if app:
+        out += f" of {app}"
+    return out
 
 
 def to_dict(obj) -> dict:

@@ -75,10 +75,16 @@ def php_configure(recipe: Recipe) -> list[str]:
     return flags
 
 
+def optimize_flags(recipe: Recipe) -> list[str]:
+    """Given to make (EXTRA_CFLAGS/EXTRA_CXXFLAGS), which puts them after configure's flags: PHP's
+    --enable-debug replaces any -O in CFLAGS by -O0, in php-src and in phpize alike."""
+    n = recipe.optimize
+    # Sibling-call optimisation drops callers from stacks; ASan's documentation asks to turn it off.
+    return [f"-O{n}"] + (["-fno-optimize-sibling-calls"] if n > 0 else [])
+
+
 def php_cflags(recipe: Recipe) -> list[str]:
     flags = ["-g", "-fno-omit-frame-pointer"]
-    if not recipe.php.debug:
-        flags.append("-O1")
     if version_tuple(recipe.php.version) < (8, 1):
         flags += sanitizer_cflags(recipe) + (["-DZEND_TRACK_ARENA_ALLOC"] if recipe.sanitizers.address else [])
     return flags
@@ -145,7 +151,7 @@ def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
         names = {f.role: f.filename for f in fetched}
     cc = f"clang-{recipe.compiler_version}"
     cflags = php_cflags(recipe)
-    ext_cflags = ["-g", "-fno-omit-frame-pointer"] + ([] if recipe.php.debug else ["-O1"]) + sanitizer_cflags(recipe)
+    ext_cflags = ["-g", "-fno-omit-frame-pointer"] + sanitizer_cflags(recipe)
     ext_ldflags = [f for f in sanitizer_cflags(recipe) if f.startswith("-fsanitize=")]
     extensions = []
     previous = "php-build"
@@ -169,6 +175,7 @@ def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
     dockerfile = _environment().get_template("Dockerfile.j2").render(
         asanlab_version=__version__, recipe=recipe, build_packages=build_packages, php_source=php_source,
         cc=cc, cxx=f"clang++-{recipe.compiler_version}", cflags=" ".join(cflags), ldflags="",
+        optimize=" ".join(optimize_flags(recipe)),
         php_configure=php_configure(recipe), extensions=extensions, last_build_stage=previous,
         compiler_version=recipe.compiler_version, agent_path=AGENT_PATH, runtime_packages=[*RUNTIME_PACKAGES, *recipe.runtime_packages],
     )

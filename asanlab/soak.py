@@ -49,6 +49,7 @@ class SoakOptions:
     profile_contexts: int = 500
     full_stacks: bool = False
     client: str = "auto"  # the load generator: auto, builtin or h2load
+    stats_url: str | None = None  # the app's own counters as JSON with request_count (Swoole's $server->stats())
 
 
 def parse_checkpoints(spec: str) -> list[int]:
@@ -95,6 +96,8 @@ class Driver:
         self.opts, self.agent, self.loader = opts, agent, loader
         self.script = _sampler_script()
         self.seq = 0
+        self.stats_reads = 0  # the server counts these requests too
+        self.stats_warned = False
 
     def __call__(self, ctx: DriverContext) -> None:
         folder = ctx.session.path / "soak"
@@ -146,6 +149,11 @@ class Driver:
         snap = memory.parse_snapshot((out or b"").decode(errors="replace"))
         sample = {"requests": requests, "time": t, "checkpoint": profile, "cgroup": snap.cgroup,
                   "processes": {str(p.pid): memory.to_dict(p) for p in snap.processes.values()}}
+        if self.opts.stats_url:
+            counted = self._server_requests(ctx)
+            if counted is not None:
+                sample["server_requests"] = counted
+                sample["stats_reads"] = self.stats_reads
         if self.agent and snap.processes:
             self.seq += 1
             sample["seq"] = self.seq
@@ -156,7 +164,33 @@ class Driver:
             for pid, a in answers.items():
                 if str(pid) in sample["processes"]:
                     sample["processes"][str(pid)].update(allocated=a.allocated, heap=a.heap, profiled=a.profiled)
+                    if a.role:  # Swoole's own word beats the process tree's guess (task workers)
+                        sample["processes"][str(pid)]["role"] = a.role
         return sample
+
+    def _server_requests(self, ctx: DriverContext) -> int | None:
+        """The server's own request count (request_count of the JSON at --stats-url), as it says it:
+        asanlab's reads of the URL are requests too (stats_reads says how many). A failure is said
+        once and the soak goes on: it is extra evidence."""
+        import requests as http
+
+        try:
+            self.stats_reads += 1
+            answer = http.get(self.opts.stats_url, timeout=10)
+            answer.raise_for_status()
+            return int(answer.json()["request_count"])
+        except (http.RequestException, ValueError, KeyError, TypeError) as e:
+            if not self.stats_warned:
+                self.stats_warned = True
+                if isinstance(e, http.JSONDecodeError):
+                    why = "its answer is not JSON"
+                elif isinstance(e, http.RequestException):
+                    why = str(e)[:200]
+                else:
+                    why = "its JSON has no whole-number request_count"
+                ctx.reporter(Event("soak.warning", f"--stats-url {self.opts.stats_url}: {why}; "
+                                                   "the server's own count is left out"))
+            return None
 
     def _ask(self, ctx: DriverContext, pids: set[int], profile: list[int]) -> dict[int, memory.Answer]:
         """Ask every agent for its counters, and the processes in `profile` for a live-heap profile."""
@@ -256,8 +290,12 @@ def analyse_session(s, *, plots: bool = True) -> dict | None:
                         warmup=opts.get("warmup", 0))
     load_file = s.path / "soak" / "load.json"
     load = json.loads(load_file.read_text()) if load_file.exists() else None
+    from .export import APP_DIR, app_entry_of
+
+    entry = app_entry_of(s.data)
     analysis = soak_report.analyse(samples, read_profiles(s, samples), criteria,
-                                   budget=opts.get("budget", 64 * 1024 * 1024), load=load)
+                                   budget=opts.get("budget", 64 * 1024 * 1024), load=load,
+                                   app=f"{APP_DIR}/{entry}" if entry else None)
     folder = s.path / "soak"
     from .sources import atomic_write
 

@@ -11,7 +11,7 @@ from . import growth, memory
 from .growth import Criteria, size
 
 SCHEMA = 1
-ROLE_ORDER = ("master", "server", "manager", "worker", "process")
+ROLE_ORDER = ("master", "server", "manager", "worker", "task worker", "user process", "process")
 METRICS = {
     "allocated": "ASan allocator live bytes (quarantine excluded)",
     "uss": "private memory (USS, /proc/PID/smaps_rollup)",
@@ -28,7 +28,7 @@ def choose_metric(samples: list[dict]) -> str:
 
 
 def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Profile]]], criteria: Criteria,
-            budget: int = 64 * 1024 * 1024, load: dict | None = None) -> dict:
+            budget: int = 64 * 1024 * 1024, load: dict | None = None, app: str | None = None) -> dict:
     metric = choose_metric(samples)
     last = samples[-1] if samples else {"requests": 0, "processes": {}}
     roles: dict[int, Counter] = defaultdict(Counter)
@@ -73,7 +73,7 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
         "series": series, "events": events,
         "checkpoints": checkpoint_table(samples, metric),
         "advice": advice(series, samples, metric, budget),
-        "growing_sites": growing_sites(profiles, criteria.warmup),
+        "growing_sites": growing_sites(profiles, criteria.warmup, app=app),
         "load": load,
     }
 
@@ -89,7 +89,8 @@ def checkpoint_table(samples: list[dict], metric: str) -> list[dict]:
             by_role[p.get("role", "process")] += int(p.get(metric) or 0)
         total = sum(by_role.values())
         row = {"requests": s["requests"], "by_role": dict(by_role), "total": total, "cgroup": s.get("cgroup"),
-               "growth": None, "bytes_per_request": None}
+               "growth": None, "bytes_per_request": None, "server_requests": s.get("server_requests"),
+               "stats_reads": s.get("stats_reads")}
         if previous is not None and s["requests"] > previous["requests"]:
             row["growth"] = total - previous["total"]
             row["bytes_per_request"] = row["growth"] / (s["requests"] - previous["requests"])
@@ -100,6 +101,7 @@ def checkpoint_table(samples: list[dict], metric: str) -> list[dict]:
 
 def advice(series: list[dict], samples: list[dict], metric: str, budget: int) -> dict | None:
     """max_request from the workers' measured growth: each worker gets about 1/n of the requests."""
+    # max_request restarts event workers only (task workers have task_max_request).
     workers = [s for s in series if s["role"] in ("worker", "server") and s["alive"] and s["fit"]]
     if not workers:
         return None
@@ -115,7 +117,8 @@ def advice(series: list[dict], samples: list[dict], metric: str, budget: int) ->
             "max_request": max(1, int(reach / 1.5)), "requests_to_budget": reach}
 
 
-def growing_sites(profiles: dict[int, list[tuple[int, memory.Profile]]], warmup: int, top: int = 10) -> list[dict]:
+def growing_sites(profiles: dict[int, list[tuple[int, memory.Profile]]], warmup: int, top: int = 10,
+                  app: str | None = None) -> list[dict]:
     """Allocation stacks ranked by the live bytes they keep gaining per request, summed over processes.
 
     The rate shown is over the whole window (first profile after warm-up to the last). The rank is
@@ -151,6 +154,7 @@ def growing_sites(profiles: dict[int, list[tuple[int, memory.Profile]]], warmup:
     ranked = sorted(rate, key=lambda k: (-steady[k], -rate[k]))[:top]
     return [{"bytes_per_request": rate[k], "steady_bytes_per_request": steady[k],
              "allocations_per_request": count_rate[k], "site": memory.site(frames[k]), "processes": len(pids[k]),
+             "php": memory.php_context(frames[k], app),
              "frames": [f.describe() for f in frames[k][:16]]} for k in ranked]
 
 
@@ -179,15 +183,21 @@ def render(a: dict, chart: str = "") -> str:
     out.append("")
     rows = a["checkpoints"]
     roles = [r for r in ROLE_ORDER if any(r in row["by_role"] for row in rows)]
-    header = ["requests", *roles, "total", "growth", "B/request"]
+    server = any(row.get("server_requests") is not None for row in rows)
+    header = ["requests", *(["server counted"] if server else []), *roles, "total", "growth", "B/request"]
     table = [header]
     for row in rows:
-        table.append([str(row["requests"]), *[size(row["by_role"].get(r, 0)) for r in roles], size(row["total"]),
+        counted = [str(row["server_requests"]) if row.get("server_requests") is not None else "?"] if server else []
+        table.append([str(row["requests"]), *counted, *[size(row["by_role"].get(r, 0)) for r in roles],
+                      size(row["total"]),
                       size(row["growth"]) if row["growth"] is not None else "",
                       f"{row['bytes_per_request']:.1f}" if row["bytes_per_request"] is not None else ""])
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for r in table:
         out.append("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)))
+    if server:
+        reads = max((row.get("stats_reads") or 0) for row in rows)
+        out.append(f"  server counted: request_count at --stats-url, which counts asanlab's {reads} reads of it")
     out.append("")
     out.append("per process:")
     for s in a["series"]:
@@ -209,6 +219,8 @@ def render(a: dict, chart: str = "") -> str:
             out.append(f"  {g['bytes_per_request']:8.1f} B/request  {g['allocations_per_request']:.2f} allocations/request"
                        f"  in {g['processes']} process(es)")
             out.append(f"           from {g['site']}")
+            if g.get("php"):
+                out.append(f"           in PHP: {g['php']}")
     if chart:
         out.append("")
         out.append(chart)

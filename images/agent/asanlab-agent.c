@@ -3,7 +3,7 @@
  * Loaded with LD_PRELOAD only by `asanlab soak`. A thread in each PHP process (started again in
  * every forked child: Swoole's manager, workers and task workers) polls a trigger file in a folder
  * shared with the host. On a new sequence number it appends one line to answers.<pid>:
- *     seq pid ppid allocated_bytes heap_size profile
+ *     seq pid ppid allocated_bytes heap_size profile swoole_worker_type
  * and, when asked, prints ASan's live-heap profile (allocation stacks by live bytes) into the
  * process's own sanitizer log.
  *
@@ -12,6 +12,9 @@
  * LeakSanitizer misses in coroutine handlers, because live memory is counted whatever holds it.
  * It calls no malloc of its own between reading the counters and writing the line.
  */
+#define _GNU_SOURCE /* RTLD_DEFAULT */
+#include <dlfcn.h>
+#include <link.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -63,7 +66,30 @@ static int read_trigger(long *seq, int *profile, long *contexts) {
     return 1;
 }
 
+/* Swoole's own name for this process (1 master, 2 worker, 3 manager, 4 task worker, 5 user process),
+ * 0 when unknown. Only the process itself knows a task worker from an event worker: both are
+ * children of the manager. swoole_get_worker_type() is exported by Swoole 6.1 and later (a C++
+ * name); PHP loads extensions RTLD_GLOBAL, so it is found from here once swoole.so is loaded.
+ * dlsym is tried once, after swoole.so is seen: a failed dlsym allocates its error message. */
+static int (*get_worker_type)(void);
+static int looked_up;
+
+static int is_swoole(struct dl_phdr_info *info, size_t size, void *unused) {
+    (void)size; (void)unused;
+    const char *slash = strrchr(info->dlpi_name, '/');
+    return strcmp(slash ? slash + 1 : info->dlpi_name, "swoole.so") == 0;
+}
+
+static int swoole_worker_type(void) {
+    if (!looked_up && dl_iterate_phdr(is_swoole, NULL)) {
+        looked_up = 1;
+        get_worker_type = (int (*)(void))dlsym(RTLD_DEFAULT, "_Z22swoole_get_worker_typev");
+    }
+    return get_worker_type ? get_worker_type() : 0;
+}
+
 static void answer(long seq, int profile, long contexts) {
+    int type = swoole_worker_type(); /* before the counters are read: the first call may allocate */
     size_t allocated = __sanitizer_get_current_allocated_bytes ? __sanitizer_get_current_allocated_bytes() : 0;
     size_t heap = __sanitizer_get_heap_size ? __sanitizer_get_heap_size() : 0;
     int profiled = 0;
@@ -74,8 +100,8 @@ static void answer(long seq, int profile, long contexts) {
     }
     char path[512], line[160];
     snprintf(path, sizeof path, "%s/answers.%d", folder, (int)getpid());
-    int len = snprintf(line, sizeof line, "%ld %d %d %zu %zu %d\n", seq, (int)getpid(), (int)getppid(),
-                       allocated, heap, profiled);
+    int len = snprintf(line, sizeof line, "%ld %d %d %zu %zu %d %d\n", seq, (int)getpid(), (int)getppid(),
+                       allocated, heap, profiled, type);
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
         if (write(fd, line, (size_t)len) < 0) { /* nothing to do: the host sees the answer missing */ }

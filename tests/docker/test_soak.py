@@ -45,6 +45,7 @@ def test_leak_is_found_with_its_rate_and_allocation_site(leaking, work, docker_c
     assert top["bytes_per_request"] == pytest.approx(100, rel=0.10)
     assert top["allocations_per_request"] == pytest.approx(1, rel=0.10)
     assert "malloc" in top["frames"][0] and any("zif_ffi_trampoline" in f for f in top["frames"][:6])
+    assert top["php"] == "an FFI call ($ffi->func()) in code the script runs itself (no Swoole callback) of /app/app.php"
     # The same leak, reported by LeakSanitizer at exit: the run's capture works under the soak.
     assert any(f["kind"] == "direct-leak" and f["category"] == "leak" for f in out["findings"])
     assert containers_of(docker_client, out["session"]) == []
@@ -61,6 +62,7 @@ def test_soak_session_keeps_samples_plot_and_replays(leaking, work):
     replay = asanlab("replay", out["session"], cwd=folder, env=env, check=1)
     assert "soak: LEAK" in replay.stdout and "growing allocation stacks" in replay.stdout
     assert "B/request" in replay.stdout and "max_request <=" in replay.stdout
+    assert "in PHP: an FFI call ($ffi->func()) in code the script runs itself" in replay.stdout
 
 
 def test_clean_server_is_stable(work):

@@ -102,14 +102,21 @@ def test_swoole_server_leak_and_worker_crash(swoole_recipe, docker_client):
 
 SOAK_SERVER = """<?php
 // A Swoole HTTP server leaking LEAK_BYTES through FFI per request, coroutines on or off (COROUTINE),
-// in Swoole's base mode (master and workers) or process mode (master, manager, workers) (MODE).
+// in Swoole's base mode (master and workers) or process mode (master, manager, workers) (MODE),
+// with TASK_WORKERS idle task workers.
 $leak = (int) getenv("LEAK_BYTES");
 $libc = FFI::cdef("void *malloc(size_t);");
 $mode = getenv("MODE") === "process" ? SWOOLE_PROCESS : SWOOLE_BASE;
 $server = new Swoole\\Http\\Server("0.0.0.0", 9501, $mode);
 $server->set(["worker_num" => 2, "enable_coroutine" => getenv("COROUTINE") === "1",
-              "max_request" => (int) getenv("MAX_REQUEST"), "log_level" => SWOOLE_LOG_WARNING]);
-$server->on("request", function ($request, $response) use ($libc, $leak) {
+              "max_request" => (int) getenv("MAX_REQUEST"), "log_level" => SWOOLE_LOG_WARNING,
+              "task_worker_num" => (int) getenv("TASK_WORKERS")]);
+$server->on("task", function ($server, $task_id, $worker_id, $data) { return $data; });
+$server->on("request", function ($request, $response) use ($libc, $leak, $server) {
+    if ($request->server["request_uri"] === "/stats") {
+        $response->end(json_encode($server->stats()));
+        return;
+    }
     if ($leak > 0) {
         $libc->malloc($leak);
     }
@@ -119,11 +126,13 @@ $server->start();
 """
 
 
-@pytest.mark.parametrize("coroutine,mode,roles,full", [("1", "base", {"master", "worker"}, False),
-                                                       ("1", "process", {"master", "manager", "worker"}, True),
-                                                       ("0", "process", {"master", "manager", "worker"}, True)])
-def test_soak_finds_handler_leak_with_and_without_coroutines(swoole_recipe, docker_client, coroutine, mode, roles,
-                                                             full):
+@pytest.mark.parametrize("coroutine,mode,tasks,roles,full", [
+    ("1", "base", 0, {"master", "worker"}, False),
+    ("1", "process", 0, {"master", "manager", "worker"}, True),
+    # Task workers are children of the manager like event workers: only the agent tells them apart.
+    ("0", "process", 1, {"master", "manager", "worker", "task worker"}, True)])
+def test_soak_finds_handler_leak_with_and_without_coroutines(swoole_recipe, docker_client, coroutine, mode, tasks,
+                                                             roles, full):
     """With coroutines on (Swoole's default) LeakSanitizer misses a handler's C leak (FIELD-NOTES);
     the soak's live-heap growth finds it either way, with its rate and its allocation stack."""
     folder, env = swoole_recipe
@@ -132,6 +141,7 @@ def test_soak_finds_handler_leak_with_and_without_coroutines(swoole_recipe, dock
     port = free_port()
     proc = subprocess.run([sys.executable, "-m", "asanlab", "soak", "soak/server.php", "--recipe", "swoole.yml",
                            "-p", f"{port}:9501", "-e", "LEAK_BYTES=100", "-e", f"COROUTINE={coroutine}", "-e", f"MODE={mode}",
+                           "-e", f"TASK_WORKERS={tasks}", "--stats-url", f"http://127.0.0.1:{port}/stats",
                            "--url", f"http://127.0.0.1:{port}/", "--checkpoints", "1000,5000,20000",
                            "--format", "json", "--grace", "30", *(["--full-stacks"] if full else [])],
                           cwd=folder, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)
@@ -140,10 +150,16 @@ def test_soak_finds_handler_leak_with_and_without_coroutines(swoole_recipe, dock
     a = out["soak"]
     assert a["verdict"] == "LEAK" and a["bytes_per_request"] == pytest.approx(100, rel=0.10), a["series"]
     assert {s["role"] for s in a["series"]} == roles
+    # Swoole's own request_count: asanlab's requests plus its reads of /stats, nothing lost on the way.
+    last = a["checkpoints"][-1]
+    assert last["requests"] <= last["server_requests"] <= last["requests"] + last["stats_reads"], last
     top = a["growing_sites"][0]
     assert top["bytes_per_request"] == pytest.approx(100, rel=0.10)
     if full:
         assert any("zif_ffi_trampoline" in f for f in top["frames"][:6]), top
+        # With coroutines the handler's C stack starts at Swoole's coroutine entry; without, at its callback.
+        where = "a coroutine" if coroutine == "1" else "the HTTP request handler"
+        assert top["php"].startswith(f"an FFI call ($ffi->func()) in {where}") and "/app/server.php" in top["php"], top
     else:  # frame pointers only: the stack stops in libffi, at the allocator
         assert "malloc" in top["frames"][0], top
     lsan = sum(f["leaked_bytes"] for f in out["findings"] if f["category"] == "leak" and any(

@@ -136,3 +136,30 @@ def test_client_choice():
     with pytest.raises(UsageError, match="--client h2load: h2load is given one request"):
         make_loader(two, 4, "h2load")
     assert isinstance(make_loader(two, 4, "auto"), Loader)
+
+
+def test_server_count_is_read_from_the_stats_url_and_a_bad_one_is_said_once(http_folder):
+    """--stats-url: the app's own request_count, and a URL without it warns once without stopping the soak."""
+    import types
+
+    from asanlab.soak import Driver, SoakOptions
+
+    (http_folder.folder / "stats").write_text('{"request_count": 1234, "connection_num": 3}')
+    (http_folder.folder / "html").write_text("<html>not json</html>")
+    (http_folder.folder / "other").write_text('{"requests": 5}')
+    events = []
+    ctx = types.SimpleNamespace(reporter=events.append)
+
+    def driver(path):
+        opts = SoakOptions(requests=[], checkpoints=[10], stats_url=f"{http_folder.url}/{path}")
+        return Driver(opts, agent=False, loader=None)
+
+    good = driver("stats")
+    assert good._server_requests(ctx) == 1234 and good.stats_reads == 1 and events == []
+    for path in ("html", "missing", "other"):
+        bad = driver(path)
+        assert bad._server_requests(ctx) is None and bad._server_requests(ctx) is None
+    assert len(events) == 3
+    assert "/html: its answer is not JSON" in events[0].message
+    assert "/missing" in events[1].message and "404" in events[1].message
+    assert "/other: its JSON has no whole-number request_count" in events[2].message

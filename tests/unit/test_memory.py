@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from asanlab import memory, reports, soak
+from asanlab.reports import Frame
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "soak"
 
@@ -57,6 +58,42 @@ def test_growing_sites_rank_by_bytes_per_request():
     assert top["bytes_per_request"] == pytest.approx((1216200 - 62400) / 19000)
     assert top["allocations_per_request"] == pytest.approx((12162 - 624) / 19000)
     assert "zif_ffi_trampoline" in top["site"]
+
+
+def frames(*names):
+    return [Frame(i, function=n) for i, n in enumerate(names)]
+
+
+@pytest.mark.parametrize("names,expected", [
+    # A prefork server: the FFI call runs in the script itself (tests/fixtures/soak/worker-profiles.log).
+    (("__interceptor_malloc", None, "ffi_call", "zif_ffi_trampoline", "execute_ex", "php_execute_script", "main"),
+     "an FFI call ($ffi->func()) in code the script runs itself (no Swoole callback) of /app/server.php"),
+    # Swoole, coroutines off: the handler is called from the request callback, under $server->start().
+    (("malloc", "_estrndup", "zif_str_repeat", "execute_ex", "zend_call_function",
+      "php_swoole_http_server_onReceive(swoole::Server*, swoole::RecvData*)", "zim_swoole_server_start",
+      "php_execute_script"),
+     "str_repeat() in the HTTP request handler ($server->on('request')) of /app/server.php"),
+    # Coroutines on: the coroutine's own stack starts at Swoole's coroutine entry.
+    (("malloc", "zim_Swoole_Http_Response___construct", "execute_ex", "swoole::PHPCoroutine::main_func(void*)"),
+     "Swoole_Http_Response::__construct() in a coroutine (Swoole runs each request handler in one with "
+     "enable_coroutine) of /app/server.php"),
+    (("malloc", "zend_string_alloc", "zend_hash_rehash"), None),
+])
+def test_php_context_from_c_frames(names, expected):
+    assert memory.php_context(frames(*names), "/app/server.php") == expected
+
+
+def test_php_context_of_the_recorded_profile():
+    profiles = memory.parse_profiles((FIXTURES / "worker-profiles.log").read_text())
+    ffi = next(c for c in profiles[1].contexts if any(f.function == "zif_ffi_trampoline" for f in c.frames))
+    assert memory.php_context(ffi.frames) == "an FFI call ($ffi->func()) in code the script runs itself (no Swoole callback)"
+
+
+def test_answers_carry_swoole_role_when_the_agent_knows_it():
+    # 7 fields: the agent found swoole_get_worker_type (Swoole >= 6.1); 6 fields: older sessions.
+    text = "7 20 12 4096 8192 0 4\n7 21 12 4096 8192 0 2\n7 22 12 4096 8192 0 0\n7 23 12 4096 8192 0\n"
+    got = {a.pid: a.role for a in memory.parse_answers(text)}
+    assert got == {20: "task worker", 21: "worker", 22: None, 23: None}
 
 
 def test_answers_skip_torn_lines():

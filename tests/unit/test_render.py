@@ -20,9 +20,34 @@ def test_php_only_dockerfile():
     assert d.rstrip().splitlines()[-1].startswith("LABEL org.asanlab.version=")
 
 
-def test_newer_php_has_no_valgrind_switch_and_release_is_O1():
+def test_newer_php_has_no_valgrind_switch():
     d = render.render(r('name: x\nphp:\n  version: "8.4.1"\n  debug: false\n')).dockerfile
-    assert "--without-valgrind" not in d and "--enable-debug" not in d and "-O1" in d
+    assert "--without-valgrind" not in d and "--enable-debug" not in d
+
+
+def make_lines(d: str) -> list[str]:
+    return [line for line in d.splitlines() if "make -j" in line]
+
+
+def test_optimize_level_is_given_to_make_for_php_and_every_extension_debug_or_not():
+    # --enable-debug's configure replaces -O in CFLAGS by -O0: the level must come after, at make time.
+    d = render.render(r(SWOOLE)).dockerfile
+    assert "--enable-debug" in d
+    lines = make_lines(d)
+    assert len(lines) == 2
+    for line in lines:
+        assert 'EXTRA_CFLAGS="-O1 -fno-optimize-sibling-calls"' in line
+        assert 'EXTRA_CXXFLAGS="-O1 -fno-optimize-sibling-calls"' in line
+    d0 = render.render(r(SWOOLE.replace("name: x\n", "name: x\ncompiler: {optimize: 0}\n"))).dockerfile
+    assert all('EXTRA_CFLAGS="-O0"' in line for line in make_lines(d0))
+    assert render.render(r(SWOOLE)).digest != render.render(r(SWOOLE.replace("name: x\n", "name: x\ncompiler: {optimize: 0}\n"))).digest
+
+
+def test_optimize_level_out_of_range_is_a_recipe_error():
+    import pytest
+    with pytest.raises(recipe.RecipeError) as e:
+        r('name: x\ncompiler:\n  optimize: 4\nphp:\n  version: "8.2.1"\n')
+    assert ":3: compiler.optimize:" in str(e.value)
 
 
 def test_swoole_stage_gets_the_sanitizer_flags():
