@@ -127,7 +127,8 @@ $server->start();
 
 
 @pytest.mark.parametrize("coroutine,mode,tasks,roles,full", [
-    ("1", "base", 0, {"master", "worker"}, False),
+    # In base mode Swoole's parent process manages the workers, and calls itself the manager.
+    ("1", "base", 0, {"manager", "worker"}, False),
     ("1", "process", 0, {"master", "manager", "worker"}, True),
     # Task workers are children of the manager like event workers: only the agent tells them apart.
     ("0", "process", 1, {"master", "manager", "worker", "task worker"}, True)])
