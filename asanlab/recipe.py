@@ -25,7 +25,7 @@ from .errors import RecipeError
 DEFAULT_BASE_IMAGE = "debian:bookworm"
 DEFAULT_COMPILER_VERSION = 14
 # -O1 is the level AddressSanitizer's documentation asks for: at -O0 a Swoole server under ASan ran
-# 3.8x slower than release here, at -O1 2.5x (bench/asan_speed_bench.py). It holds with --enable-debug
+# 3.8x slower than release here, at -O1 2.5x (bench/asan_speed_bench.py). It holds with php.debug
 # too, whose configure forces -O0: the level is passed again at make time, after PHP's own flags.
 DEFAULT_OPTIMIZE = 1
 
@@ -63,7 +63,9 @@ class Php:
     version: str
     source: Source
     configure: tuple[str, ...] = ()
-    debug: bool = True
+    # Off by default: at -O1, PHP's debug build (assertions) ran a Swoole server 3.12x slower than
+    # release under asanlab soak's options, against 2.47x without (bench/asan_speed_bench.py).
+    debug: bool = False
     zts: bool = False
 
 
@@ -351,7 +353,7 @@ def _build(data: dict, path: Path | None, folder: Path) -> Recipe:
             version=php["version"],
             source=_source(php, folder),
             configure=tuple(php.get("configure", ())),
-            debug=php.get("debug", True),
+            debug=php.get("debug", False),
             zts=php.get("zts", False),
         ),
         swoole=_extension(data["swoole"], folder, "swoole") if data.get("swoole") else None,

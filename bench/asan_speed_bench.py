@@ -5,8 +5,8 @@ coroutines on, measured with `ab -k -c 32` in this one run:
 2. ASan, plain defaults: asanlab's image, only USE_ZEND_ALLOC=0 and a log_path;
 3. ASan, asanlab's runtime defaults: the environment `asanlab run` sets (ASan's slow unwinder on
    every malloc, for complete allocation stacks), and the one `asanlab soak` sets (frame pointers);
-for the default recipe (PHP --enable-debug, compiled at the default compiler.optimize: 1), and for
-the other -O levels listed in OPT_LEVELS (e.g. OPT_LEVELS=1,0 to see what -O0 costs). Target:
+for the default recipe (compiler.optimize: 1, php.debug: false), at the -O levels in OPT_LEVELS
+(e.g. OPT_LEVELS=1,0 to see what -O0 costs), and with php.debug: true too when DEBUG=1. Target:
 asanlab's defaults within 3x of release (ratio of requests per second).
 
 Client and server share two cores, and one measurement of the same image varied by 1.7x here, so
@@ -35,6 +35,8 @@ SPEED = REPO / "bench" / "speed"
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "20000"))
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 OPT_LEVELS = [int(x) for x in os.environ.get("OPT_LEVELS", "1").split(",")]
+BUILDS = [(level, False) for level in OPT_LEVELS] + ([(level, True) for level in OPT_LEVELS]
+                                                    if os.environ.get("DEBUG") == "1" else [])
 
 
 def free_port() -> int:
@@ -94,20 +96,22 @@ def main() -> int:
     docker = client()
     docker.images.build(path=str(work), tag="asanlab-bench/release:swoole", rm=True)
     images = {}
-    for level in OPT_LEVELS:
-        path = work / f"asan-o{level}.yml"
-        # The default recipe but for the level: PHP's debug build (its default), Swoole on top.
-        path.write_text(f"name: bench-speed-o{level}\nbase_image: debian:bookworm\ncompiler:\n  optimize: {level}\n"
-                        "php:\n  version: \"8.2.32\"\n  source:\n    debian: php8.2\n"
+    for level, debug in BUILDS:
+        name = f"o{level}" + ("-debug" if debug else "")
+        path = work / f"asan-{name}.yml"
+        # The default recipe but for the level and php.debug, Swoole on top.
+        path.write_text(f"name: bench-speed-{name}\nbase_image: debian:bookworm\ncompiler:\n  optimize: {level}\n"
+                        f"php:\n  version: \"8.2.32\"\n  debug: {str(debug).lower()}\n  source:\n    debian: php8.2\n"
                         "swoole:\n  version: \"6.1.9\"\n  source:\n    path: swoole.tar.gz\n  configure: [--enable-sockets]\n")
         r = recipes.load(path)
-        images[level] = (r, build(r, client).image_ref)
+        images[level, debug] = (r, build(r, client).image_ref)
     cmd = ["php", "/app/hello.php"]
     plain = {"USE_ZEND_ALLOC": "0", "ASAN_OPTIONS": "log_path=/tmp/asan:detect_leaks=1"}
     variants = [("release (Debian PHP 8.2 -O2, Swoole -O2)", "asanlab-bench/release:swoole", {})]
-    for level in OPT_LEVELS:
-        label = f"-O{level} debug" + (" (default)" if level == recipes.DEFAULT_OPTIMIZE else "")
-        r, image = images[level]
+    for level, debug in BUILDS:
+        label = f"-O{level}" + (" debug" if debug else "") + \
+            (" (default)" if level == recipes.DEFAULT_OPTIMIZE and not debug else "")
+        r, image = images[level, debug]
         for name, env in (("plain ASan defaults", plain), ("asanlab run's defaults", environment(r, {}, False)),
                           ("asanlab soak's defaults", environment(r, {}, False, asan_options(False)))):
             env = {**env, "ASAN_OPTIONS": env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}

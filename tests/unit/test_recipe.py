@@ -32,7 +32,7 @@ def test_defaults(tmp_path):
     assert r.base_image == "debian:bookworm"
     assert r.compiler_version == 14
     assert r.sanitizers == recipe.Sanitizers(address=True, leak=True, undefined=True)
-    assert r.php.source.kind == "release" and r.php.debug is True and r.swoole is None
+    assert r.php.source.kind == "release" and r.php.debug is False and r.swoole is None
 
 
 def test_unknown_key_names_file_path_line_and_suggests(tmp_path):
