@@ -17,6 +17,7 @@ Prints one line per measurement with its ratio against the baseline measured her
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -66,6 +67,12 @@ def check_seconds(recipe: Path, image: str) -> float:
     return time.monotonic() - started
 
 
+def tarball_version(tarball: str, fallback: str) -> str:
+    """The version in a name like swoole-6.1.9.tar.gz, so that the bench's recipes say which it built."""
+    found = re.search(r"(\d+\.\d+\.\d+)", Path(tarball).name)
+    return found.group(1) if found else fallback
+
+
 def swoole_recipe(folder: Path, version: str, tarball: str) -> Path:
     shutil.copyfile(tarball, folder / f"swoole-{version}.tar.gz")
     path = folder / f"swoole-{version}.yml"
@@ -101,12 +108,16 @@ def main() -> int:
         if all(swoole):
             folder = state / "swoole"
             folder.mkdir()
-            first = swoole_recipe(folder, "6.1.0", swoole[0])
-            second = swoole_recipe(folder, "6.1.1", swoole[1])
+            versions = [tarball_version(swoole[0], "6.1.0"), tarball_version(swoole[1], "6.1.1")]
+            if versions[0] == versions[1]:
+                versions = ["6.1.0", "6.1.1"]
+            first = swoole_recipe(folder, versions[0], swoole[0])
+            second = swoole_recipe(folder, versions[1], swoole[1])
             full = asanlab("build", "--no-cache", str(first))
             print(f"swoole    cold build, PHP and Swoole           {full:7.1f} s   {full / base:.2f}x")
             changed = asanlab("build", str(second))
-            print(f"swoole    only Swoole's version changed        {changed:7.1f} s   {changed / full:.2f}x of its cold "
+            print(f"swoole    only Swoole's version changed ({versions[0]} -> {versions[1]})")
+            print(f"                                               {changed:7.1f} s   {changed / full:.2f}x of its cold "
                   f"build (target <= 0.5x); {changed / mid:.2f}x of the PHP-only cold build")
         else:
             print("swoole    skipped: set ASANLAB_TEST_SWOOLE_SRC and ASANLAB_TEST_SWOOLE_SRC_2 to two Swoole tarballs")
