@@ -77,3 +77,26 @@ def test_digest_is_stable_and_follows_content():
 def test_context_tar_is_reproducible():
     x = render.render(r(PHP_ONLY))
     assert x.context_tar().getvalue() == x.context_tar().getvalue()
+
+
+def stage_starts(dockerfile: str) -> list[tuple[str, str]]:
+    """(the image a stage starts FROM, its first instruction) for every stage."""
+    starts, current = [], None
+    for line in dockerfile.splitlines():
+        if line.startswith("FROM "):
+            current = line.split()[1]
+        elif current and line.strip() and not line.startswith("#"):
+            starts.append((current, line))
+            current = None
+    return starts
+
+
+def test_stages_from_the_same_image_start_differently():
+    # The classic builder reuses the newest cached layer matching a step. Two stages with the same
+    # FROM and the same first step (both once had ENV DEBIAN_FRONTEND) left, after a --no-cache
+    # build, the runtime stage's copy newest: the next build with only Swoole changed rebuilt PHP.
+    body = SWOOLE + 'extensions:\n  - {name: redis, version: "6.1.0"}\n'
+    for text in (PHP_ONLY, SWOOLE, body):
+        starts = stage_starts(render.render(r(text)).dockerfile)
+        assert len(starts) == 4 + text.count("version:") - 1  # php-build, runtime-deps, agent, runtime + extensions
+        assert len(set(starts)) == len(starts), starts
