@@ -110,9 +110,7 @@ def main() -> int:
             again = asanlab("build", str(RECIPE))
             print(f"no-op     asanlab build, recipe unchanged      {again:7.1f} s   {again / base:.3f}x (target < 2 s)")
         swoole = [os.environ.get("ASANLAB_TEST_SWOOLE_SRC"), os.environ.get("ASANLAB_TEST_SWOOLE_SRC_2")]
-        if "swoole" not in PARTS:
-            pass
-        elif all(swoole):
+        if "swoole" in PARTS and all(swoole):
             folder = state / "swoole"
             folder.mkdir()
             versions = [tarball_version(swoole[0], "6.1.0"), tarball_version(swoole[1], "6.1.1")]
@@ -127,7 +125,7 @@ def main() -> int:
             print(f"swoole    only Swoole's version changed ({versions[0]} -> {versions[1]})")
             print(f"                                               {changed:7.1f} s   {changed / full:.2f}x of its cold "
                   "build (target <= 0.5x)" + (f"; {changed / mid:.2f}x of the PHP-only cold build" if mid else ""))
-        else:
+        elif "swoole" in PARTS:
             print("swoole    skipped: set ASANLAB_TEST_SWOOLE_SRC and ASANLAB_TEST_SWOOLE_SRC_2 to two Swoole tarballs")
     finally:
         subprocess.run(["docker", "rmi", "-f", "asanlab-bench/plain:latest"], stdout=subprocess.DEVNULL,
