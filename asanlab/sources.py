@@ -111,6 +111,9 @@ class Planned:
     path: Path | None
     expected: str | None  # sha256 we must see; None = not pinned yet
     pinned_by: str  # "recipe", "php.net", "lock", "" (nothing)
+    # The lock file's key: the release URL before any mirror rewrote it, so a lock made behind a
+    # mirror (or a test's 127.0.0.1 server on some port) holds wherever the recipe is built.
+    pin_key: str | None = None
 
 
 def plan(recipe: Recipe) -> list[Planned]:
@@ -130,24 +133,24 @@ def _plan_one(role: str, kind: str, version: str, source: Source, pins: dict[str
         filename = f"{role}-{version}{_archive_suffix(source.path.name)}"
         return Planned(role, filename, None, source.path, source.sha256, "recipe" if source.sha256 else "")
     if source.kind == "url":
-        url = source.url
-        assert url is not None
-    elif kind == "php":
-        url = _mirror("php", PHP_RELEASE_URL.format(version=version))
-    elif kind == "swoole":
-        url = _mirror("swoole", SWOOLE_RELEASE_URL.format(version=version))
+        assert source.url is not None
+        release = url = source.url
     else:
-        url = _mirror("pecl", PECL_RELEASE_URL.format(name=role, version=version))
+        release = {"php": PHP_RELEASE_URL, "swoole": SWOOLE_RELEASE_URL}.get(kind, PECL_RELEASE_URL).format(
+            name=role, version=version)
+        url = _mirror(kind, release)
     filename = f"{role}-{version}{_archive_suffix(urlparse(url).path)}"
     if source.sha256:
-        return Planned(role, filename, url, None, source.sha256, "recipe")
+        return Planned(role, filename, url, None, source.sha256, "recipe", release)
     if kind == "php":
         published = published_php_sha256(version, f"php-{version}{_archive_suffix(urlparse(url).path)}")
         if published:
-            return Planned(role, filename, url, None, published, "php.net")
-    if url in pins:
-        return Planned(role, filename, url, None, pins[url], "lock")
-    return Planned(role, filename, url, None, None, "")
+            return Planned(role, filename, url, None, published, "php.net", release)
+    # Older locks keyed a pin by the mirrored URL: still honoured.
+    for key in (release, url):
+        if key in pins:
+            return Planned(role, filename, url, None, pins[key], "lock", release)
+    return Planned(role, filename, url, None, None, "", release)
 
 
 def fetch_all(recipe: Recipe, *, frozen: bool = False, reporter: Reporter = null_reporter,
@@ -161,7 +164,7 @@ def fetch_all(recipe: Recipe, *, frozen: bool = False, reporter: Reporter = null
                              hint="run `asanlab build` once without --frozen to pin them, and commit the lock file")
     fetched = [fetch_one(p, reporter=reporter, session=session) for p in planned]
     lock = lock_path(recipe)
-    new_pins = {p.url: f.sha256 for p, f in zip(planned, fetched) if p.url and p.pinned_by == ""}
+    new_pins = {p.pin_key: f.sha256 for p, f in zip(planned, fetched) if p.pin_key and p.pinned_by == ""}
     if lock is not None and new_pins:
         pins = read_lock(lock)
         pins.update(new_pins)

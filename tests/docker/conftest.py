@@ -18,6 +18,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PHP_PACKAGE = "php8.2"
+# Swoole's release tarballs kept beside the clone (CI has them): Swoole is in no registry here.
+SHARED_SWOOLE = REPO.parent / "shared" / "sources" / "swoole"
+SWOOLE_MAIN = "6.1.9"  # the version the whole Swoole suite runs on; others get a smoke test
+SWOOLE_RELEASE = "https://github.com/swoole/swoole-src/archive/refs/tags/v{version}.tar.gz"
 
 
 def _daemon_ok() -> tuple[bool, str]:
@@ -67,18 +71,40 @@ def php_release(tmp_path_factory):
     return version, served
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def serve(folder: Path):
+    """A read-only HTTP server on 127.0.0.1 for a folder; returns (url, server)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
 @pytest.fixture(scope="session")
 def mirror(php_release):
     version, folder = php_release
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield version, f"http://127.0.0.1:{server.server_address[1]}", folder
+    url, server = serve(folder)
+    yield version, url, folder
     server.shutdown()
+
+
+# One PHP for every end-to-end test, so its stage is built once per run and every Swoole version is
+# an extension stage on top of it. libssl-dev and PHP's OpenSSL: Swoole 6.2 cannot build without them.
+PHP_RECIPE = """name: {name}
+base_image: {base_image}
+php:
+  version: "{version}"
+  configure: [--with-openssl]
+packages:
+  build: [libssl-dev]
+sanitizers:
+  address: true
+  leak: true
+  undefined: true
+"""
 
 
 @pytest.fixture(scope="session")
@@ -86,11 +112,78 @@ def work(tmp_path_factory, mirror, base_image):
     """A user's project folder with a PHP-only recipe and asanlab's state inside it."""
     version, url, _ = mirror
     folder = tmp_path_factory.mktemp("project")
-    (folder / "php.yml").write_text(
-        f'name: e2e-php\nbase_image: {base_image}\nphp:\n  version: "{version}"\n'
-        "sanitizers:\n  address: true\n  leak: true\n  undefined: true\n")
+    (folder / "php.yml").write_text(PHP_RECIPE.format(name="e2e-php", base_image=base_image, version=version))
     env = {"ASANLAB_PHP_MIRROR": url, "ASANLAB_CACHE": str(folder / "cache"), "ASANLAB_HOME": str(folder / ".asanlab")}
     return folder, env
+
+
+class SwooleSource:
+    """Where a Swoole version's source comes from in the tests, and how a recipe names it."""
+
+    def __init__(self, version: str, how: str, path: Path | None = None, mirror: str | None = None,
+                 mirror_folder: Path | None = None) -> None:
+        self.version, self.how, self.path = version, how, path
+        self.mirror, self.mirror_folder = mirror, mirror_folder  # the URL, and the folder it serves
+
+    def recipe_lines(self, folder: Path, configure: list[str]) -> str:
+        """The recipe's swoole: block, for a recipe in folder (a local tarball is copied there:
+        recipes may only name sources beside them)."""
+        lines = f'swoole:\n  version: "{self.version}"\n'
+        if self.path is not None:
+            local = f"swoole-src-{self.version}.tar.gz"
+            shutil.copyfile(self.path, folder / local)
+            lines += f"  source:\n    path: {local}\n"
+        return lines + f"  configure: [{', '.join(configure)}]\n"
+
+    def env(self) -> dict[str, str]:
+        return {"ASANLAB_SWOOLE_MIRROR": self.mirror} if self.mirror else {}
+
+
+@pytest.fixture(scope="session")
+def swoole_source():
+    """swoole_source(version): ASANLAB_TEST_SWOOLE_SRC (a tarball, or a folder of vX.Y.Z.tar.gz);
+    else ../shared/sources/swoole served on 127.0.0.1 as ASANLAB_SWOOLE_MIRROR, so the recipe's
+    ordinary release URL, its checksum pin and --frozen are what runs; else the real download.
+    With none of them reachable the test skips, and under CI=true fails, saying why."""
+    servers: dict[Path, str] = {}
+    started = []
+
+    def mirror_of(folder: Path) -> str:
+        if folder not in servers:
+            url, server = serve(folder)
+            servers[folder] = url
+            started.append(server)
+        return servers[folder]
+
+    def find(version: str) -> SwooleSource:
+        given = os.environ.get("ASANLAB_TEST_SWOOLE_SRC")
+        tarball = f"v{version}.tar.gz"
+        # A single tarball serves the version its name says, or the main suite's when it says none.
+        named = re.search(r"\d+\.\d+\.\d+", Path(given).name) if given else None
+        if given and Path(given).is_file() and (named.group() == version if named else version == SWOOLE_MAIN):
+            return SwooleSource(version, f"ASANLAB_TEST_SWOOLE_SRC={given}", path=Path(given).resolve())
+        for folder in ([Path(given)] if given and Path(given).is_dir() else []) + [SHARED_SWOOLE]:
+            if (folder / tarball).is_file():
+                return SwooleSource(version, f"{folder} served on 127.0.0.1", mirror=mirror_of(folder.resolve()),
+                                    mirror_folder=folder.resolve())
+        import requests
+
+        url = SWOOLE_RELEASE.format(version=version)
+        try:
+            requests.head(url, timeout=10, allow_redirects=True).raise_for_status()
+            return SwooleSource(version, url)
+        except requests.RequestException as e:
+            why = (f"no source for Swoole {version}: ASANLAB_TEST_SWOOLE_SRC is {given or 'not set'}, "
+                   f"{SHARED_SWOOLE / tarball} does not exist, and {url} is unreachable ({e.__class__.__name__}). "
+                   "Swoole is in no registry this machine reaches: point ASANLAB_TEST_SWOOLE_SRC at a "
+                   "tarball or a folder of vX.Y.Z.tar.gz")
+        if os.environ.get("CI") == "true":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+
+    yield find
+    for server in started:
+        server.shutdown()
 
 
 def asanlab(*args, cwd, env=None, timeout=1800, check=None):
