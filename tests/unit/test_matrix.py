@@ -1,8 +1,6 @@
 """A recipe's matrix: expansion, incompatible pairs skipped with the reason, the CI job matrix."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -59,10 +57,9 @@ def test_bad_matrix_is_a_recipe_error(tmp_path, body, needle):
     assert needle in str(e.value)
 
 
-def test_matrix_command_prints_a_github_job_matrix(tmp_path):
+def test_matrix_command_prints_a_github_job_matrix(tmp_path, cli):
     path = write(tmp_path, BASE + 'matrix:\n  php: ["8.3.33", "8.4.24"]\n  swoole: ["5.1.8"]\n')
-    proc = subprocess.run([sys.executable, "-m", "asanlab", "matrix", str(path), "--format", "github"],
-                          capture_output=True, text=True)
+    proc = cli("matrix", path, "--format", "github")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data == {"include": [{"cell": "ci-php8.3.33-swoole5.1.8-asan-ubsan", "php": "8.3.33", "swoole": "5.1.8",

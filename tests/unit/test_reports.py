@@ -11,6 +11,11 @@ from asanlab.reports import Frame, Report, parse
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "reports"
 
 
+# The keys a fixture's header may give after its REPORT line (`# KEY: value`); any other key is a
+# typo that would silently check nothing. Lines of prose (`# Made by ...`) are comments.
+HEADER_KEYS = {"PID", "FRAMES", "FRAME", "SIGNATURE", "ACCESS", "ALLOCATED", "FREED", "LEAKED", "DEDUP"}
+
+
 def load_fixture(path: Path) -> tuple[list[dict], str]:
     """Split a fixture into its header of expected values and the verbatim sanitizer output."""
     expected: list[dict] = []
@@ -21,16 +26,29 @@ def load_fixture(path: Path) -> tuple[list[dict], str]:
     i = 0
     while i < len(lines) and lines[i].startswith("#"):
         key, _, value = lines[i][2:].strip().partition(": ")
+        if not re.fullmatch(r"[A-Za-z_]+", key):  # prose: where the fixture came from
+            i += 1
+            continue
         if key == "REPORT":
             tool, kind = value.split()
             expected.append({"tool": tool, "kind": kind})
-        elif expected:
+        elif key not in HEADER_KEYS or not expected:
+            raise ValueError(f"{path.name}:{i + 1}: header key {key!r} is unknown here "
+                             f"(REPORT first, then {', '.join(sorted(HEADER_KEYS))})")
+        else:
             expected[-1][key] = value
         i += 1
     return expected, "".join(lines[i:])
 
 
 ALL_FIXTURES = sorted(FIXTURES.glob("*.log")) + sorted(FIXTURES.glob("*.xml"))
+
+
+def test_fixture_header_refuses_unknown_keys(tmp_path):
+    bad = tmp_path / "typo.log"
+    bad.write_text("# REPORT: AddressSanitizer double-free\n# SIGNATUER: x\n==1==ERROR\n")
+    with pytest.raises(ValueError, match="typo.log:2: header key 'SIGNATUER'"):
+        load_fixture(bad)
 
 
 def test_every_kind_has_a_fixture():

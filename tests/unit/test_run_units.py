@@ -161,22 +161,15 @@ def test_keep_container_for_debugging(monkeypatch):
     assert client.made[0][0].removed == 0
 
 
-def test_command_line_usage_errors_are_clear(tmp_path):
-    import subprocess
-    import sys
-
+def test_command_line_usage_errors_are_clear(tmp_path, cli):
     for args in (["run", "x.php", "--no-such-option"], ["build"], ["replay"]):
-        proc = subprocess.run([sys.executable, "-m", "asanlab", *args], capture_output=True, text=True, cwd=tmp_path)
+        proc = cli(*args, cwd=tmp_path)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr and ("No such option" in proc.stderr or "Missing argument" in proc.stderr)
 
 
-def test_unknown_session_is_a_usage_error(tmp_path):
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-m", "asanlab", "replay", "nope"], capture_output=True, text=True,
-                          cwd=tmp_path, env={**__import__("os").environ, "ASANLAB_HOME": str(tmp_path)})
+def test_unknown_session_is_a_usage_error(tmp_path, cli):
+    proc = cli("replay", "nope", cwd=tmp_path, env={"ASANLAB_HOME": str(tmp_path)})
     assert proc.returncode == 2 and "no session 'nope'" in proc.stderr
 
 

@@ -1,8 +1,6 @@
 """LeakSanitizer suppressions applied to recorded findings, with LSan's matching rules, on a real
 leak report (tests/fixtures/reports/leak.log: 348 bytes leaked through FFI)."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -47,11 +45,10 @@ def test_bad_suppression_file_names_the_line(tmp_path):
         suppressions.read([tmp_path / "missing.supp"])
 
 
-def test_report_command_hides_suppressed_leaks(tmp_path):
+def test_report_command_hides_suppressed_leaks(tmp_path, cli):
     supp = tmp_path / "ffi.supp"
     supp.write_text("leak:zif_ffi_trampoline\n")
-    plain = subprocess.run([sys.executable, "-m", "asanlab", "report", str(LEAK)], capture_output=True, text=True)
-    hidden = subprocess.run([sys.executable, "-m", "asanlab", "report", str(LEAK), "--suppressions", str(supp)],
-                            capture_output=True, text=True)
+    plain = cli("report", LEAK)
+    hidden = cli("report", LEAK, "--suppressions", supp)
     assert plain.returncode == 1 and hidden.returncode == 0
     assert "hidden by --suppressions" in hidden.stderr

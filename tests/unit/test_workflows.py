@@ -4,7 +4,6 @@
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,9 +36,8 @@ def test_the_linter_rejects_a_broken_workflow(tmp_path):
     assert lint("vendor.github-workflows", broken).returncode != 0
 
 
-def test_release_matrix_expands_from_the_recipe():
-    proc = subprocess.run([sys.executable, "-m", "asanlab", "matrix", "recipes/matrix.yml", "--format", "github"],
-                          cwd=REPO, capture_output=True, text=True)
+def test_release_matrix_expands_from_the_recipe(cli):
+    proc = cli("matrix", "recipes/matrix.yml", "--format", "github", cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     cells = json.loads(proc.stdout)["include"]
     assert len(cells) == 8 and "skipped swoole-php8.4.24-swoole5.1.8" in proc.stderr
