@@ -165,6 +165,8 @@ def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
             # UBSan's vptr check needs the C++ runtime part, which the (C) php binary does not carry:
             # with it, a C++ extension such as Swoole fails to load (undefined __ubsan_vptr_type_cache).
             "cxxflags": " ".join(ext_cflags + own + (["-fno-sanitize=vptr"] if recipe.sanitizers.undefined else [])),
+            # Swoole switches coroutine stacks without telling ASan: images/scripts/swoole-asan-fibers.sh.
+            "asan_fibers": ext.name == "swoole" and recipe.sanitizers.address,
         })
         previous = f"ext-{ext.name}"
     php_source = ({"kind": "debian", "package": recipe.php.source.debian} if recipe.php.source.kind == "debian"

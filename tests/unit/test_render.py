@@ -100,3 +100,13 @@ def test_stages_from_the_same_image_start_differently():
         starts = stage_starts(render.render(r(text)).dockerfile)
         assert len(starts) == 4 + text.count("version:") - 1  # php-build, runtime-deps, agent, runtime + extensions
         assert len(set(starts)) == len(starts), starts
+
+
+def test_swoole_under_asan_reports_its_stack_switches():
+    d = render.render(r(SWOOLE)).dockerfile
+    step = "RUN /opt/asanlab/scripts/swoole-asan-fibers.sh /usr/src/ext-swoole"
+    assert step in d
+    # Before phpize, in Swoole's own stage only.
+    assert d.index("FROM php-build AS ext-swoole") < d.index(step) < d.index("/opt/php/bin/phpize")
+    ubsan_only = SWOOLE + "sanitizers:\n  address: false\n  leak: false\n  undefined: true\n"
+    assert "swoole-asan-fibers" not in render.render(r(ubsan_only)).dockerfile
