@@ -295,7 +295,7 @@ def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: l
         image_ref, image_id = _image_for(r, image, reporter, pull_policy, registry_prefix)
         result = do_run(client(), RunOptions(app=app_path, image=image_ref, image_id=image_id, args=args,
                                              ports=publish, env=env, timeout=timeout, grace=grace, recipe=r,
-                                             suppressions=rules),
+                                             suppressions=rules, agent=_agent_path(image_ref)),
                         reporter=reporter)
     finally:
         reporter.close()
@@ -560,7 +560,7 @@ def soak(
 
 
 def _agent_path(image_ref: str) -> str | None:
-    """The soak agent's path in the image, from its label: only asanlab's images carry it."""
+    """asanlab's agent's path in the image, from its label: only asanlab's images carry it."""
     from .build import find_image
 
     found = find_image(client(), image_ref)

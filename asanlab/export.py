@@ -8,12 +8,12 @@ from pathlib import PurePosixPath
 
 from . import __version__
 from .findings import Finding, failing, meaningful
+from .layout import APP_DIR
 from .reports import Frame
 from .text import title, user_command
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 INFORMATION_URI = "https://github.com/asanlab/asanlab"
-APP_DIR = "/app"
 
 RULE_HELP = {
     "leak": "Memory allocated and never freed, found by LeakSanitizer when the process exited.",
@@ -79,6 +79,11 @@ def to_sarif(findings: list[Finding], *, app_entry: str | None = None) -> str:
                                                   else "undefined-behavior", f.tool]}})
         ex = f.example
         top = f.top_frame
+        php = ex.php if ex is not None else None
+        php_frame = php.app_frame() if php is not None else None
+        # The app's PHP line is where a code-scanning alert belongs; the C frame goes in the message.
+        primary = Frame(index=0, function=php_frame.function, file=php_frame.file, line=php_frame.line) \
+            if php_frame else top
         related = []
         if ex is not None:
             for label, frames in (("allocated by", ex.allocated_by if ex.tool != "LeakSanitizer" else []),
@@ -93,11 +98,17 @@ def to_sarif(findings: list[Finding], *, app_entry: str | None = None) -> str:
         result = {
             "ruleId": rid, "ruleIndex": index[rid], "level": _level(f),
             "message": {"text": f"{title(f)} (x{f.count}, {f.category})" +
-                                (f" in {top.describe()}" if top else "")},
-            "locations": [_location(top, app_entry)],
+                                (f" in {top.describe()}" if top else "") +
+                                (f", PHP: {php.path()}" if php is not None and php.frames else "") +
+                                (f", request {php.request}" if php is not None and php.request else "")},
+            "locations": [_location(primary, app_entry)],
             "partialFingerprints": {"asanlabSignature/v1": f.id},
             "properties": {"signature": f.signature, "count": f.count, "pids": f.pids, "category": f.category},
         }
+        if php is not None:
+            result["properties"]["php_stack"] = [str(fr) for fr in php.frames]
+            if php.request:
+                result["properties"]["request"] = php.request
         if related:
             result["relatedLocations"] = related
         if stack:
@@ -127,6 +138,10 @@ def to_junit(findings: list[Finding], *, suite: str = "asanlab") -> str:
             continue
         failure = ET.SubElement(case, "failure", message=f"{title(f)} x{f.count}", type=f.kind)
         failure.text = f.example.text if f.example else f.signature
+        php = f.example.php if f.example else None
+        if php is not None:
+            head = [f"PHP: {fr}" for fr in php.frames] + ([f"request: {php.request}"] if php.request else [])
+            failure.text = "\n".join(head) + "\n\n" + failure.text
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 

@@ -12,6 +12,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator
 
+from .php_stack import PhpStack
+
 PID_PREFIX = re.compile(r"^==(\d+)==")
 ASAN_ERROR = re.compile(r"^==(\d+)==ERROR: AddressSanitizer: (?P<rest>.*)$")
 LSAN_ERROR = re.compile(r"^==(\d+)==ERROR: LeakSanitizer: detected memory leaks")
@@ -72,6 +74,7 @@ class Report:
     complete: bool = True
     suspect: bool = False  # written after ASan lost track of the stack (a coroutine switch)
     text: str = ""
+    php: PhpStack | None = None  # the PHP code running when it was reported (asanlab's agent)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +82,7 @@ class Report:
     @classmethod
     def from_dict(cls, d: dict) -> "Report":
         d = dict(d)
+        d["php"] = PhpStack.from_dict(d["php"]) if d.get("php") else None
         for key in ("frames", "freed_by", "allocated_by"):
             d[key] = [Frame(**f) for f in d.get(key, [])]
         d["other_stacks"] = [[Frame(**f) for f in stack] for stack in d.get("other_stacks", [])]

@@ -21,11 +21,9 @@ from . import session as sessions
 from .errors import InfraError, UsageError
 from .events import Event, Reporter, null_reporter
 from .findings import Finding, category, failing
+from .layout import APP_DIR, CONFIG_DIR, LOG_DIR, PHP_STACK_DIR
 from .reports import _starts_report, parse
 
-LOG_DIR = "/asanlab/logs"
-CONFIG_DIR = "/asanlab/config"
-APP_DIR = "/app"
 # Prepended to the app (see asanlab/data/sigterm.php): a plain script as the container's PID 1
 # would ignore SIGTERM, and only a normal exit runs LeakSanitizer.
 SIGTERM_PREPEND = f"{CONFIG_DIR}/sigterm.php"
@@ -62,6 +60,9 @@ class RunOptions:
     grace: float = 15.0
     recipe: object | None = None  # the Recipe, when the run came from one
     image_id: str | None = None
+    # asanlab's agent in the image (its org.asanlab.agent label), preloaded into PHP: it writes the
+    # PHP backtrace of every ASan error (images/agent). None: an image without it, reports stay C only.
+    agent: str | None = None
     # What `asanlab soak` adds: work done while the app runs (its return ends the run), more
     # environment, and folders of the session mounted read-write (session subfolder -> container path).
     driver: Callable[["DriverContext"], None] | None = None
@@ -309,6 +310,11 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     recipe = opts.recipe
     suppressions = (list(recipe.runtime.suppressions) if recipe is not None else []) + opts.suppressions
     env = environment(recipe, user_env, bool(suppressions), opts.asan_options)
+    mounts = dict(opts.extra_mounts)
+    if opts.agent:
+        preload = " ".join(p for p in (opts.agent, env.get("LD_PRELOAD")) if p)
+        env.update({"LD_PRELOAD": preload, "ASANLAB_PHP_TRACE_DIR": PHP_STACK_DIR})
+        mounts[sessions.PHP_STACK_SUBDIR] = PHP_STACK_DIR
     env.update(opts.extra_env)
     command = ["php", "-d", f"auto_prepend_file={SIGTERM_PREPEND}", f"{APP_DIR}/{app.name}", *opts.args]
     s = sessions.create({
@@ -327,7 +333,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     volumes = {str(app.parent): {"bind": APP_DIR, "mode": "ro"},
                str(s.sanitizer_dir): {"bind": LOG_DIR, "mode": "rw"},
                str(config): {"bind": CONFIG_DIR, "mode": "ro"}}
-    for sub, target in opts.extra_mounts.items():
+    for sub, target in mounts.items():
         (s.path / sub).mkdir(parents=True, exist_ok=True)
         volumes[str(s.path / sub)] = {"bind": target, "mode": "rw"}
     reporter(Event("run.session", f"session {s.id} in {s.path}", {"id": s.id, "path": str(s.path)}))

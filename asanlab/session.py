@@ -22,6 +22,7 @@ from .state import state_dir
 
 SCHEMA = 1
 SANITIZER_DIR = "raw/sanitizer"  # what the container's sanitizers write, one file per process
+PHP_STACK_SUBDIR = "raw/php"  # the agent's PHP backtraces of those reports (asanlab/php_stack.py)
 OUTPUT_LOG = "raw/output.log"  # the app's stdout and stderr, verbatim
 SYMBOLS = "symbols.json"  # frames resolved by `replay --symbolize`, reused by every later replay
 
@@ -169,10 +170,12 @@ def symbolize(s: Session, client) -> int:
 
 
 def analyse(s: Session) -> tuple[list[Report], list[Finding]]:
+    from . import php_stack
     from .symbolize import apply, load_cache
 
     reports = read_reports(s.sanitizer_dir)
     apply(reports, load_cache(s.path / SYMBOLS))
+    php_stack.attach(reports, php_stack.read_folder(s.path / PHP_STACK_SUBDIR))
     if s.output_log.exists():
         # UBSan may write to stderr when it runs before log_path applies; errors printed there count too.
         seen = {r.text for r in reports}

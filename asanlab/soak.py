@@ -19,10 +19,10 @@ from pathlib import Path
 from . import memory
 from .errors import InfraError, UsageError
 from .events import Event, Reporter, null_reporter
+from .layout import AGENT_DIR, APP_DIR
 from .load import Loader, Request, make_loader
 from .run import DriverContext, RunOptions, RunResult, run
 
-AGENT_DIR = "/asanlab/agent"
 # Measured (bench/asan_speed_bench.py, Swoole hello world): ASan's slow unwinder on every malloc
 # costs 3-5x the requests per second. A soak is about rates over 100k requests, so it unwinds
 # allocation stacks with frame pointers unless --full-stacks: stacks then stop at code built
@@ -239,8 +239,9 @@ def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | N
     run_opts.extra_info = {"soak": settings}
     run_opts.driver = Driver(opts, agent_path is not None, loader)
     run_opts.extra_mounts = {"agent": AGENT_DIR}
+    run_opts.agent = agent_path
     if agent_path is not None:
-        run_opts.extra_env = {"LD_PRELOAD": agent_path, "ASANLAB_AGENT_DIR": AGENT_DIR, **run_opts.extra_env}
+        run_opts.extra_env = {"ASANLAB_AGENT_DIR": AGENT_DIR, **run_opts.extra_env}
     try:
         return run(client, run_opts, reporter=reporter)
     finally:
@@ -290,7 +291,7 @@ def analyse_session(s, *, plots: bool = True) -> dict | None:
                         warmup=opts.get("warmup", 0))
     load_file = s.path / "soak" / "load.json"
     load = json.loads(load_file.read_text()) if load_file.exists() else None
-    from .export import APP_DIR, app_entry_of
+    from .export import app_entry_of
 
     entry = app_entry_of(s.data)
     analysis = soak_report.analyse(samples, read_profiles(s, samples), criteria,

@@ -88,6 +88,10 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
         ex = f.example
         if ex is None:
             continue
+        if ex.php is not None:
+            lines.append(f"    in PHP: {ex.php.path() or 'no PHP code was running'}")
+            if ex.php.request:
+                lines.append(f"    request: {ex.php.request}")
         lines += _frames(ex.frames, "    ")
         if ex.freed_by:
             lines.append("    freed by:")

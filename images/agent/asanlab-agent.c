@@ -1,6 +1,11 @@
-/* asanlab agent: answers `asanlab soak`'s sampling requests from inside every PHP process.
+/* asanlab agent: inside every PHP process `asanlab run` and `asanlab soak` start.
  *
- * Loaded with LD_PRELOAD only by `asanlab soak`. A thread in each PHP process (started again in
+ * 1. The PHP side of every AddressSanitizer error (ASANLAB_PHP_TRACE_DIR set, by run and soak): ASan
+ *    calls back after printing a report; the agent appends the PHP call stack running at that
+ *    moment (function, file:line per frame, as php-src's zbacktrace walks it) and the HTTP request
+ *    a Swoole handler was serving to php-backtrace.<pid> in that folder. Swoole swaps
+ *    EG(current_execute_data) per coroutine, so this is the coroutine that failed.
+ * 2. Soak sampling (ASANLAB_AGENT_DIR set, by soak only): A thread in each PHP process (started again in
  * every forked child: Swoole's manager, workers and task workers) polls a trigger file in a folder
  * shared with the host. On a new sequence number it appends one line to answers.<pid>:
  *     seq pid ppid allocated_bytes heap_size profile swoole_worker_type
@@ -23,6 +28,16 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef ASANLAB_WITH_PHP /* built against the image's own PHP headers (images/Dockerfile.j2) */
+#include "php.h"
+/* php.h maps these to PHP's own functions: the agent is preloaded into programs without PHP too
+ * (the symbolizer, shells), which must not need PHP's symbols to start. */
+#undef snprintf
+#undef vsnprintf
+#undef sprintf
+#undef strlcpy
+#endif
 
 /* Weak: in a build without ASan the agent still answers, with zeros. */
 extern size_t __sanitizer_get_current_allocated_bytes(void) __attribute__((weak));
@@ -183,10 +198,114 @@ static int is_php(void) {
     return strncmp(base ? base + 1 : exe, "php", 3) == 0;
 }
 
+/* ---- 1. the PHP backtrace of each ASan error ------------------------------------------------ */
+extern void __asan_set_error_report_callback(void (*callback)(const char *)) __attribute__((weak));
+
+#if defined(ASANLAB_WITH_PHP) && !defined(ZTS)
+static char trace_dir[480];
+/* Found with dlsym, never linked: the agent is preloaded into non-PHP programs too (the symbolizer,
+ * shells), where a reference to PHP's symbols would stop them from starting. */
+static zend_executor_globals *eg;
+static zval *(*read_property)(zend_class_entry *, zend_object *, const char *, size_t, bool, zval *);
+static zval *(*hash_str_find)(const HashTable *, const char *, size_t);
+
+static void put(int fd, const char *s, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w <= 0) return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+static void put_str(int fd, const char *s) { put(fd, s, strlen(s)); }
+
+/* `$request->server[key]` of a Swoole\Http\Request, or NULL. */
+static const char *request_field(zend_object *request, const char *key) {
+    zval rv;
+    zval *server = read_property(request->ce, request, "server", sizeof "server" - 1, 1, &rv);
+    if (!server || Z_TYPE_P(server) != IS_ARRAY) return NULL;
+    zval *v = hash_str_find(Z_ARRVAL_P(server), key, strlen(key));
+    return v && Z_TYPE_P(v) == IS_STRING ? Z_STRVAL_P(v) : NULL;
+}
+
+/* Called by ASan with the whole report, after printing it. One block per report:
+ *   report <the report's ERROR line, verbatim>
+ *   frame <function>\t<file>\t<line>      innermost first; internal functions have no file
+ *   request <method> <uri>                 when a frame got a Swoole\Http\Request argument
+ *   end
+ * It allocates nothing: the heap may be what just failed. */
+static void php_backtrace(const char *report) {
+    const char *error = strstr(report, "ERROR: ");
+    if (!error || !eg) return;
+    while (error > report && error[-1] != '\n') error--;
+    const char *eol = strchr(error, '\n');
+    char path[512], line[64];
+    snprintf(path, sizeof path, "%s/php-backtrace.%d", trace_dir, (int)getpid());
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    put_str(fd, "report ");
+    put(fd, error, eol ? (size_t)(eol - error) : strlen(error));
+    put_str(fd, "\n");
+    const char *method = NULL, *uri = NULL;
+    int depth = 0;
+    for (zend_execute_data *ex = eg->current_execute_data; ex && depth < 64; ex = ex->prev_execute_data) {
+        zend_function *f = ex->func;
+        if (!f) continue;
+        depth++;
+        put_str(fd, "frame ");
+        if (f->common.scope && f->common.function_name) {
+            put_str(fd, ZSTR_VAL(f->common.scope->name));
+            put_str(fd, "::");
+        }
+        put_str(fd, f->common.function_name ? ZSTR_VAL(f->common.function_name) : "{main}");
+        if (ZEND_USER_CODE(f->type) && f->op_array.filename) {
+            put_str(fd, "\t");
+            put_str(fd, ZSTR_VAL(f->op_array.filename));
+            snprintf(line, sizeof line, "\t%u\n", ex->opline ? ex->opline->lineno : f->op_array.line_start);
+            put_str(fd, line);
+        } else {
+            put_str(fd, "\t\t0\n");
+        }
+        for (uint32_t i = 1; !uri && read_property && hash_str_find && i <= ZEND_CALL_NUM_ARGS(ex) && i <= 8; i++) {
+            zval *arg = ZEND_CALL_ARG(ex, i);
+            if (Z_TYPE_P(arg) == IS_OBJECT && strcmp(ZSTR_VAL(Z_OBJCE_P(arg)->name), "Swoole\\Http\\Request") == 0) {
+                method = request_field(Z_OBJ_P(arg), "request_method");
+                uri = request_field(Z_OBJ_P(arg), "request_uri");
+            }
+        }
+    }
+    if (uri) {
+        put_str(fd, "request ");
+        put_str(fd, method ? method : "?");
+        put_str(fd, " ");
+        put_str(fd, uri);
+        put_str(fd, "\n");
+    }
+    put_str(fd, "end\n");
+    close(fd);
+}
+
+static void trace_init(void) {
+    const char *dir = getenv("ASANLAB_PHP_TRACE_DIR");
+    if (!dir || !*dir || strlen(dir) >= sizeof trace_dir || !__asan_set_error_report_callback) return;
+    strcpy(trace_dir, dir);
+    eg = (zend_executor_globals *)dlsym(RTLD_DEFAULT, "executor_globals");
+    read_property = dlsym(RTLD_DEFAULT, "zend_read_property");
+    hash_str_find = dlsym(RTLD_DEFAULT, "zend_hash_str_find");
+    if (eg) __asan_set_error_report_callback(php_backtrace);
+}
+#else
+static void trace_init(void) {}
+#endif
+
+/* ---- start: only in PHP; each part only when its folder is given ------------------------------ */
 __attribute__((constructor)) static void asanlab_agent_init(void) {
-    const char *dir = getenv("ASANLAB_AGENT_DIR");
     /* Only PHP: shells and tools started in the container (docker exec) inherit LD_PRELOAD too. */
-    if (!dir || !*dir || strlen(dir) >= sizeof folder || !is_php()) return;
+    if (!is_php()) return;
+    trace_init();
+    const char *dir = getenv("ASANLAB_AGENT_DIR");
+    if (!dir || !*dir || strlen(dir) >= sizeof folder) return;
     strcpy(folder, dir);
     long seq, contexts;
     int profile;

@@ -87,6 +87,10 @@ def test_run_captures_leak_and_double_free(built, work, docker_client):
         assert any(fr["function"] == "zif_ffi_trampoline" and fr["file"].endswith("ext/ffi/ffi.c") and fr["line"]
                    for fr in frames), frames
     assert len(df["example"]["freed_by"]) > 3 and len(df["example"]["allocated_by"]) > 3
+    # asanlab's agent named the PHP line of the double free (demo.php line 20), in the forked child.
+    php = df["example"]["php"]
+    assert {"function": "{main}", "file": "/app/app.php", "line": 20} in php["frames"], php
+    assert leak["example"]["php"] is None  # LeakSanitizer's exit report has no PHP moment
     # The two processes (the script and its forked child) each left their own log.
     assert df["pids"] != leak["pids"]
     # Live one-line summaries appeared while it ran.

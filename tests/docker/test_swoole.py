@@ -95,6 +95,11 @@ def test_swoole_server_leak_and_worker_crash(swoole_recipe, docker_client, corou
     assert [f["kind"] for f in errors] == ["double-free"], result["findings"]
     # The slow unwinder crosses Swoole's coroutine stack: the C stack reaches the FFI call.
     assert any(fr["function"] == "zif_ffi_trampoline" for fr in errors[0]["example"]["frames"]), errors[0]
+    # The PHP side, from asanlab's agent: the handler's line that freed twice, and the request.
+    php = errors[0]["example"]["php"]
+    assert php["request"] == "GET /crash", php
+    assert {"function": "{closure}", "file": "/app/server.php", "line": line_of(SERVER, "$libc->free($p);", 2)} \
+        in php["frames"], php
     leaks = [f for f in result["findings"] if f["category"] == "leak" and f["leaked_bytes"] % 100 == 0
              and any(fr["function"] == "zif_ffi_trampoline" for fr in f["example"]["frames"])]
     lsan = sum(f["leaked_bytes"] for f in leaks)
@@ -110,6 +115,11 @@ def test_swoole_server_leak_and_worker_crash(swoole_recipe, docker_client, corou
     stored = read_json(folder / ".asanlab" / "sessions" / session["id"] / "session.json")
     assert stored["stop_reason"] == "interrupted"
     assert containers_of(docker_client, session["id"]) == []
+
+
+def line_of(source: str, text: str, nth: int = 1) -> int:
+    """The line number of the nth line of source containing text."""
+    return [n for n, line in enumerate(source.splitlines(), 1) if text in line][nth - 1]
 
 
 SOAK_SERVER = """<?php

@@ -1,0 +1,106 @@
+"""The PHP side of sanitizer reports: what asanlab's agent wrote when ASan reported an error.
+
+The agent (images/agent) appends one block per ASan error to php-backtrace.<pid>:
+
+    report ==8==ERROR: AddressSanitizer: attempting double-free on 0x602000000010 in thread T0:
+    frame free\t\t0
+    frame {closure}\t/app/server.php\t11
+    request GET /crash
+    end
+
+The report line is the ERROR line of the report, verbatim (it holds the PID and the address), so
+each block is matched to its report whatever order the files are read in. Pure: no Docker.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .layout import APP_DIR
+
+FILE_PREFIX = "php-backtrace."
+LINE_NUMBER = re.compile(r"[0-9]{1,9}")  # ASCII only: int() would take other scripts' digits
+MAX_FILE_BYTES = 64 << 20  # a crash loop cannot make asanlab read without end
+
+
+@dataclass(frozen=True)
+class PhpFrame:
+    function: str
+    file: str | None = None  # None for internal functions (C code: PHP's own, an extension, FFI)
+    line: int | None = None
+
+    def __str__(self) -> str:
+        name = self.function if self.function == "{main}" else f"{self.function}()"
+        return f"{name} {self.file}:{self.line}" if self.file else name
+
+
+@dataclass
+class PhpStack:
+    frames: list[PhpFrame] = field(default_factory=list)  # innermost first
+    request: str | None = None  # "GET /path" when a Swoole HTTP handler was serving one
+
+    def app_frame(self) -> PhpFrame | None:
+        """The innermost frame in the app's own code (the folder mounted at /app)."""
+        return next((f for f in self.frames if f.file and f.file.startswith(APP_DIR + "/")), None)
+
+    def path(self, limit: int = 4) -> str:
+        """The innermost app frame and the calls above it: `remember() /app/x.php:15 <- {closure} ...`."""
+        start = next((i for i, f in enumerate(self.frames) if f.file and f.file.startswith(APP_DIR + "/")), 0)
+        return " <- ".join(str(f) for f in self.frames[start:start + limit])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PhpStack":
+        return cls([PhpFrame(**f) for f in d.get("frames", [])], d.get("request"))
+
+
+def parse(text: str) -> dict[str, PhpStack]:
+    """Blocks by their report line. A block cut short (the process died while writing) keeps what
+    it has; lines that are not the agent's are ignored."""
+    stacks: dict[str, PhpStack] = {}
+    current: PhpStack | None = None
+    for line in text.splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "report":
+            current = stacks.setdefault(rest.strip(), PhpStack())
+        elif current is None:
+            continue
+        elif word == "frame":
+            parts = rest.split("\t")
+            if len(parts) == 3 and parts[0]:
+                file = parts[1] or None
+                line_no = int(parts[2]) if LINE_NUMBER.fullmatch(parts[2]) else None
+                current.frames.append(PhpFrame(parts[0], file, line_no if file else None))
+        elif word == "request" and rest.strip():
+            current.request = rest.strip()
+        elif word == "end":
+            current = None
+    return stacks
+
+
+def read_folder(folder: Path) -> dict[str, PhpStack]:
+    stacks: dict[str, PhpStack] = {}
+    if not folder.is_dir():
+        return stacks
+    for f in sorted(folder.glob(FILE_PREFIX + "*")):
+        if f.is_file():
+            with open(f, errors="replace") as fh:
+                stacks.update(parse(fh.read(MAX_FILE_BYTES)))
+    return stacks
+
+
+def attach(reports, stacks: dict[str, PhpStack]) -> int:
+    """Give each report its PHP stack, found by the report's ERROR line. Returns how many matched."""
+    if not stacks:
+        return 0
+    matched = 0
+    for r in reports:
+        key = next((ln.strip() for ln in r.text.splitlines() if "ERROR: " in ln), None)
+        if key is not None and key in stacks:
+            r.php = stacks[key]
+            matched += 1
+    return matched

@@ -1,0 +1,90 @@
+"""The PHP side of sanitizer reports (asanlab/php_stack.py): the agent's blocks matched to their
+reports by the ERROR line, and shown in text, JSON, SARIF and JUnit."""
+
+import json
+import xml.etree.ElementTree as ET
+
+import jsonschema
+
+from asanlab import export, php_stack, text
+from asanlab.findings import group
+from asanlab.reports import Report, parse
+
+from .test_export import SCHEMA
+from .test_reports import fixture_text
+
+ERROR_LINE = "==1==ERROR: AddressSanitizer: attempting double-free on 0x606000013640 in thread T0:"
+BLOCK = f"""report {ERROR_LINE}
+frame free\t\t0
+frame remember_order\t/app/server.php\t15
+frame {{closure}}\t/app/server.php\t9
+frame Swoole\\Http\\Server::start\t\t0
+frame {{main}}\t/app/server.php\t21
+request POST /orders?id=7
+end
+"""
+
+
+def test_blocks_are_read_by_their_report_line():
+    stacks = php_stack.parse("noise before\n" + BLOCK + "report ==2==ERROR: x\nframe {main}\t/app/a.php\t3\n")
+    s = stacks[ERROR_LINE]
+    assert [str(f) for f in s.frames] == ["free()", "remember_order() /app/server.php:15", "{closure}() /app/server.php:9",
+                                          "Swoole\\Http\\Server::start()", "{main} /app/server.php:21"]
+    assert s.request == "POST /orders?id=7"
+    assert s.app_frame() == php_stack.PhpFrame("remember_order", "/app/server.php", 15)
+    assert s.path(2) == "remember_order() /app/server.php:15 <- {closure}() /app/server.php:9"
+    # A block cut short by the process dying keeps what it has.
+    assert [str(f) for f in stacks["==2==ERROR: x"].frames] == ["{main} /app/a.php:3"]
+
+
+def test_hostile_lines_are_ignored():
+    stacks = php_stack.parse("report ==1==ERROR: y\nframe \t\t\nframe f\t/app/x.php\t99999999999999999999\n"
+                             "frame g\t/app/x.php\t١٢\nrequest \nend\nframe stray\t/app/x.php\t1\n")
+    assert [(f.function, f.line) for f in stacks["==1==ERROR: y"].frames] == [("f", None), ("g", None)]
+    assert stacks["==1==ERROR: y"].request is None
+
+
+def double_free_finding(tmp_path):
+    reports = parse(fixture_text("double-free"))
+    folder = tmp_path / "raw" / "php"
+    folder.mkdir(parents=True)
+    (folder / "php-backtrace.1").write_text(BLOCK)
+    assert php_stack.attach(reports, php_stack.read_folder(folder)) == 1
+    [f] = group(reports)
+    return f
+
+
+def test_report_keeps_its_php_stack_through_json(tmp_path):
+    f = double_free_finding(tmp_path)
+    again = Report.from_dict(json.loads(json.dumps(f.example.to_dict())))
+    assert again.php == f.example.php
+
+
+def test_text_names_the_php_line_and_the_request(tmp_path):
+    out = text.render(None, [double_free_finding(tmp_path)])
+    assert "    in PHP: remember_order() /app/server.php:15 <- {closure}() /app/server.php:9 <- " in out
+    assert "    request: POST /orders?id=7" in out
+
+
+def test_sarif_points_at_the_php_line(tmp_path):
+    doc = json.loads(export.to_sarif([double_free_finding(tmp_path)], app_entry="server.php"))
+    jsonschema.Draft4Validator(json.loads(SCHEMA.read_text())).validate(doc)
+    [result] = doc["runs"][0]["results"]
+    loc = result["locations"][0]["physicalLocation"]
+    assert loc == {"artifactLocation": {"uri": "server.php", "uriBaseId": "SRCROOT"}, "region": {"startLine": 15}}
+    assert "request POST /orders?id=7" in result["message"]["text"]
+    assert result["properties"]["php_stack"][1] == "remember_order() /app/server.php:15"
+
+
+def test_junit_failure_starts_with_the_php_stack(tmp_path):
+    root = ET.fromstring(export.to_junit([double_free_finding(tmp_path)]))
+    body = root.find("testsuite/testcase/failure").text
+    assert body.startswith("PHP: free()\nPHP: remember_order() /app/server.php:15\n")
+    assert "request: POST /orders?id=7" in body and ERROR_LINE in body
+
+
+def test_reports_without_a_block_stay_as_they_were(tmp_path):
+    reports = parse(fixture_text("heap-buffer-overflow"))
+    assert php_stack.attach(reports, php_stack.parse(BLOCK)) == 0
+    assert all(r.php is None for r in reports)
+    assert "in PHP" not in text.render(None, group(reports))
