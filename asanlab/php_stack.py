@@ -104,3 +104,44 @@ def attach(reports, stacks: dict[str, PhpStack]) -> int:
             r.php = stacks[key]
             matched += 1
     return matched
+
+
+@dataclass
+class HeapSite:
+    """Live heap the agent estimates for one PHP call path (from sampled allocations)."""
+
+    frames: list[PhpFrame]
+    bytes: float
+    blocks: float
+
+    def key(self) -> str:
+        return " < ".join(str(f) for f in self.frames)
+
+
+def parse_heap(text: str) -> list[tuple[int, list[HeapSite]]]:
+    """The agent's php-heap.<pid>: one (sequence number, sites) per profile it answered. A block
+    cut short is dropped: its sites would read as freed."""
+    out: list[tuple[int, list[HeapSite]]] = []
+    seq: int | None = None
+    sites: list[HeapSite] = []
+    for line in text.splitlines():
+        word, _, rest = line.partition(" ")
+        fields = rest.split()
+        if word == "heap" and fields and LINE_NUMBER.fullmatch(fields[0]):
+            seq, sites = int(fields[0]), []
+        elif seq is None:
+            continue
+        elif word == "site" and len(fields) == 2:
+            try:
+                sites.append(HeapSite([], float(fields[0]), float(fields[1])))
+            except ValueError:
+                continue
+        elif word == "frame" and sites:
+            parts = rest.split("\t")
+            if len(parts) == 3 and parts[0]:
+                file = parts[1] or None
+                sites[-1].frames.append(PhpFrame(parts[0], file, int(parts[2]) if file and LINE_NUMBER.fullmatch(parts[2]) else None))
+        elif word == "end":
+            out.append((seq, sites))
+            seq = None
+    return out

@@ -185,7 +185,9 @@ def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
     for script in sorted((images_dir() / "scripts").iterdir()):
         if script.is_file():
             files[f"scripts/{script.name}"] = script
-    files["agent/asanlab-agent.c"] = images_dir() / "agent" / "asanlab-agent.c"
+    for part in sorted((images_dir() / "agent").iterdir()):
+        if part.is_file():
+            files[f"agent/{part.name}"] = part
     for f in fetched or []:
         files[f"sources/{f.filename}"] = f.path
 

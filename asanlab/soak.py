@@ -278,6 +278,22 @@ def read_profiles(s, samples: list[dict]) -> dict[int, list[tuple[int, memory.Pr
     return out
 
 
+def read_php_heaps(s, samples: list[dict]) -> dict[int, list[tuple[int, list]]]:
+    """Each process's PHP heap sites (the agent's php-heap.<pid>) with the request count each was
+    taken at."""
+    from . import php_stack
+
+    requests_at = {smp["seq"]: smp["requests"] for smp in samples if "seq" in smp}
+    out: dict[int, list[tuple[int, list]]] = {}
+    for f in sorted((s.path / "agent").glob("php-heap.*")):
+        if not f.suffix[1:].isdigit() or not f.is_file():
+            continue
+        with open(f, errors="replace") as fh:
+            blocks = php_stack.parse_heap(fh.read(php_stack.MAX_FILE_BYTES))
+        out[int(f.suffix[1:])] = [(requests_at[seq], sites) for seq, sites in blocks if seq in requests_at]
+    return out
+
+
 def analyse_session(s, *, plots: bool = True) -> dict | None:
     """Judge a stored soak (again): writes soak/analysis.json, samples.csv and memory.png."""
     from . import plot, soak_report
@@ -296,7 +312,8 @@ def analyse_session(s, *, plots: bool = True) -> dict | None:
     entry = app_entry_of(s.data)
     analysis = soak_report.analyse(samples, read_profiles(s, samples), criteria,
                                    budget=opts.get("budget", 64 * 1024 * 1024), load=load,
-                                   app=f"{APP_DIR}/{entry}" if entry else None)
+                                   app=f"{APP_DIR}/{entry}" if entry else None,
+                                   php_heaps=read_php_heaps(s, samples))
     folder = s.path / "soak"
     from .sources import atomic_write
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from . import growth, memory
+from . import growth, memory, php_stack
 from .growth import Criteria, size
 
 SCHEMA = 1
@@ -28,7 +28,8 @@ def choose_metric(samples: list[dict]) -> str:
 
 
 def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Profile]]], criteria: Criteria,
-            budget: int = 64 * 1024 * 1024, load: dict | None = None, app: str | None = None) -> dict:
+            budget: int = 64 * 1024 * 1024, load: dict | None = None, app: str | None = None,
+            php_heaps: dict[int, list[tuple[int, list[php_stack.HeapSite]]]] | None = None) -> dict:
     metric = choose_metric(samples)
     last = samples[-1] if samples else {"requests": 0, "processes": {}}
     roles: dict[int, Counter] = defaultdict(Counter)
@@ -74,6 +75,7 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
         "checkpoints": checkpoint_table(samples, metric),
         "advice": advice(series, samples, metric, budget),
         "growing_sites": growing_sites(profiles, criteria.warmup, app=app),
+        "growing_php_sites": growing_php_sites(php_heaps or {}, criteria.warmup),
         "load": load,
     }
 
@@ -117,45 +119,80 @@ def advice(series: list[dict], samples: list[dict], metric: str, budget: int) ->
             "max_request": max(1, int(reach / 1.5)), "requests_to_budget": reach}
 
 
-def growing_sites(profiles: dict[int, list[tuple[int, memory.Profile]]], warmup: int, top: int = 10,
-                  app: str | None = None) -> list[dict]:
-    """Allocation stacks ranked by the live bytes they keep gaining per request, summed over processes.
+def _growth(series_by_pid: dict[int, list[tuple[int, dict[str, tuple[float, float]]]]], warmup: int,
+            top: int) -> list[tuple[str, float, float, float, int]]:
+    """Keys ranked by the live bytes they keep gaining per request, summed over processes:
+    (key, bytes/request over the window, steady bytes/request, count/request, processes).
 
-    The rate shown is over the whole window (first profile after warm-up to the last). The rank is
-    by the smallest rate of any interval between two profiles: a leak gains in every interval,
-    while a cache or a buffer that grows to its working size gains early and then stops.
-    """
+    The rate is over the whole window (first profile after warm-up to the last). The rank is by the
+    smallest rate of any interval between two profiles: a leak gains in every interval, while a
+    cache or a buffer that grows to its working size gains early and then stops."""
     rate: dict[str, float] = defaultdict(float)
     steady: dict[str, float] = defaultdict(float)
     count_rate: dict[str, float] = defaultdict(float)
-    frames: dict[str, list] = {}
     pids: dict[str, set] = defaultdict(set)
-    for pid, series in profiles.items():
-        series = sorted(series, key=lambda rp: rp[0])
-        after = [rp for rp in series if rp[0] >= warmup] or series
-        if len(after) < 2 or after[-1][0] <= after[0][0]:
+    for pid, series in series_by_pid.items():
+        series = sorted(series, key=lambda rt: rt[0])
+        tables = [rt for rt in series if rt[0] >= warmup] or series
+        if len(tables) < 2 or tables[-1][0] <= tables[0][0]:
             continue
-        tables = [(r, {c.key(): c for c in p.contexts}) for r, p in after]
         (r0, first), (r1, last) = tables[0], tables[-1]
-        for key, c in last.items():
-            old = first.get(key)
-            gained = c.bytes - (old.bytes if old else 0)
+        for key, (nbytes, count) in last.items():
+            old_bytes, old_count = first.get(key, (0.0, 0.0))
+            gained = nbytes - old_bytes
             if gained <= 0:
                 continue
             rate[key] += gained / (r1 - r0)
-            count_rate[key] += (c.count - (old.count if old else 0)) / (r1 - r0)
-            frames.setdefault(key, c.frames)
+            count_rate[key] += (count - old_count) / (r1 - r0)
             pids[key].add(pid)
-            intervals = []
-            for (ra, ta), (rb, tb) in zip(tables, tables[1:]):
-                a, b = ta.get(key), tb.get(key)
-                intervals.append(((b.bytes if b else 0) - (a.bytes if a else 0)) / (rb - ra) if rb > ra else 0.0)
-            steady[key] += min(intervals)
+            steady[key] += min(((tb.get(key, (0.0, 0.0))[0] - ta.get(key, (0.0, 0.0))[0]) / (rb - ra) if rb > ra else 0.0)
+                               for (ra, ta), (rb, tb) in zip(tables, tables[1:]))
     ranked = sorted(rate, key=lambda k: (-steady[k], -rate[k]))[:top]
-    return [{"bytes_per_request": rate[k], "steady_bytes_per_request": steady[k],
-             "allocations_per_request": count_rate[k], "site": memory.site(frames[k]), "processes": len(pids[k]),
-             "php": memory.php_context(frames[k], app),
-             "frames": [f.describe() for f in frames[k][:16]]} for k in ranked]
+    return [(k, rate[k], steady[k], count_rate[k], len(pids[k])) for k in ranked]
+
+
+def growing_sites(profiles: dict[int, list[tuple[int, memory.Profile]]], warmup: int, top: int = 10,
+                  app: str | None = None) -> list[dict]:
+    """ASan's allocation stacks (C frames) ranked by the live bytes they gain per request."""
+    frames: dict[str, list] = {}
+    tables: dict[int, list[tuple[int, dict[str, tuple[float, float]]]]] = {}
+    for pid, series in profiles.items():
+        tables[pid] = []
+        for requests, p in series:
+            table = {}
+            for c in p.contexts:
+                table[c.key()] = (float(c.bytes), float(c.count))
+                frames.setdefault(c.key(), c.frames)
+            tables[pid].append((requests, table))
+    return [{"bytes_per_request": r, "steady_bytes_per_request": st, "allocations_per_request": cr,
+             "site": memory.site(frames[k]), "processes": n, "php": memory.php_context(frames[k], app),
+             "frames": [f.describe() for f in frames[k][:16]]} for k, r, st, cr, n in _growth(tables, warmup, top)]
+
+
+def growing_php_sites(heaps: dict[int, list[tuple[int, list[php_stack.HeapSite]]]], warmup: int,
+                      top: int = 10) -> list[dict]:
+    """The PHP code behind the growing live heap (asanlab's agent samples allocations), ranked the
+    same way: the innermost frame of the app's own code, and the call path above it."""
+    sites: dict[str, php_stack.HeapSite] = {}
+    tables: dict[int, list[tuple[int, dict[str, tuple[float, float]]]]] = {}
+    for pid, series in heaps.items():
+        tables[pid] = []
+        for requests, found in series:
+            table: dict[str, tuple[float, float]] = {}
+            for site in found:
+                b, n = table.get(site.key(), (0.0, 0.0))
+                table[site.key()] = (b + site.bytes, n + site.blocks)
+                sites.setdefault(site.key(), site)
+            tables[pid].append((requests, table))
+    out = []
+    for k, r, st, cr, n in _growth(tables, warmup, top):
+        stack = php_stack.PhpStack(sites[k].frames)
+        app = stack.app_frame()
+        out.append({"bytes_per_request": r, "steady_bytes_per_request": st, "allocations_per_request": cr,
+                    "processes": n, "function": app.function if app else None, "file": app.file if app else None,
+                    "line": app.line if app else None, "path": stack.path(),
+                    "frames": [str(f) for f in sites[k].frames]})
+    return out
 
 
 def render(a: dict, chart: str = "") -> str:
@@ -211,6 +248,14 @@ def render(a: dict, chart: str = "") -> str:
         out.append(f"max_request: each of {adv['workers']} worker(s) grows about {adv['per_worker_request']:.1f} B per "
                    f"request it serves; to stay within {size(adv['budget'])} of growth set max_request <= "
                    f"{adv['max_request']} (max_request_grace lets a worker run up to 1.5x longer)")
+    php_sites = a.get("growing_php_sites") or []
+    if php_sites:
+        out.append("")
+        out.append("growing PHP allocation sites (live heap, per request; sampled by asanlab's agent):")
+        for g in php_sites[:5]:
+            out.append(f"  {g['bytes_per_request']:8.1f} B/request  {g['allocations_per_request']:.2f} allocations/request"
+                       f"  in {g['processes']} process(es)")
+            out.append(f"           at {g['path']}")
     sites = a.get("growing_sites") or []
     if sites:
         out.append("")

@@ -5,12 +5,13 @@
  *    moment (function, file:line per frame, as php-src's zbacktrace walks it) and the HTTP request
  *    a Swoole handler was serving to php-backtrace.<pid> in that folder. Swoole swaps
  *    EG(current_execute_data) per coroutine, so this is the coroutine that failed.
- * 2. Soak sampling (ASANLAB_AGENT_DIR set, by soak only): A thread in each PHP process (started again in
- * every forked child: Swoole's manager, workers and task workers) polls a trigger file in a folder
- * shared with the host. On a new sequence number it appends one line to answers.<pid>:
+ * 2. Soak sampling (ASANLAB_AGENT_DIR set, by soak only): a thread in each PHP process (started
+ * again in every forked child: Swoole's manager, workers and task workers) polls a trigger file in a
+ * folder shared with the host. On a new sequence number it appends one line to answers.<pid>:
  *     seq pid ppid allocated_bytes heap_size profile swoole_worker_type
  * and, when asked, prints ASan's live-heap profile (allocation stacks by live bytes) into the
- * process's own sanitizer log.
+ * process's own sanitizer log, and the live heap by the PHP code that allocated it into
+ * php-heap.<pid> (php-heap.c).
  *
  * Why this design: it needs no ptrace (a debugger attached makes LeakSanitizer fail), no signal
  * (Swoole owns SIGUSR1/SIGUSR2/SIGRTMIN), no change to the app, and it sees C allocations that
@@ -28,6 +29,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "php-heap.h"
 
 #ifdef ASANLAB_WITH_PHP /* built against the image's own PHP headers (images/Dockerfile.j2) */
 #include "php.h"
@@ -113,6 +116,11 @@ static void answer(long seq, int profile, long contexts) {
         __sanitizer_print_memory_profile(100, (size_t)contexts);
         profiled = 1;
     }
+    if (profile) {
+        char heap_path[512];
+        snprintf(heap_path, sizeof heap_path, "%s/php-heap.%d", folder, (int)getpid());
+        php_heap_dump(heap_path, seq);
+    }
     char path[512], line[160];
     snprintf(path, sizeof path, "%s/answers.%d", folder, (int)getpid());
     int len = snprintf(line, sizeof line, "%ld %d %d %zu %zu %d %d\n", seq, (int)getpid(), (int)getppid(),
@@ -186,6 +194,7 @@ static void in_child(void) {
     /* Nothing held them at fork (the thread was joined): fresh ones are equivalent and safe. */
     pthread_mutex_init(&lock, NULL);
     pthread_cond_init(&wake, NULL);
+    php_heap_child();
     start_thread();
 }
 
@@ -310,6 +319,7 @@ __attribute__((constructor)) static void asanlab_agent_init(void) {
     long seq, contexts;
     int profile;
     if (read_trigger(&seq, &profile, &contexts)) answered = seq; /* answer only what is asked from now on */
+    php_heap_start();
     pthread_atfork(before_fork, start_thread, in_child);
     start_thread();
 }

@@ -210,3 +210,65 @@ def test_soak_worker_restarts_start_new_series(swoole_recipe, docker_client):
     # Requests caught by a restart may time out (seen: 20 of 20,000 while exiting workers ran their
     # leak checks); they are counted, not lost.
     assert a["load"]["sent"] == 20000 and a["load"]["ok"] + a["load"]["failed"] == 20000
+
+
+PHP_LEAKS = """<?php
+// PHP-level leaks as the guides list them, one kind per run (LEAK_KIND), in Swoole's defaults:
+// process mode, coroutines on (COROUTINE=0 turns them off), two workers.
+class Registry
+{
+    public static array $seen = [];
+}
+function remember_order(string $uri): void
+{
+    $GLOBALS['orders'][] = $uri . str_repeat("o", 100); // grows: global
+}
+function remember_seen(string $uri): void
+{
+    Registry::$seen[] = $uri . str_repeat("s", 100); // grows: static
+}
+function count_visit(string $uri): void
+{
+    static $visits = [];
+    $visits[] = $uri . str_repeat("v", 100); // grows: function-static
+}
+$server = new Swoole\\Http\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
+$server->set(["worker_num" => 2, "enable_coroutine" => getenv("COROUTINE") !== "0", "log_level" => SWOOLE_LOG_WARNING]);
+$server->on("request", function ($request, $response) {
+    $uri = $request->server["request_uri"];
+    switch (getenv("LEAK_KIND")) {
+        case "global": remember_order($uri); break;
+        case "static": remember_seen($uri); break;
+        case "function-static": count_visit($uri); break;
+        case "timer": Swoole\\Timer::tick(3600000, function () use ($uri) { return $uri; }); break; // grows: timer
+    }
+    $response->end("ok\\n");
+});
+$server->start();
+"""
+
+
+@pytest.mark.parametrize("kind,coroutine", [("global", "1"), ("static", "1"), ("function-static", "1"),
+                                            ("timer", "1"), ("global", "0")])
+def test_soak_names_the_php_line_that_grows(swoole_recipe, docker_client, kind, coroutine):
+    """The growing live heap traced to the PHP line that allocated it (asanlab's agent samples
+    allocations with the PHP stack), exactly, whatever Swoole's coroutine mode."""
+    folder, env = swoole_recipe
+    (folder / "phpleak").mkdir(exist_ok=True)
+    (folder / "phpleak" / "server.php").write_text(PHP_LEAKS)
+    port = free_port()
+    proc = subprocess.run([sys.executable, "-m", "asanlab", "soak", "phpleak/server.php", "--recipe", "swoole.yml",
+                           "-p", f"{port}:9501", "-e", f"LEAK_KIND={kind}", "-e", f"COROUTINE={coroutine}",
+                           "--url", f"http://127.0.0.1:{port}/order", "--checkpoints", "1000,4000,8000",
+                           "--format", "json", "--grace", "30"],
+                          cwd=folder, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    a = json.loads(proc.stdout)["soak"]
+    assert a["verdict"] == "LEAK", a["series"]
+    top = a["growing_php_sites"][0]
+    line = line_of(PHP_LEAKS, f"// grows: {kind}")
+    assert (top["file"], top["line"]) == ("/app/server.php", line), a["growing_php_sites"][:3]
+    load = a.get("load") or {}
+    print(f"{kind} coroutine={coroutine}: {top['bytes_per_request']:.1f} B/request at {top['path']}; "
+          f"{load.get('sent', 0) / max(load.get('seconds', 0), 1e-9):.0f} req/s")
+    assert containers_of(docker_client, json.loads(proc.stdout)["session"]) == []

@@ -2,11 +2,12 @@
 reports by the ERROR line, and shown in text, JSON, SARIF and JUnit."""
 
 import json
+from pathlib import Path
 import xml.etree.ElementTree as ET
 
 import jsonschema
 
-from asanlab import export, php_stack, text
+from asanlab import export, php_stack, soak_report, text
 from asanlab.findings import group
 from asanlab.reports import Report, parse
 
@@ -88,3 +89,33 @@ def test_reports_without_a_block_stay_as_they_were(tmp_path):
     assert php_stack.attach(reports, php_stack.parse(BLOCK)) == 0
     assert all(r.php is None for r in reports)
     assert "in PHP" not in text.render(None, group(reports))
+
+
+HEAP = Path(__file__).resolve().parents[1] / "fixtures" / "soak" / "php-heap.txt"
+
+
+def test_heap_profiles_are_read_per_request():
+    blocks = php_stack.parse_heap(HEAP.read_text())
+    assert [seq for seq, _ in blocks] == [1, 2]
+    top = blocks[1][1][0]
+    assert top.key() == "str_repeat() < {main} /app/grow.php:8" and top.bytes == 3745562
+    # A block cut short is not a profile: its missing sites would read as freed.
+    assert len(php_stack.parse_heap(HEAP.read_text().rsplit("end", 1)[0])) == 1
+
+
+def test_growing_php_sites_name_the_app_line():
+    blocks = dict(php_stack.parse_heap(HEAP.read_text()))
+    heaps = {7: [(1000, blocks[1]), (3000, blocks[2])]}
+    [string, array] = soak_report.growing_php_sites(heaps, warmup=0)
+    assert (string["file"], string["line"], string["function"]) == ("/app/grow.php", 8, "{main}")
+    assert string["bytes_per_request"] == (3745562 - 1551026) / 2000
+    assert string["path"] == "{main} /app/grow.php:8"
+    assert (array["function"], array["line"]) == ("remember", 3)
+    assert array["path"] == "remember() /app/grow.php:3 <- {main} /app/grow.php:8"
+    text = soak_report.render({**SOAK_STUB, "growing_php_sites": [string, array]})
+    assert "growing PHP allocation sites" in text and "at {main} /app/grow.php:8" in text
+
+
+SOAK_STUB = {"metric_label": "x", "bytes_per_request": None, "verdict": "LEAK", "more_requests": None,
+             "criteria": {"warmup": 0, "threshold": 1.0, "min_growth": 65536}, "load": None, "series": [],
+             "events": [], "advice": None, "checkpoints": []}

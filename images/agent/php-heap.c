@@ -1,0 +1,255 @@
+/* asanlab agent, PHP heap sites: which PHP code holds the live heap, for `asanlab soak`.
+ *
+ * ASan calls a hook after every malloc and before every free. A sample of allocations, about one
+ * per ASANLAB_PHP_SAMPLE_BYTES allocated (a Poisson process over bytes, so a request that
+ * allocates the same sequence every time is not sampled at the same place every time), records
+ * the PHP code running at that moment: up to SITE_FRAMES frames of EG(current_execute_data),
+ * innermost first, each the function and, for PHP code, file:line. A sampled block is forgotten
+ * when it is freed. On the soak's profile request the agent writes each site's estimated live
+ * bytes and blocks; the host diffs them between checkpoints (asanlab/soak_report.py).
+ *
+ * Only the PHP thread samples: other threads (Swoole's reactor threads) do not run PHP, and their
+ * reading EG() would race. Nothing here allocates: these hooks run inside the allocator.
+ * Memory: SLOTS sampled blocks (16 bytes each) and SITES sites, fixed, about 1.3 MiB.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef ASANLAB_WITH_PHP
+#include "php.h"
+#undef snprintf /* see asanlab-agent.c: no PHP symbol may be needed to load the agent */
+#undef vsnprintf
+#endif
+
+#include "php-heap.h"
+
+#if defined(ASANLAB_WITH_PHP) && !defined(ZTS)
+
+extern int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
+                                                     void (*free_hook)(const volatile void *))
+    __attribute__((weak));
+
+#define SITE_FRAMES 4
+#define SITES 4096
+#define SLOTS (1 << 16) /* open addressing, at most 3/4 full */
+
+struct frame {
+    zend_string *scope, *function, *file; /* interned: they outlive the code that named them */
+    uint32_t line;
+};
+struct site {
+    struct frame frames[SITE_FRAMES];
+    int depth;
+    uint64_t hash;
+    double bytes; /* estimated live bytes and blocks (each sample stands for 1/p of its kind) */
+    double blocks;
+};
+struct slot {
+    uintptr_t ptr; /* 0: empty, 1: deleted */
+    uint32_t site;
+    float weight; /* 1/p of this sample */
+    uint32_t size;
+};
+
+static zend_executor_globals *eg;
+static struct site sites[SITES];
+static int nsites;
+static struct slot slots[SLOTS];
+static int used, dropped;
+static double mean_interval = 16384.0;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread int php_thread; /* set in the thread that runs PHP */
+static __thread int inside;     /* the hook itself must not recurse */
+static __thread int64_t until_sample;
+static __thread uint64_t rng;
+
+static uint64_t next_random(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Bytes to the next sample: exponential with the mean interval. */
+static int64_t interval(void) {
+    double u = ((double)(next_random() >> 11) + 0.5) / 9007199254740992.0;
+    return (int64_t)(-log(u) * mean_interval) + 1;
+}
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    return h;
+}
+
+static uint32_t find_site(void) {
+    struct frame frames[SITE_FRAMES];
+    memset(frames, 0, sizeof frames); /* compared with memcmp: no stray padding bytes */
+    int depth = 0;
+    uint64_t h = 0;
+    for (zend_execute_data *ex = eg->current_execute_data; ex && depth < SITE_FRAMES; ex = ex->prev_execute_data) {
+        zend_function *f = ex->func;
+        if (!f) continue;
+        struct frame *fr = &frames[depth++];
+        fr->scope = f->common.scope ? f->common.scope->name : NULL;
+        fr->function = f->common.function_name;
+        fr->file = ZEND_USER_CODE(f->type) ? f->op_array.filename : NULL;
+        fr->line = fr->file ? (ex->opline ? ex->opline->lineno : f->op_array.line_start) : 0;
+        h = mix(mix(mix(h, (uintptr_t)fr->function), (uintptr_t)fr->file), fr->line);
+    }
+    for (int i = 0; i < nsites; i++) {
+        if (sites[i].hash == h && sites[i].depth == depth &&
+            memcmp(sites[i].frames, frames, sizeof(struct frame) * (size_t)depth) == 0) return (uint32_t)i;
+    }
+    if (nsites == SITES) return UINT32_MAX;
+    struct site *s = &sites[nsites];
+    memcpy(s->frames, frames, sizeof frames);
+    s->depth = depth;
+    s->hash = h;
+    return (uint32_t)nsites++;
+}
+
+static uint32_t slot_of(uintptr_t p) {
+    return (uint32_t)((p >> 4) * 0x9e3779b97f4a7c15ULL >> 48) & (SLOTS - 1);
+}
+
+static void on_malloc(const volatile void *ptr, size_t size) {
+    if (!php_thread || inside || !ptr || !eg || !eg->current_execute_data) return;
+    until_sample -= (int64_t)size;
+    if (until_sample > 0) return;
+    inside = 1;
+    until_sample = interval();
+    double p = 1.0 - exp(-(double)size / mean_interval);
+    pthread_mutex_lock(&lock);
+    uint32_t site = find_site();
+    if (site == UINT32_MAX || used >= SLOTS * 3 / 4) {
+        dropped++;
+    } else {
+        uint32_t i = slot_of((uintptr_t)ptr);
+        while (slots[i].ptr > 1) i = (i + 1) & (SLOTS - 1);
+        slots[i] = (struct slot){(uintptr_t)ptr, site, (float)(1.0 / p), size > UINT32_MAX ? UINT32_MAX : (uint32_t)size};
+        used++;
+        sites[site].bytes += (double)size / p;
+        sites[site].blocks += 1.0 / p;
+    }
+    pthread_mutex_unlock(&lock);
+    inside = 0;
+}
+
+static void on_free(const volatile void *ptr) {
+    if (!ptr || used == 0) return;
+    pthread_mutex_lock(&lock);
+    for (uint32_t i = slot_of((uintptr_t)ptr); slots[i].ptr != 0; i = (i + 1) & (SLOTS - 1)) {
+        if (slots[i].ptr == (uintptr_t)ptr) {
+            struct site *s = &sites[slots[i].site];
+            s->bytes -= (double)slots[i].size * slots[i].weight;
+            s->blocks -= slots[i].weight;
+            slots[i].ptr = 1; /* deleted: later probes go on past it */
+            used--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+void php_heap_start(void) {
+    const char *env = getenv("ASANLAB_PHP_SAMPLE_BYTES");
+    if (env && strcmp(env, "0") == 0) return; /* turned off */
+    if (env && atof(env) >= 1.0) mean_interval = atof(env);
+    eg = (zend_executor_globals *)dlsym(RTLD_DEFAULT, "executor_globals");
+    if (!eg || !__sanitizer_install_malloc_and_free_hooks) return;
+    php_thread = 1;
+    rng = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)time(NULL) ^ 0x5851f42d4c957f2dULL;
+    until_sample = interval();
+    __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
+}
+
+void php_heap_child(void) {
+    /* fork() copied the tables as they were: what the parent held, the child holds too. Another
+     * thread may have held the lock at fork, and never releases it here. */
+    pthread_mutex_init(&lock, NULL);
+    rng ^= (uint64_t)getpid() << 32;
+}
+
+/* Output without stdio: the lock is held, and a free from inside fclose would wait for it. */
+static char outbuf[1 << 16];
+static size_t outlen;
+static int outfd = -1;
+
+static void flush_out(void) {
+    size_t done = 0;
+    while (done < outlen) {
+        ssize_t w = write(outfd, outbuf + done, outlen - done);
+        if (w <= 0) break;
+        done += (size_t)w;
+    }
+    outlen = 0;
+}
+
+static void out_str(const char *s) {
+    for (size_t n = strlen(s); n > 0;) {
+        if (outlen == sizeof outbuf) flush_out();
+        size_t k = sizeof outbuf - outlen < n ? sizeof outbuf - outlen : n;
+        memcpy(outbuf + outlen, s, k);
+        outlen += k;
+        s += k;
+        n -= k;
+    }
+}
+
+/* One block per profile request:
+ *   heap <seq> <sampled blocks alive> <samples dropped> <mean interval>
+ *   site <live bytes> <live blocks>
+ *   frame <function>\t<file>\t<line>     innermost first; internal functions have no file
+ *   end
+ * Written from the agent's thread with the lock held: the PHP thread waits at its next sample. */
+void php_heap_dump(const char *path, long seq) {
+    if (!eg) return;
+    char num[128];
+    pthread_mutex_lock(&lock);
+    outfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (outfd >= 0) {
+        snprintf(num, sizeof num, "heap %ld %d %d %.0f\n", seq, used, dropped, mean_interval);
+        out_str(num);
+        for (int i = 0; i < nsites; i++) {
+            if (sites[i].blocks < 0.5) continue; /* nothing sampled from it is alive */
+            snprintf(num, sizeof num, "site %.0f %.1f\n", sites[i].bytes, sites[i].blocks);
+            out_str(num);
+            for (int d = 0; d < sites[i].depth; d++) {
+                const struct frame *fr = &sites[i].frames[d];
+                out_str("frame ");
+                if (fr->scope && fr->function) {
+                    out_str(ZSTR_VAL(fr->scope));
+                    out_str("::");
+                }
+                out_str(fr->function ? ZSTR_VAL(fr->function) : "{main}");
+                out_str("\t");
+                if (fr->file) {
+                    out_str(ZSTR_VAL(fr->file));
+                    snprintf(num, sizeof num, "\t%u\n", fr->line);
+                    out_str(num);
+                } else {
+                    out_str("\t0\n");
+                }
+            }
+        }
+        out_str("end\n");
+        flush_out();
+        close(outfd);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+#else
+void php_heap_start(void) {}
+void php_heap_child(void) {}
+void php_heap_dump(const char *path, long seq) { (void)path; (void)seq; }
+#endif
