@@ -58,6 +58,15 @@ class PhpStack:
         return cls([PhpFrame(**f) for f in d.get("frames", [])], d.get("request"))
 
 
+def _frame(rest: str) -> PhpFrame | None:
+    """`function<TAB>file<TAB>line`, the agent's frame line after its first word."""
+    parts = rest.split("\t")
+    if len(parts) != 3 or not parts[0]:
+        return None
+    file = parts[1] or None
+    return PhpFrame(parts[0], file, int(parts[2]) if file and LINE_NUMBER.fullmatch(parts[2]) else None)
+
+
 def parse(text: str) -> dict[str, PhpStack]:
     """Blocks by their report line. A block cut short (the process died while writing) keeps what
     it has; lines that are not the agent's are ignored."""
@@ -70,11 +79,9 @@ def parse(text: str) -> dict[str, PhpStack]:
         elif current is None:
             continue
         elif word == "frame":
-            parts = rest.split("\t")
-            if len(parts) == 3 and parts[0]:
-                file = parts[1] or None
-                line_no = int(parts[2]) if LINE_NUMBER.fullmatch(parts[2]) else None
-                current.frames.append(PhpFrame(parts[0], file, line_no if file else None))
+            frame = _frame(rest)
+            if frame is not None:
+                current.frames.append(frame)
         elif word == "request" and rest.strip():
             current.request = rest.strip()
         elif word == "end":
@@ -137,10 +144,9 @@ def parse_heap(text: str) -> list[tuple[int, list[HeapSite]]]:
             except ValueError:
                 continue
         elif word == "frame" and sites:
-            parts = rest.split("\t")
-            if len(parts) == 3 and parts[0]:
-                file = parts[1] or None
-                sites[-1].frames.append(PhpFrame(parts[0], file, int(parts[2]) if file and LINE_NUMBER.fullmatch(parts[2]) else None))
+            frame = _frame(rest)
+            if frame is not None:
+                sites[-1].frames.append(frame)
         elif word == "end":
             out.append((seq, sites))
             seq = None

@@ -92,14 +92,15 @@ def mirror(php_release):
 
 
 # One PHP for every end-to-end test, so its stage is built once per run and every Swoole version is
-# an extension stage on top of it. libssl-dev and PHP's OpenSSL: Swoole 6.2 cannot build without them.
+# an extension stage on top of it. libssl-dev and PHP's OpenSSL: Swoole 6.2 cannot build without them;
+# libbrotli-dev: Swoole 5.1's configure requires brotli unless told --disable-brotli.
 PHP_RECIPE = """name: {name}
 base_image: {base_image}
 php:
   version: "{version}"
   configure: [--with-openssl]
 packages:
-  build: [libssl-dev]
+  build: [libssl-dev, libbrotli-dev]
 sanitizers:
   address: true
   leak: true

@@ -91,15 +91,7 @@ def test_swoole_server_leak_and_worker_crash(swoole_recipe, docker_client, corou
             proc.kill()
     assert proc.returncode == 1, err[-3000:]
     result = json.loads(out)
-    errors = [f for f in result["findings"] if f["category"] == "error"]
-    assert [f["kind"] for f in errors] == ["double-free"], result["findings"]
-    # The slow unwinder crosses Swoole's coroutine stack: the C stack reaches the FFI call.
-    assert any(fr["function"] == "zif_ffi_trampoline" for fr in errors[0]["example"]["frames"]), errors[0]
-    # The PHP side, from asanlab's agent: the handler's line that freed twice, and the request.
-    php = errors[0]["example"]["php"]
-    assert php["request"] == "GET /crash", php
-    assert {"function": "{closure}", "file": "/app/server.php", "line": line_of(SERVER, "$libc->free($p);", 2)} \
-        in php["frames"], php
+    assert_double_free_named(result, SERVER)
     leaks = [f for f in result["findings"] if f["category"] == "leak" and f["leaked_bytes"] % 100 == 0
              and any(fr["function"] == "zif_ffi_trampoline" for fr in f["example"]["frames"])]
     lsan = sum(f["leaked_bytes"] for f in leaks)
@@ -120,6 +112,18 @@ def test_swoole_server_leak_and_worker_crash(swoole_recipe, docker_client, corou
 def line_of(source: str, text: str, nth: int = 1) -> int:
     """The line number of the nth line of source containing text."""
     return [n for n, line in enumerate(source.splitlines(), 1) if text in line][nth - 1]
+
+
+def assert_double_free_named(result: dict, server: str) -> None:
+    """One double free, its C stack down to the FFI call (across Swoole's coroutine stack), and its
+    PHP side from asanlab's agent: the handler's line that freed twice, and the request."""
+    errors = [f for f in result["findings"] if f["category"] == "error"]
+    assert [f["kind"] for f in errors] == ["double-free"], result["findings"]
+    assert any(fr["function"] == "zif_ffi_trampoline" for fr in errors[0]["example"]["frames"]), errors[0]
+    php = errors[0]["example"]["php"]
+    assert php["request"] == "GET /crash", php
+    assert {"function": "{closure}", "file": "/app/server.php", "line": line_of(server, "$libc->free($p);", 2)} \
+        in php["frames"], php
 
 
 SOAK_SERVER = """<?php
@@ -272,3 +276,21 @@ def test_soak_names_the_php_line_that_grows(swoole_recipe, docker_client, kind, 
     print(f"{kind} coroutine={coroutine}: {top['bytes_per_request']:.1f} B/request at {top['path']}; "
           f"{load.get('sent', 0) / max(load.get('seconds', 0), 1e-9):.0f} req/s")
     assert containers_of(docker_client, json.loads(proc.stdout)["session"]) == []
+
+
+def test_soak_of_a_clean_server_is_stable_and_exits_0(swoole_recipe, docker_client):
+    """Swoole's defaults (process mode, coroutines on, two workers), no leak: no false finding,
+    start-up allocations of the master and manager included."""
+    folder, env = swoole_recipe
+    (folder / "soak").mkdir(exist_ok=True)
+    (folder / "soak" / "server.php").write_text(SOAK_SERVER)
+    port = free_port()
+    proc = subprocess.run([sys.executable, "-m", "asanlab", "soak", "soak/server.php", "--recipe", "swoole.yml",
+                           "-p", f"{port}:9501", "-e", "LEAK_BYTES=0", "-e", "COROUTINE=1", "-e", "MODE=process",
+                           "--url", f"http://127.0.0.1:{port}/", "--checkpoints", "1000,5000,10000",
+                           "--format", "json", "--grace", "30"],
+                          cwd=folder, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)
+    out = json.loads(proc.stdout)
+    failing = [f for f in out["findings"] if f["category"] not in ("startup-leak",)]
+    assert out["soak"]["verdict"] == "STABLE", out["soak"]["series"]
+    assert proc.returncode == 0 and not failing, failing

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from .conftest import containers_of, free_port, remove_images, wait_http
-from .test_swoole import line_of
+from .test_swoole import assert_double_free_named
 
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
 
@@ -70,11 +70,5 @@ def test_swoole_release_builds_and_reports(work, swoole_source, docker_client, v
             proc.kill()
     assert proc.returncode == 1, err[-3000:]
     result = json.loads(out)
-    errors = [f for f in result["findings"] if f["category"] == "error"]
-    assert [f["kind"] for f in errors] == ["double-free"], result["findings"]
-    assert any(fr["function"] == "zif_ffi_trampoline" for fr in errors[0]["example"]["frames"]), errors[0]
-    php = errors[0]["example"]["php"]
-    assert php["request"] == "GET /crash", php
-    assert {"function": "{closure}", "file": "/app/server.php", "line": line_of(SERVER, "$libc->free($p);", 2)} \
-        in php["frames"], php
+    assert_double_free_named(result, SERVER)
     assert containers_of(docker_client, result["session"]["id"]) == []
