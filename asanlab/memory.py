@@ -133,6 +133,7 @@ class Context:
     bytes: int
     count: int
     frames: list[Frame] = field(default_factory=list)
+    cut: bool = False  # the stack went on into no module: unwinder garbage, left out
 
     def key(self) -> str:
         """The stack without addresses: the same site in two profiles (or two workers) has one key."""
@@ -144,6 +145,9 @@ class Profile:
     live_bytes: int
     live_chunks: int
     contexts: list[Context]
+
+
+UNKNOWN_MODULE = "<unknown module>"
 
 
 def parse_profiles(text: str | Iterable[str]) -> list[Profile]:
@@ -171,7 +175,12 @@ def parse_profiles(text: str | Iterable[str]) -> list[Profile]:
         if context is not None and line.lstrip().startswith("#"):
             f = parse_frame(line)
             if f is not None:
-                context.frames.append(f)
+                # A return address in no module is the frame-pointer unwinder reading garbage (code
+                # without frame pointers, such as libffi, called from a coroutine stack): it and
+                # what follows differ per stack, and would split one site into many.
+                context.cut = context.cut or f.module == UNKNOWN_MODULE
+                if not context.cut:
+                    context.frames.append(f)
                 continue
         if not line.strip() or line.startswith("DEDUP_TOKEN:"):  # between contexts
             continue

@@ -160,8 +160,9 @@ def growing_sites(profiles: dict[int, list[tuple[int, memory.Profile]]], warmup:
         tables[pid] = []
         for requests, p in series:
             table = {}
-            for c in p.contexts:
-                table[c.key()] = (float(c.bytes), float(c.count))
+            for c in p.contexts:  # contexts cut to the same frames are one site
+                b, n = table.get(c.key(), (0.0, 0.0))
+                table[c.key()] = (b + c.bytes, n + c.count)
                 frames.setdefault(c.key(), c.frames)
             tables[pid].append((requests, table))
     return [{"bytes_per_request": r, "steady_bytes_per_request": st, "allocations_per_request": cr,

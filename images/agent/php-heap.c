@@ -54,7 +54,7 @@ struct site {
     double blocks;
 };
 struct slot {
-    uintptr_t ptr; /* 0: empty, 1: deleted */
+    uintptr_t ptr; /* 0: empty */
     uint32_t site;
     float weight; /* 1/p of this sample */
     uint32_t size;
@@ -64,13 +64,16 @@ static zend_executor_globals *eg;
 static struct site sites[SITES];
 static int nsites;
 static struct slot slots[SLOTS];
-static int used, dropped;
+static int used, dropped; /* linear probing with backward-shift deletion: no tombstones to fill it */
 static double mean_interval = 16384.0;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static __thread int php_thread; /* set in the thread that runs PHP */
-static __thread int inside;     /* the hook itself must not recurse */
-static __thread int64_t until_sample;
-static __thread uint64_t rng;
+/* initial-exec: the agent is preloaded, so its thread-locals sit in static TLS and each access is
+ * one instruction instead of a __tls_get_addr call on every malloc. */
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+static TLS int php_thread; /* set in the thread that runs PHP */
+static TLS int inside;     /* the hook itself must not recurse */
+static TLS int64_t until_sample;
+static TLS uint64_t rng;
 
 static uint64_t next_random(void) {
     rng ^= rng << 13;
@@ -121,6 +124,14 @@ static uint32_t slot_of(uintptr_t p) {
     return (uint32_t)((p >> 4) * 0x9e3779b97f4a7c15ULL >> 48) & (SLOTS - 1);
 }
 
+/* Most frees are of blocks never sampled: find that out without the lock. Writers (holding the
+ * lock) make `version` odd while they change the table; a probe that saw it change, or saw it odd,
+ * says "maybe" and the caller looks again under the lock. */
+static uint64_t version;
+
+static void begin_change(void) { __atomic_fetch_add(&version, 1, __ATOMIC_ACQ_REL); }
+static void end_change(void) { __atomic_fetch_add(&version, 1, __ATOMIC_RELEASE); }
+
 static void on_malloc(const volatile void *ptr, size_t size) {
     if (!php_thread || inside || !ptr || !eg || !eg->current_execute_data) return;
     until_sample -= (int64_t)size;
@@ -134,8 +145,10 @@ static void on_malloc(const volatile void *ptr, size_t size) {
         dropped++;
     } else {
         uint32_t i = slot_of((uintptr_t)ptr);
-        while (slots[i].ptr > 1) i = (i + 1) & (SLOTS - 1);
+        while (slots[i].ptr != 0) i = (i + 1) & (SLOTS - 1);
+        begin_change();
         slots[i] = (struct slot){(uintptr_t)ptr, site, (float)(1.0 / p), size > UINT32_MAX ? UINT32_MAX : (uint32_t)size};
+        end_change();
         used++;
         sites[site].bytes += (double)size / p;
         sites[site].blocks += 1.0 / p;
@@ -144,19 +157,53 @@ static void on_malloc(const volatile void *ptr, size_t size) {
     inside = 0;
 }
 
+/* Empty slot i, moving back the entries after it that probed past it, so that every entry stays
+ * reachable from its home slot without a "deleted" marker. */
+static void remove_at(uint32_t i) {
+    for (uint32_t j = (i + 1) & (SLOTS - 1); slots[j].ptr != 0; j = (j + 1) & (SLOTS - 1)) {
+        uint32_t home = slot_of(slots[j].ptr);
+        int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            slots[i] = slots[j];
+            i = j;
+        }
+    }
+    slots[i].ptr = 0;
+}
+
+static int maybe_sampled(uintptr_t p) {
+    uint64_t before = __atomic_load_n(&version, __ATOMIC_ACQUIRE);
+    if (before & 1) return 1;
+    int found = 0;
+    uint32_t i = slot_of(p);
+    for (uint32_t n = 0; n < SLOTS; n++, i = (i + 1) & (SLOTS - 1)) {
+        uintptr_t q = __atomic_load_n(&slots[i].ptr, __ATOMIC_RELAXED);
+        if (q == 0) break;
+        if (q == p) {
+            found = 1;
+            break;
+        }
+    }
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return found || __atomic_load_n(&version, __ATOMIC_RELAXED) != before;
+}
+
 static void on_free(const volatile void *ptr) {
-    if (!ptr || used == 0) return;
+    if (!ptr || used == 0 || !maybe_sampled((uintptr_t)ptr)) return;
     pthread_mutex_lock(&lock);
+    begin_change();
+    /* At most 3/4 full: a probe always meets an empty slot. */
     for (uint32_t i = slot_of((uintptr_t)ptr); slots[i].ptr != 0; i = (i + 1) & (SLOTS - 1)) {
         if (slots[i].ptr == (uintptr_t)ptr) {
             struct site *s = &sites[slots[i].site];
             s->bytes -= (double)slots[i].size * slots[i].weight;
             s->blocks -= slots[i].weight;
-            slots[i].ptr = 1; /* deleted: later probes go on past it */
+            remove_at(i);
             used--;
             break;
         }
     }
+    end_change();
     pthread_mutex_unlock(&lock);
 }
 

@@ -118,3 +118,19 @@ def test_schedule_and_checkpoints():
     plan = soak.schedule([1000, 10000], 4)
     assert plan == [(250, False), (500, False), (750, False), (1000, True), (3250, False), (5500, False),
                     (7750, False), (10000, True)]
+
+
+def test_frames_in_no_module_end_a_stack():
+    """The fast unwinder through libffi on a coroutine stack: the frame after libffi is garbage,
+    different on each coroutine stack. Cut there, the two contexts are one site."""
+    text = "".join(f"""Live Heap Allocations: 2000 bytes in 20 chunks; quarantined: 0 bytes in 0 chunks; 0 other chunks; total chunks: 20; showing top 100% (at most 500 unique contexts)
+{n}00 byte(s) (50%) in {n} allocation(s)
+    #0 0x55f45a4864ce in malloc (/opt/php/bin/php+0xa864ce) (BuildId: 3647)
+    #1 0x7f3c4e293f79  (/lib/x86_64-linux-gnu/libffi.so.8+0x6f79) (BuildId: 4b5e)
+    #2 0x7f3c{stack}55f  (<unknown module>)
+    #3 0x7f3c4e293f79  (/lib/x86_64-linux-gnu/libffi.so.8+0x6f79) (BuildId: 4b5e)
+
+""" for n, stack in ((3, "471ff"), (5, "48bff")))
+    profiles = memory.parse_profiles(text)
+    keys = {c.key() for p in profiles for c in p.contexts}
+    assert len(keys) == 1 and all(len(c.frames) == 2 and c.cut for p in profiles for c in p.contexts)
