@@ -173,7 +173,9 @@ def growing_sites(profiles: dict[int, list[tuple[int, memory.Profile]]], warmup:
 def growing_php_sites(heaps: dict[int, list[tuple[int, list[php_stack.HeapSite]]]], warmup: int,
                       top: int = 10) -> list[dict]:
     """The PHP code behind the growing live heap (asanlab's agent samples allocations), ranked the
-    same way: the innermost frame of the app's own code, and the call path above it."""
+    same way, by the line of the app's own code that allocated (its innermost frame in /app): the
+    calls under it (a closure object, the array it fills, a Swoole timer node) add up to that line.
+    Each entry keeps the call path of its largest part."""
     sites: dict[str, php_stack.HeapSite] = {}
     tables: dict[int, list[tuple[int, dict[str, tuple[float, float]]]]] = {}
     for pid, series in heaps.items():
@@ -181,9 +183,12 @@ def growing_php_sites(heaps: dict[int, list[tuple[int, list[php_stack.HeapSite]]
         for requests, found in series:
             table: dict[str, tuple[float, float]] = {}
             for site in found:
-                b, n = table.get(site.key(), (0.0, 0.0))
-                table[site.key()] = (b + site.bytes, n + site.blocks)
-                sites.setdefault(site.key(), site)
+                app = php_stack.PhpStack(site.frames).app_frame()
+                key = str(app) if app else site.key()
+                b, n = table.get(key, (0.0, 0.0))
+                table[key] = (b + site.bytes, n + site.blocks)
+                if key not in sites or site.bytes > sites[key].bytes:
+                    sites[key] = site
             tables[pid].append((requests, table))
     out = []
     for k, r, st, cr, n in _growth(tables, warmup, top):
