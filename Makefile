@@ -33,7 +33,7 @@ bench: install base-image
 bench-parse: install
 	$(PYTHON) bench/parse_bench.py
 
-# Swoole hello world: release vs ASan builds (needs ASANLAB_TEST_SWOOLE_SRC and ab).
+# Swoole hello world: release vs ASan builds (Swoole from ASANLAB_TEST_SWOOLE_SRC or ../shared/sources/swoole; ab).
 bench-speed: install base-image
 	@command -v ab >/dev/null || (apt-get update -qq && apt-get install -y -qq apache2-utils >/dev/null)
 	$(PYTHON) bench/asan_speed_bench.py

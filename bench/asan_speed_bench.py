@@ -79,9 +79,12 @@ def measure(client, image: str, env: dict[str, str], cmd: list[str]) -> float:
 
 
 def main() -> int:
-    src = os.environ.get("ASANLAB_TEST_SWOOLE_SRC")
+    # The tests' Swoole release tarball beside the clone (../shared/sources/swoole) when none is named.
+    shared = REPO.parent / "shared" / "sources" / "swoole" / "v6.1.9.tar.gz"
+    src = os.environ.get("ASANLAB_TEST_SWOOLE_SRC") or (str(shared) if shared.is_file() else None)
     if not src or not shutil.which("ab"):
-        print("skipped: needs ASANLAB_TEST_SWOOLE_SRC (a Swoole source tarball) and ab (apache2-utils)")
+        print("skipped: needs ASANLAB_TEST_SWOOLE_SRC (a Swoole source tarball) or ../shared/sources/swoole, "
+              "and ab (apache2-utils)")
         return 0
     sys.path.insert(0, str(REPO))
     from asanlab import recipe as recipes
