@@ -10,7 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from .reports import Frame, Report
+from .reports import UNKNOWN_MODULE, Frame, Report
 
 TOP_FRAMES = 3
 
@@ -66,6 +66,9 @@ def frame_class(f: Frame) -> str:
 
 
 def meaningful(frames: list[Frame]) -> list[Frame]:
+    # Nothing after unwinder garbage: a signature must not depend on which coroutine stack ran.
+    cut = next((i for i, f in enumerate(frames) if f.module == UNKNOWN_MODULE), len(frames))
+    frames = frames[:cut] or frames
     out = [f for f in frames
            if not (RUNTIME_FUNCTIONS.match(f.function or "") or RUNTIME_LOCATIONS.search(f.file or f.module or ""))]
     return out or frames

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 from .findings import meaningful
-from .reports import Frame, parse_frame
+from .reports import UNKNOWN_MODULE, Frame, parse_frame
 
 
 @dataclass
@@ -147,9 +147,6 @@ class Profile:
     contexts: list[Context]
 
 
-UNKNOWN_MODULE = "<unknown module>"
-
-
 def parse_profiles(text: str | Iterable[str]) -> list[Profile]:
     """Every live-heap profile (__sanitizer_print_memory_profile) in one process's sanitizer log
     (its text, or its lines: an open file is streamed), in the order they were written. Reports
@@ -175,9 +172,7 @@ def parse_profiles(text: str | Iterable[str]) -> list[Profile]:
         if context is not None and line.lstrip().startswith("#"):
             f = parse_frame(line)
             if f is not None:
-                # A return address in no module is the frame-pointer unwinder reading garbage (code
-                # without frame pointers, such as libffi, called from a coroutine stack): it and
-                # what follows differ per stack, and would split one site into many.
+                # Unwinder garbage (reports.UNKNOWN_MODULE) would split one site into many.
                 context.cut = context.cut or f.module == UNKNOWN_MODULE
                 if not context.cut:
                     context.frames.append(f)

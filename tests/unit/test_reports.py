@@ -299,3 +299,18 @@ def test_frame_classes(line, expected):
     from asanlab.findings import frame_class
 
     assert frame_class(reports.parse_frame(line)) == expected
+
+
+def test_unwinder_garbage_does_not_split_a_leak():
+    """A leak fast-unwound past libffi on two coroutine stacks: the frames after the one in no
+    module differ per stack; the two reports are one finding."""
+    def report(stack: str) -> str:
+        return (f"==7==ERROR: LeakSanitizer: detected memory leaks\n\n"
+                f"Direct leak of 100 byte(s) in 1 object(s) allocated from:\n"
+                f"    #0 0x55f45a4864ce in malloc (/opt/php/bin/php+0xa864ce) (BuildId: 3647)\n"
+                f"    #1 0x7f3c4e293f79  (/lib/x86_64-linux-gnu/libffi.so.8+0x6f79) (BuildId: 4b5e)\n"
+                f"    #2 0x7f3c{stack}55f  (<unknown module>)\n"
+                f"    #3 0x7f3c{stack}a10  (<unknown module>)\n\n"
+                f"SUMMARY: AddressSanitizer: 100 byte(s) leaked in 1 allocation(s).\n")
+    [f] = group(parse(report("471ff")) + parse(report("48bff")))
+    assert f.count == 2 and "unknown module" not in f.signature, f.signature
