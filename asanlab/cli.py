@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from importlib import resources
@@ -15,7 +16,7 @@ from rich.console import Console
 from . import __version__, recipe as recipes, session as sessions, text
 from .console import ConsoleReporter
 from .docker_client import client
-from .errors import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, AsanlabError, BuildFailed, UsageError
+from .errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, AsanlabError, BuildFailed, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="PHP and Swoole under AddressSanitizer, LeakSanitizer and UBSan: "
@@ -23,7 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXIT_CODES = "Exit codes: 0 no findings, 1 findings, 2 usage or recipe error, 3 infrastructure (Docker, network, build)."
+EXIT_CODES = ("Exit codes: 0 no findings, 1 findings, 2 usage or recipe error, 3 infrastructure (Docker, network, "
+              "build), 70 a bug in asanlab.")
 
 
 class Format(str, Enum):
@@ -734,4 +736,27 @@ def main() -> None:
         if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(EXIT_USAGE)
-        raise
+        where = _write_traceback()
+        err.print(f"asanlab: internal error: {type(e).__name__}: {str(e)[:300]} (a bug in asanlab; "
+                  f"the traceback is in {where})", markup=False)
+        sys.exit(EXIT_INTERNAL)
+
+
+def _write_traceback() -> str:
+    """The full traceback of an internal error, kept for the bug report: in asanlab's folder
+    (.asanlab/crashes), else stderr."""
+    import time
+    import traceback
+
+    from .state import state_dir
+
+    text = traceback.format_exc()
+    try:
+        folder = state_dir() / "crashes"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+        path.write_text(text)
+        return str(path)
+    except OSError:
+        sys.stderr.write(text)
+        return "the output above"

@@ -6,6 +6,8 @@ EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
 EXIT_INFRA = 3
+# A bug in asanlab itself (an unexpected exception): never 1, which CI reads as "findings".
+EXIT_INTERNAL = 70
 
 
 class AsanlabError(Exception):

@@ -64,28 +64,32 @@ def fit(points: list[tuple[int, float]], warmup: int = 0) -> Fit | None:
                float(res.slope) * (window[1] - window[0]))
 
 
-def judge(points: list[tuple[int, float]], criteria: Criteria) -> Verdict:
+def judge(points: list[tuple[int, float]], criteria: Criteria, unit: str = "B") -> Verdict:
+    """`unit`: what the series counts, "B" (bytes) or a name such as "fds"."""
     f = fit(points, criteria.warmup)
     if f is None:
         return Verdict(INCONCLUSIVE, "fewer than 3 samples after warm-up")
     span = f.window[1] - f.window[0]
     t = criteria.threshold
+    per = f"{unit}/request"
+    amount = _size if unit == "B" else (lambda n: f"{n:.0f} {unit}")
+    r = "{:.1f}".format if unit == "B" else "{:.3g}".format
     if f.low > 0 and f.slope >= t:
         if f.growth >= criteria.min_growth:
-            return Verdict(LEAK, f"grows {f.slope:.1f} B/request (95% {f.low:.1f}..{f.high:.1f})", f)
+            return Verdict(LEAK, f"grows {r(f.slope)} {per} (95% {r(f.low)}..{r(f.high)})", f)
         more = math.ceil((criteria.min_growth - f.growth) / f.slope)
-        return Verdict(INCONCLUSIVE, f"grows {f.slope:.1f} B/request but only {_size(f.growth)} in the window, "
-                                     f"under the {_size(criteria.min_growth)} minimum", f, more)
+        return Verdict(INCONCLUSIVE, f"grows {r(f.slope)} {per} but only {amount(f.growth)} in the window, "
+                                     f"under the {amount(criteria.min_growth)} minimum", f, more)
     if f.high < t:
-        return Verdict(STABLE, f"under {t:g} B/request (95% {f.low:.2f}..{f.high:.2f})", f)
+        return Verdict(STABLE, f"under {t:g} {per} (95% {f.low:.2f}..{f.high:.2f})", f)
     # The interval straddles the line it must clear. For a regression slope the interval narrows
     # about as (requests)^-1.5 at a constant sampling density.
     half = (f.high - f.low) / 2
     margin = (f.slope if f.slope >= t else t - f.slope) or half / 10
     needed = span * (half / margin) ** (2 / 3) if margin > 0 else 10 * span
     more = max(int(math.ceil(needed - span)), span // 2 or 1)
-    return Verdict(INCONCLUSIVE, f"{f.slope:.1f} B/request, 95% {f.low:.1f}..{f.high:.1f}: "
-                                 f"the interval crosses {'zero' if f.slope >= t else f'{t:g} B/request'}", f, more)
+    return Verdict(INCONCLUSIVE, f"{r(f.slope)} {per}, 95% {r(f.low)}..{r(f.high)}: "
+                                 f"the interval crosses {'zero' if f.slope >= t else f'{t:g} {per}'}", f, more)
 
 
 def overall(verdicts: list[Verdict]) -> str:

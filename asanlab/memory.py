@@ -8,6 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
+from . import resources
 from .findings import meaningful
 from .reports import UNKNOWN_MODULE, Frame, parse_frame
 
@@ -22,6 +23,9 @@ class Process:
     uss: int | None = None  # private clean + private dirty
     rss_anon: int | None = None
     role: str = "process"
+    fds: int | None = None  # open file descriptors (None: not listed, e.g. an older sampler)
+    fd_kinds: dict[str, int] = field(default_factory=dict)
+    fd_sites: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -37,6 +41,9 @@ def parse_snapshot(text: str) -> Snapshot:
     cgroup = None
     in_cgroup = False
     kb: dict[str, int] = {}
+    fds: dict[int, list[str]] = {}
+    net: dict[str, list[str]] = {}
+    table: list[str] | None = None
 
     def close() -> None:
         if current is None:
@@ -53,10 +60,15 @@ def parse_snapshot(text: str) -> Snapshot:
             close()
             kb = {}
             current = Process(pid=int(line.split()[1]), ppid=0)
-            in_cgroup = False
+            in_cgroup, table = False, None
+        elif line.startswith("@net "):
+            close()
+            current, table = None, net.setdefault(line.split()[1], [])
         elif line.startswith("@cgroup"):
             close()
-            current, in_cgroup = None, True
+            current, in_cgroup, table = None, True, None
+        elif table is not None:
+            table.append(line)
         elif in_cgroup:
             if line.strip().isdigit():
                 cgroup = int(line.strip())
@@ -68,12 +80,20 @@ def parse_snapshot(text: str) -> Snapshot:
                     current.ppid = int(rest[1])
             elif line.startswith("cmdline "):
                 current.cmdline = line[8:].strip()
+            elif line.startswith("fd "):
+                parts = line.split(" ", 2)
+                fds.setdefault(current.pid, []).append(parts[2] if len(parts) == 3 else "")
             else:
                 m = re.match(r"^(\w+):\s+(\d+) kB", line)
                 if m:
                     kb[m.group(1)] = int(m.group(2))
     close()
     assign_roles(processes)
+    if net or fds:  # a sampler that lists descriptors: every process has a count, 0 included
+        sockets = resources.parse_net({name: "\n".join(lines) for name, lines in net.items()})
+        for p in processes.values():
+            d = resources.summarise(fds.get(p.pid, []), sockets)
+            p.fds, p.fd_kinds, p.fd_sites = d.total, d.kinds, d.sites
     return Snapshot(processes, cgroup)
 
 
@@ -106,6 +126,7 @@ class Answer:
     heap: int
     profiled: bool
     swoole_type: int = 0  # 0: unknown (no Swoole, or a Swoole before 6.1)
+    coroutines: int | None = None  # Swoole's coroutines alive; None: unknown (no Swoole)
 
     @property
     def role(self) -> str | None:
@@ -116,10 +137,11 @@ def parse_answers(text: str) -> list[Answer]:
     out = []
     for line in text.splitlines():
         parts = line.split()
-        # Six fields from agents before the Swoole type was added (sessions recorded then).
-        if len(parts) in (6, 7) and all(p.isdigit() for p in parts):
-            seq, pid, ppid, allocated, heap, profiled, *kind = map(int, parts)
-            out.append(Answer(seq, pid, ppid, allocated, heap, bool(profiled), kind[0] if kind else 0))
+        # Six fields from agents before the Swoole type was added, seven before the coroutine count.
+        if len(parts) in (6, 7, 8) and all(p.isdigit() for p in parts):
+            seq, pid, ppid, allocated, heap, profiled, *rest = map(int, parts)
+            out.append(Answer(seq, pid, ppid, allocated, heap, bool(profiled), rest[0] if rest else 0,
+                              rest[1] if len(rest) > 1 else None))
     return out
 
 

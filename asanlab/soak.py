@@ -164,6 +164,8 @@ class Driver:
             for pid, a in answers.items():
                 if str(pid) in sample["processes"]:
                     sample["processes"][str(pid)].update(allocated=a.allocated, heap=a.heap, profiled=a.profiled)
+                    if a.coroutines is not None:
+                        sample["processes"][str(pid)]["coroutines"] = a.coroutines
                     if a.role:  # Swoole's own word beats the process tree's guess (task workers)
                         sample["processes"][str(pid)]["role"] = a.role
         return sample

@@ -11,6 +11,9 @@ from . import growth, memory, php_stack
 from .growth import Criteria, size
 
 SCHEMA = 1
+# Open descriptors: one more every 1,000 requests, 16 more in all, is a leak (a server's own
+# descriptors are a fixed set; keep-alive connections come and go with the load).
+FD_CRITERIA = Criteria(threshold=0.001, min_growth=16)
 ROLE_ORDER = ("master", "server", "manager", "worker", "task worker", "user process", "process")
 METRICS = {
     "allocated": "ASan allocator live bytes (quarantine excluded)",
@@ -59,6 +62,12 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
             events.append(f"{role} pid {pid} was gone after {seen[pid][-1]} requests")
     judged = [s for s in series if s["fit"] is not None or s["alive"]]
     verdicts = [growth.Verdict(s["verdict"], s["reason"]) for s in judged]
+    fds = descriptors(samples, alive, criteria.warmup)
+    coroutines = counted(samples, alive, "coroutines", "coroutines")
+    for c in (fds, coroutines):
+        if c:
+            verdicts += [growth.Verdict(s["verdict"], s["reason"]) for s in c["series"]
+                         if s["fit"] is not None or s["alive"]]
     overall = growth.overall(verdicts)
     fits = [s["fit"] for s in series if s["alive"] and s["fit"]]
     slope = sum(f["slope"] for f in fits) if fits else None
@@ -76,8 +85,52 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
         "advice": advice(series, samples, metric, budget),
         "growing_sites": growing_sites(profiles, criteria.warmup, app=app),
         "growing_php_sites": growing_php_sites(php_heaps or {}, criteria.warmup),
+        "descriptors": fds, "coroutines": coroutines,
         "load": load,
     }
+
+
+def descriptors(samples: list[dict], alive: set[int], warmup: int) -> dict | None:
+    """Open file descriptors judged like memory, per process (FD_CRITERIA), and the patterns
+    (a path, a peer) that gain descriptors per request. None when the sampler listed none."""
+    tables: dict[int, list[tuple[int, dict[str, tuple[float, float]]]]] = defaultdict(list)
+    for s in samples:
+        for pid_s, p in s["processes"].items():
+            if p.get("fds") is not None:
+                tables[int(pid_s)].append((s["requests"], {k: (float(n), float(n))
+                                                           for k, n in (p.get("fd_sites") or {}).items()}))
+    out = counted(samples, alive, "fds", "fds", extra=lambda p: {"kinds": p.get("fd_kinds") or {}})
+    if out is not None:
+        out["growing"] = [{"site": k, "per_request": r, "steady_per_request": st, "processes": n}
+                          for k, r, st, _, n in _growth(tables, warmup, 10) if st > 0]
+    return out
+
+
+def counted(samples: list[dict], alive: set[int], field: str, unit: str, extra=lambda p: {}) -> dict | None:
+    """A count per process (descriptors, coroutines) judged like memory with FD_CRITERIA: a
+    process's own set of them is fixed, one more per request is a leak. None when never counted."""
+    points: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    roles: dict[int, Counter] = defaultdict(Counter)
+    latest: dict[int, dict] = {}
+    for s in samples:
+        for pid_s, p in s["processes"].items():
+            if p.get(field) is None:
+                continue
+            pid = int(pid_s)
+            points[pid].append((s["requests"], float(p[field])))
+            roles[pid][p.get("role", "process")] += 1
+            latest[pid] = p
+    if not points:
+        return None
+    series = []
+    for pid in sorted(points, key=lambda k: (points[k][0][0], k)):
+        v = growth.judge(points[pid], FD_CRITERIA, unit=unit)
+        series.append({"pid": pid, "role": roles[pid].most_common(1)[0][0], "alive": pid in alive,
+                       "open": latest[pid][field], **extra(latest[pid]), **v.as_dict()})
+    return {"criteria": {"threshold": FD_CRITERIA.threshold, "min_growth": FD_CRITERIA.min_growth},
+            "verdict": growth.overall([growth.Verdict(s["verdict"], s["reason"]) for s in series
+                                       if s["fit"] is not None or s["alive"]]),
+            "series": series}
 
 
 def checkpoint_table(samples: list[dict], metric: str) -> list[dict]:
@@ -248,6 +301,25 @@ def render(a: dict, chart: str = "") -> str:
         out.append(f"  {s['role']:<8} pid {s['pid']:<6} {s['verdict']:<12} {s['reason']}{state}")
     for e in a["events"]:
         out.append(f"  note: {e}")
+    fds = a.get("descriptors")
+    if fds:
+        out.append("")
+        out.append(f"open file descriptors: {fds['verdict']} (LEAK needs >= {fds['criteria']['threshold']:g} "
+                   f"fds/request and {fds['criteria']['min_growth']} more)")
+        for s in fds["series"]:
+            state = "" if s["alive"] else " (gone)"
+            kinds = ", ".join(f"{k} {n}" for k, n in list(s["kinds"].items())[:4])
+            out.append(f"  {s['role']:<8} pid {s['pid']:<6} {s['verdict']:<12} {s['reason']}; "
+                       f"{s['open']} open ({kinds}){state}")
+        for g in fds["growing"][:5]:
+            out.append(f"  {g['per_request']:8.3f} fds/request  {g['site']}  in {g['processes']} process(es)")
+    co = a.get("coroutines")
+    if co:
+        out.append("")
+        out.append(f"Swoole coroutines alive: {co['verdict']}")
+        for s in co["series"]:
+            state = "" if s["alive"] else " (gone)"
+            out.append(f"  {s['role']:<8} pid {s['pid']:<6} {s['verdict']:<12} {s['reason']}; {s['open']} alive{state}")
     adv = a.get("advice")
     if adv and adv.get("max_request"):
         out.append("")

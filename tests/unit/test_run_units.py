@@ -178,3 +178,21 @@ def test_user_sanitizer_options_are_merged_not_replacing():
     assert "symbolize=0" in env["ASAN_OPTIONS"] and "log_path=/asanlab/logs/sanitizer" in env["ASAN_OPTIONS"]
     assert "detect_leaks=1" in env["ASAN_OPTIONS"] and "/x" not in env["ASAN_OPTIONS"]
     assert "halt_on_error=1" in env["UBSAN_OPTIONS"] and "print_stacktrace=1" in env["UBSAN_OPTIONS"]
+
+
+def test_a_bug_in_asanlab_is_not_a_finding(tmp_path, cli, monkeypatch):
+    """An unexpected exception exits 70 (never 1, which CI reads as findings), in one line that names
+    the file holding the traceback."""
+    import asanlab.suppressions
+
+    def broken(files):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(asanlab.suppressions, "read", broken)
+    log = tmp_path / "a.log"
+    log.write_text("")
+    proc = cli("report", log, cwd=tmp_path, env={"ASANLAB_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 70, proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error: ZeroDivisionError: a bug" in proc.stderr
+    crash = list((tmp_path / "home" / "crashes").glob("*.txt"))
+    assert len(crash) == 1 and "ZeroDivisionError" in crash[0].read_text() and str(crash[0]) in proc.stderr
