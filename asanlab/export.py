@@ -105,6 +105,11 @@ def to_sarif(findings: list[Finding], *, app_entry: str | None = None) -> str:
             "partialFingerprints": {"asanlabSignature/v1": f.id},
             "properties": {"signature": f.signature, "count": f.count, "pids": f.pids, "category": f.category},
         }
+        if f.category == "startup-leak":
+            # What the text report folds is not an alert: kept, marked as suppressed with the reason.
+            result["suppressions"] = [{"kind": "external", "status": "accepted", "justification":
+                                       "start-up/shutdown leak: allocated while PHP, an extension or the server "
+                                       "started, and never freed at exit; it does not grow with requests"}]
         if php is not None:
             result["properties"]["php_stack"] = [str(fr) for fr in php.frames]
             if php.request:

@@ -14,6 +14,9 @@ SCHEMA = 1
 # Open descriptors: one more every 1,000 requests, 16 more in all, is a leak (a server's own
 # descriptors are a fixed set; keep-alive connections come and go with the load).
 FD_CRITERIA = Criteria(threshold=0.001, min_growth=16)
+# Above this share of failed requests (errors, non-2xx, timeouts), memory per request measures
+# nothing the app did: the verdict is INCONCLUSIVE, unless a resource already leaked.
+MAX_FAILED = 0.1
 ROLE_ORDER = ("master", "server", "manager", "worker", "task worker", "user process", "process")
 METRICS = {
     "allocated": "ASan allocator live bytes (quarantine excluded)",
@@ -69,6 +72,13 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
             verdicts += [growth.Verdict(s["verdict"], s["reason"]) for s in c["series"]
                          if s["fit"] is not None or s["alive"]]
     overall = growth.overall(verdicts)
+    undecided = None
+    if load and load.get("sent") and load.get("failed", 0) / load["sent"] > MAX_FAILED:
+        resource_leak = any(c and c["verdict"] == growth.LEAK for c in (fds, coroutines))
+        undecided = (f"{load['failed']} of {load['sent']} requests failed "
+                     f"({100 * load['failed'] / load['sent']:.0f}%, more than {100 * MAX_FAILED:.0f}%)")
+        if not resource_leak:
+            overall = growth.INCONCLUSIVE
     fits = [s["fit"] for s in series if s["alive"] and s["fit"]]
     slope = sum(f["slope"] for f in fits) if fits else None
     interval = [sum(f["low"] for f in fits), sum(f["high"] for f in fits)] if fits else None
@@ -77,7 +87,7 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
     return {
         "schema": SCHEMA, "metric": metric, "metric_label": METRICS[metric],
         "criteria": {"threshold": criteria.threshold, "min_growth": criteria.min_growth, "warmup": criteria.warmup},
-        "verdict": overall, "bytes_per_request": slope, "interval": interval,
+        "verdict": overall, "failed_requests": undecided, "bytes_per_request": slope, "interval": interval,
         "per_million": slope * 1_000_000 if slope is not None else None,
         "more_requests": max(more) if overall == growth.INCONCLUSIVE and more else None,
         "series": series, "events": events,
@@ -265,6 +275,9 @@ def render(a: dict, chart: str = "") -> str:
     out.append(head)
     out.append(f"measured: {label}; fitted after {a['criteria']['warmup']} requests; "
                f"LEAK needs >= {a['criteria']['threshold']:g} B/request and {size(a['criteria']['min_growth'])} growth")
+    if a.get("failed_requests"):
+        out.append(f"warning: {a['failed_requests']}: memory per request is not measured on answered requests"
+                   + ("" if a["verdict"] == growth.LEAK else "; the verdict cannot be STABLE or LEAK"))
     if a.get("more_requests"):
         out.append(f"undecided: about {a['more_requests']} more requests would decide it (--checkpoints)")
     load = a.get("load")

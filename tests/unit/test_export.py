@@ -93,3 +93,18 @@ def test_shown_command_leaves_out_asanlabs_prepend():
     assert shown_command(["php", "-d", f"auto_prepend_file={SIGTERM_PREPEND}", "/app/s.php", "--x"]) == "php /app/s.php --x"
     assert shown_command(["php", "-d", "memory_limit=1G", "/app/s.php"]) == "php -d memory_limit=1G /app/s.php"
     assert shown_command(None) == ""
+
+
+def test_sarif_marks_folded_start_up_leaks_suppressed(sarif_schema):
+    """What the text folds is no code-scanning alert: each start-up leak is a suppressed result
+    with the reason; every other finding has no suppression."""
+    findings = all_findings()
+    doc = json.loads(export.to_sarif(findings, app_entry="server.php"))
+    jsonschema.Draft4Validator(sarif_schema).validate(doc)
+    results = doc["runs"][0]["results"]
+    startup = [r for r in results if r["properties"]["category"] == "startup-leak"]
+    others = [r for r in results if r["properties"]["category"] != "startup-leak"]
+    assert len(startup) == sum(f.category == "startup-leak" for f in findings) == 1
+    assert startup[0]["suppressions"][0]["status"] == "accepted"
+    assert "start-up" in startup[0]["suppressions"][0]["justification"]
+    assert others and all("suppressions" not in r for r in others)

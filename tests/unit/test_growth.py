@@ -118,3 +118,37 @@ def test_coloured_output_on_a_terminal(capsys):
         cli.out = old
     text = capsys.readouterr().out
     assert "\x1b[1;31m[1] ERROR" in text and "double-free" in text
+
+
+def test_a_soak_whose_requests_failed_is_not_stable():
+    """A server that answered 500 to most requests measured nothing per request: INCONCLUSIVE,
+    said with the numbers, whatever the memory series look like."""
+    samples = [_sample(x, [(1, 0, "server", 5e6)], checkpoint=x in (1000, 100000)) for x in X]
+    load = {"sent": 100000, "ok": 20000, "failed": 80000, "seconds": 10.0, "statuses": {"500": 80000}}
+    a = soak_report.analyse(samples, {}, Criteria(warmup=1000), load=load)
+    assert a["verdict"] == INCONCLUSIVE and a["failed_requests"].startswith("80000 of 100000 requests failed")
+    assert "warning: 80000 of 100000 requests failed (80%" in soak_report.render(a)
+    ok = soak_report.analyse(samples, {}, Criteria(warmup=1000), load={**load, "ok": 99000, "failed": 1000})
+    assert ok["verdict"] == STABLE and ok["failed_requests"] is None
+
+
+def test_descriptors_and_coroutines_growing_per_request_are_leaks():
+    """A worker that keeps one more file open every 2 requests, and one more coroutine every 4:
+    LEAK with the file's pattern, though its memory is flat."""
+    samples = []
+    for x in X:
+        s = _sample(x, [(1, 0, "master", 2e6), (2, 1, "worker", 3e6)], checkpoint=x in (1000, 100000))
+        s["processes"]["1"].update(fds=12, fd_kinds={"pipe": 6, "tcp socket": 6}, fd_sites={"pipe": 6})
+        s["processes"]["2"].update(fds=10 + x // 2, fd_kinds={"file": x // 2, "pipe": 10},
+                                   fd_sites={"/tmp/req-*.log": x // 2, "pipe": 10}, coroutines=1 + x // 4)
+        samples.append(s)
+    a = soak_report.analyse(samples, {}, Criteria(warmup=1000))
+    assert a["verdict"] == LEAK
+    fds = {s["pid"]: s for s in a["descriptors"]["series"]}
+    assert fds[2]["verdict"] == LEAK and fds[2]["fit"]["slope"] == pytest.approx(0.5) and fds[1]["verdict"] == STABLE
+    assert a["descriptors"]["growing"][0]["site"] == "/tmp/req-*.log"
+    assert a["descriptors"]["growing"][0]["per_request"] == pytest.approx(0.5, rel=0.01)
+    assert [s["verdict"] for s in a["coroutines"]["series"]] == [LEAK]
+    text = soak_report.render(a)
+    assert "open file descriptors: LEAK" in text and "0.500 fds/request  /tmp/req-*.log" in text
+    assert "Swoole coroutines alive: LEAK" in text
