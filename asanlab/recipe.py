@@ -202,22 +202,74 @@ def _explain(err: jsonschema.ValidationError, root: dict) -> list[tuple[tuple, s
 # ---- loading ----------------------------------------------------------------------------
 
 
+# A recipe is a page of YAML: far above any real one, far below what hurts.
+MAX_RECIPE_BYTES = 1024 * 1024
+MAX_RECIPE_VALUES = 10_000  # after YAML aliases are expanded
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def load(path: str | Path) -> Recipe:
     path = Path(path)
     try:
+        if not path.is_file():  # a folder, a FIFO or a device would fail late or block
+            raise RecipeError([f"{path}: recipe file not found" if not path.exists()
+                               else f"{path}: not a regular file; a recipe is a YAML file"])
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError([f"{path}: {path.stat().st_size} bytes; a recipe is at most {MAX_RECIPE_BYTES} bytes"])
         text = path.read_text()
-    except FileNotFoundError:
-        raise RecipeError([f"{path}: recipe file not found"]) from None
     except OSError as e:
         raise RecipeError([f"{path}: cannot read recipe: {e.strerror}"]) from None
+    except UnicodeDecodeError as e:
+        raise RecipeError([f"{path}: not UTF-8 text (byte {e.start})"]) from None
     return parse(text, path)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], limit: int) -> int:
+    """How many values the document holds once aliases are expanded, without expanding them
+    (each node is counted once, then reused): nested aliases can otherwise make gigabytes."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = limit + 1  # an alias to a node still being counted: recursion, too large
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            total += _expanded_size(k, memo, limit) + _expanded_size(v, memo, limit)
+            if total > limit:
+                break
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            total += _expanded_size(item, memo, limit)
+            if total > limit:
+                break
+    memo[id(node)] = total
+    return total
+
+
+def _control_characters(data, path: tuple = ()) -> list[tuple[tuple, str]]:
+    """Every key and string holding a control character (a newline included): no recipe value
+    is multi-line, and each one ends up in a Dockerfile line or a command."""
+    out: list[tuple[tuple, str]] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(k, str) and _CONTROL.search(k):
+                out.append((path + (k,), f"key {k!r} holds a control character"))
+            out += _control_characters(v, path + (k,))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out += _control_characters(v, path + (i,))
+    elif isinstance(data, str) and _CONTROL.search(data):
+        out.append((path, f"{data!r} holds a control character (a newline or a tab); values are one line"))
+    return out
 
 
 def parse(text: str, path: Path | None = None) -> Recipe:
     where = str(path) if path else "<recipe>"
     try:
-        data = yaml.safe_load(text)
         node = yaml.compose(text)
+        if node is not None and _expanded_size(node, {}, MAX_RECIPE_VALUES) > MAX_RECIPE_VALUES:
+            raise RecipeError([f"{where}: more than {MAX_RECIPE_VALUES} values once YAML aliases are expanded; "
+                               "a recipe is small"])
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -233,6 +285,9 @@ def parse(text: str, path: Path | None = None) -> Recipe:
         return f"{where}:{line}: {_fmt_path(p)}: {msg}"
 
     problems = [problem(d, "key given twice") for d in dupes]
+    problems += [problem(p, m) for p, m in _control_characters(data)]
+    if problems:
+        raise RecipeError(problems)
     schema = _schema()
     validator = jsonschema.Draft202012Validator(schema)
     for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):

@@ -141,3 +141,40 @@ def test_shipped_recipes_name_published_php_releases():
         r = recipe.load(p)
         if r.php.source.kind == "release":
             assert sources.published_php_sha256(r.php.version, f"php-{r.php.version}.tar.xz"), p.name
+
+
+@pytest.mark.parametrize("where,text", [
+    ("packages.build[0]", 'name: x\nphp:\n  version: "8.2.1"\npackages:\n  build: ["zlib1g-dev\\n", "libxml2-dev"]\n'),
+    ("php.configure[0]", 'name: x\nphp:\n  version: "8.2.1"\n  configure: ["--with-zlib\\nRUN id"]\n'),
+    ("php.version", 'name: x\nphp:\n  version: "8.2.1\\n"\n'),
+    ("name", 'name: "x\\n"\nphp:\n  version: "8.2.1"\n'),
+    ("base_image", 'name: x\nbase_image: "debian:bookworm\\n"\nphp:\n  version: "8.2.1"\n'),
+])
+def test_a_newline_in_any_value_is_refused(tmp_path, where, text):
+    """A schema pattern is a search, and `$` matches before a final newline: the loader refuses
+    control characters itself, in every string, before the schema."""
+    got = problems(text, tmp_path)
+    assert len(got) == 1 and f": {where}: " in got[0] and "control character" in got[0], got
+
+
+def test_nested_aliases_are_refused_before_they_expand(tmp_path):
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x","x"]\n'
+    for i, prev in zip("bcdefghij", "abcdefghi"):
+        bomb += f"{i}: &{i} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+    got = problems(bomb + 'name: x\nphp:\n  version: "8.2.1"\n', tmp_path)
+    assert got == [f"{tmp_path / 'r.yml'}: more than 10000 values once YAML aliases are expanded; a recipe is small"]
+
+
+def test_a_recipe_that_is_no_regular_file_is_refused_without_reading_it(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo.yml"
+    os.mkfifo(fifo)
+    for p, why in ((fifo, "not a regular file"), (tmp_path, "not a regular file")):
+        with pytest.raises(RecipeError) as e:
+            recipe.load(p)  # a FIFO would block a read forever
+        assert why in e.value.problems[0]
+    big = tmp_path / "big.yml"
+    big.write_text("#" * (recipe.MAX_RECIPE_BYTES + 1))
+    with pytest.raises(RecipeError, match="a recipe is at most"):
+        recipe.load(big)
