@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 
 from .errors import RecipeError
+from . import suppressions
 
 DEFAULT_BASE_IMAGE = "debian:bookworm"
 DEFAULT_COMPILER_VERSION = 14
@@ -345,8 +346,28 @@ def _semantic_problems(data: dict, folder: Path) -> list[tuple[tuple, str]]:
         if "path" in src:
             out += [(p + ("source", "path"), m) for m in _path_problems(src["path"], folder)]
     runtime = data.get("runtime", {})
+    for i, line in enumerate(runtime.get("suppressions", ())):
+        why = suppressions.problem(line)
+        if why:
+            out.append((("runtime", "suppressions", i), why))
     if "suppressions_file" in runtime:
-        out += [(("runtime", "suppressions_file"), m) for m in _path_problems(runtime["suppressions_file"], folder)]
+        where = ("runtime", "suppressions_file")
+        found = _path_problems(runtime["suppressions_file"], folder)
+        target = folder / runtime["suppressions_file"]
+        if not found and not target.is_file():
+            found = [f"{runtime['suppressions_file']!r} is not a regular file"]
+        elif not found and target.stat().st_size > MAX_RECIPE_BYTES:
+            found = [f"{runtime['suppressions_file']!r} is larger than {MAX_RECIPE_BYTES} bytes"]
+        elif not found:
+            try:
+                lines = target.read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                lines, found = [], [f"{runtime['suppressions_file']!r}: cannot read it ({e})"]
+            for n, line in enumerate(lines, 1):
+                why = suppressions.problem(line) if line.strip() and not line.strip().startswith("#") else None
+                if why:
+                    found.append(f"{runtime['suppressions_file']}:{n}: {why}")
+        out += [(where, m) for m in found]
     matrix = data.get("matrix", {})
     # A source that names one file cannot serve several versions: the axis needs derived URLs.
     if "php" in matrix and "source" in data["php"]:

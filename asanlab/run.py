@@ -8,6 +8,7 @@ session is saved and the container is removed.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import re
 import signal
 import threading
@@ -102,7 +103,17 @@ def parse_ports(specs: list[str]) -> dict[str, tuple[str, int]]:
         m = re.fullmatch(r"(?:(?P<ip>[0-9.]+|\[[0-9a-f:]+\]):)?(?P<host>\d+):(?P<cont>\d+)(?:/(?P<proto>tcp|udp))?", spec)
         if not m:
             raise UsageError(f"-p {spec}: expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], e.g. -p 9501:9501")
-        out[f"{m.group('cont')}/{m.group('proto') or 'tcp'}"] = (m.group("ip") or "127.0.0.1", int(m.group("host")))
+        ip = m.group("ip") or "127.0.0.1"
+        try:
+            # Docker binds every address when it cannot use the one given: a typo must stop here.
+            ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            raise UsageError(f"-p {spec}: {ip} is not an IP address") from None
+        host, cont = int(m.group("host")), int(m.group("cont"))
+        for port in (host, cont):
+            if not 0 < port < 65536:
+                raise UsageError(f"-p {spec}: port {port} is out of range (1-65535)")
+        out[f"{cont}/{m.group('proto') or 'tcp'}"] = (ip.strip("[]"), host)
     return out
 
 

@@ -29,11 +29,20 @@ def read(paths: list[Path]) -> list[str]:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            kind, colon, pattern = line.partition(":")
-            if kind != "leak" or not colon or not pattern.strip():
-                raise UsageError(f"{path}:{n}: {line!r}: expected leak:PATTERN (LeakSanitizer suppressions only)")
-            rules.append(f"leak:{pattern.strip()}")
+            why = problem(line)
+            if why:
+                raise UsageError(f"{path}:{n}: {why}")
+            rules.append(f"leak:{line.partition(':')[2].strip()}")
     return rules
+
+
+def problem(line: str) -> str | None:
+    """What is wrong with one suppression line, or None. LeakSanitizer stops reading at a line it
+    cannot parse, and then detects nothing: every line is checked before a run."""
+    kind, colon, pattern = line.strip().partition(":")
+    if kind != "leak" or not colon or not pattern.strip():
+        return f"{line.strip()!r}: expected leak:PATTERN (LeakSanitizer suppressions only)"
+    return None
 
 
 @lru_cache(maxsize=1024)

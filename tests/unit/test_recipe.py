@@ -178,3 +178,14 @@ def test_a_recipe_that_is_no_regular_file_is_refused_without_reading_it(tmp_path
     big.write_text("#" * (recipe.MAX_RECIPE_BYTES + 1))
     with pytest.raises(RecipeError, match="a recipe is at most"):
         recipe.load(big)
+
+
+def test_a_bad_suppressions_line_is_refused_before_any_run(tmp_path):
+    """LeakSanitizer stops at a line it cannot parse and then reports nothing: each line of the
+    recipe's suppressions file is checked at load, and named by file and line."""
+    (tmp_path / "lsan.supp").write_text("# ok\nleak:zend_register_functions\nleek:typo\n")
+    got = problems('name: x\nphp:\n  version: "8.2.1"\nruntime:\n  suppressions_file: lsan.supp\n', tmp_path)
+    assert len(got) == 1 and "runtime.suppressions_file: lsan.supp:3: 'leek:typo': expected leak:PATTERN" in got[0]
+    (tmp_path / "dir.supp").mkdir()
+    got = problems('name: x\nphp:\n  version: "8.2.1"\nruntime:\n  suppressions_file: dir.supp\n', tmp_path)
+    assert "is not a regular file" in got[0]

@@ -15,6 +15,16 @@ def test_ports_bind_loopback_unless_told():
     assert run.parse_ports(["0.0.0.0:8080:80/udp"]) == {"80/udp": ("0.0.0.0", 8080)}
     with pytest.raises(UsageError, match="-p 95x1"):
         run.parse_ports(["95x1"])
+    assert run.parse_ports(["[::1]:8080:80"]) == {"80/tcp": ("::1", 8080)}
+
+
+@pytest.mark.parametrize("spec,why", [("127.0.0.256:18083:80", "127.0.0.256 is not an IP address"),
+                                      ("1.2.3:80:80", "1.2.3 is not an IP address"),
+                                      ("70000:80", "port 70000 is out of range"), ("0:80", "port 0 is out of range")])
+def test_a_mistyped_address_is_refused_not_widened(spec, why):
+    """Docker publishes on every address when it cannot use the one given: asanlab refuses first."""
+    with pytest.raises(UsageError, match=why):
+        run.parse_ports([spec])
 
 
 def test_env():
