@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from enum import Enum
@@ -26,6 +27,19 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_CODES = ("Exit codes: 0 no findings, 1 findings, 2 usage or recipe error, 3 infrastructure (Docker, network, "
               "build), 70 a bug in asanlab.")
+
+
+def _ranged(name: str, low: float, high: float = math.inf, *, low_open: bool = False):
+    """A typer callback: the value is a finite number in range (nan and inf pass click's own ranges)."""
+    def check(value):
+        if value is None:
+            return value
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+            bound = f"> {low:g}" if low_open else f">= {low:g}"
+            bound += f" and <= {high:g}" if high != math.inf else ""
+            raise typer.BadParameter(f"{value!r}: expected a number {bound}", param_hint=name)
+        return value
+    return check
 
 
 class Format(str, Enum):
@@ -254,9 +268,11 @@ def run(
     publish: Annotated[Optional[list[str]], typer.Option("-p", "--publish", help="[IP:]HOST:CONTAINER port; binds "
                                                          "127.0.0.1 unless an IP is given.")] = None,
     env: Annotated[Optional[list[str]], typer.Option("-e", "--env", help="KEY=VALUE for the app.")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Stop the app after this many seconds.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Stop the app after this many seconds.",
+                                                  callback=_ranged("--timeout", 0, low_open=True))] = None,
     grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL, for LeakSanitizer to "
-                                              "write its reports.")] = 15.0,
+                                              "write its reports.",
+                                         callback=_ranged("--grace", 0, 3600))] = 15.0,
     all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the findings at the end.")] = Format.text,
     baseline: Annotated[Optional[str], typer.Option(help="A session (id, or a session folder such as the main "
@@ -467,29 +483,36 @@ def soak(
     requests_file: Annotated[Optional[Path], typer.Option(help="Requests to cycle through: one JSON object per "
                                                                "line with method, url (may be relative to --url), "
                                                                "headers, body.")] = None,
-    concurrency: Annotated[int, typer.Option("-c", "--concurrency", help="Requests in flight.")] = 16,
+    concurrency: Annotated[int, typer.Option("-c", "--concurrency", help="Requests in flight.",
+                                             callback=_ranged("--concurrency", 1, 4096))] = 16,
     load_client: Annotated[LoadClient, typer.Option("--client", help="What sends the requests: h2load (Debian's "
                                                                     "nghttp2-client; several times faster), builtin "
                                                                     "(aiohttp; needed for a requests file), or auto "
                                                                     "(h2load when installed and able).")] \
         = LoadClient.auto,
     warmup: Annotated[Optional[int], typer.Option(help="Requests before the fit starts (default: the first "
-                                                       "checkpoint).")] = None,
-    threshold: Annotated[float, typer.Option(help="Bytes per request from which growth counts as a leak.")] = 1.0,
+                                                       "checkpoint).", callback=_ranged("--warmup", 0))] = None,
+    threshold: Annotated[float, typer.Option(help="Bytes per request from which growth counts as a leak.",
+                                             callback=_ranged("--threshold", 0))] = 1.0,
     min_growth: Annotated[int, typer.Option(help="Bytes a process must grow over the fitted window to be "
-                                                 "called leaking.")] = 64 * 1024,
-    budget: Annotated[int, typer.Option(help="MiB of growth a worker may reach, for the max_request advice.")] = 64,
-    samples: Annotated[int, typer.Option(help="Memory samples between two checkpoints.")] = 8,
+                                                 "called leaking.", callback=_ranged("--min-growth", 0))] \
+        = 64 * 1024,
+    budget: Annotated[int, typer.Option(help="MiB of growth a worker may reach, for the max_request advice.",
+                                        callback=_ranged("--budget", 1))] = 64,
+    samples: Annotated[int, typer.Option(help="Memory samples between two checkpoints.",
+                                         callback=_ranged("--samples", 1, 1000))] = 8,
     full_stacks: Annotated[bool, typer.Option("--full-stacks", help="Unwind allocation stacks with ASan's slow "
                                                                     "unwinder, through code without frame pointers "
                                                                     "(FFI, system libraries): complete stacks, "
                                                                     "3-5x fewer requests per second.")] = False,
-    ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the app to answer on --url.")] = 60.0,
+    ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the app to answer on --url.",
+                                                 callback=_ranged("--ready-timeout", 0, low_open=True))] = 60.0,
     stats_url: Annotated[Optional[str], typer.Option(help="A URL of the app answering JSON with request_count, "
                                                           "e.g. json_encode($server->stats()): the server's own "
                                                           "count, read at each sample and shown beside asanlab's.")] \
         = None,
-    grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL at the end.")] = 15.0,
+    grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL at the end.",
+                                         callback=_ranged("--grace", 0, 3600))] = 15.0,
     fmt: Annotated[SoakFormat, typer.Option("--format", help="text, or json (the analysis).")] = SoakFormat.text,
     suppressions: SuppressionsOption = None,
     pull_policy: PullOption = PullPolicy.missing,

@@ -206,3 +206,22 @@ def test_a_bug_in_asanlab_is_not_a_finding(tmp_path, cli, monkeypatch):
     assert "Traceback" not in proc.stderr and "internal error: ZeroDivisionError: a bug" in proc.stderr
     crash = list((tmp_path / "home" / "crashes").glob("*.txt"))
     assert len(crash) == 1 and "ZeroDivisionError" in crash[0].read_text() and str(crash[0]) in proc.stderr
+
+
+@pytest.mark.parametrize("args,name", [
+    (["run", "x.php", "--timeout", "0"], "--timeout"), (["run", "x.php", "--timeout", "nan"], "--timeout"),
+    (["run", "x.php", "--timeout", "-5"], "--timeout"), (["run", "x.php", "--grace", "-1"], "--grace"),
+    (["run", "x.php", "--grace", "inf"], "--grace"),
+    (["soak", "x.php", "--url", "http://127.0.0.1:1/", "-c", "0"], "--concurrency"),
+    (["soak", "x.php", "--url", "http://127.0.0.1:1/", "--threshold", "nan"], "--threshold"),
+    (["soak", "x.php", "--url", "http://127.0.0.1:1/", "--samples", "0"], "--samples"),
+    (["soak", "x.php", "--url", "http://127.0.0.1:1/", "--ready-timeout", "0"], "--ready-timeout"),
+])
+def test_numbers_out_of_range_are_usage_errors(tmp_path, cli, args, name):
+    """0, nan, inf or a negative number would mean no timeout or lose the leak report: refused
+    before anything starts, naming the option."""
+    (tmp_path / "x.php").write_text("<?php\n")
+    proc = cli(*args, cwd=tmp_path, env={"ASANLAB_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 2, proc.stderr
+    assert name in proc.stderr and "expected a number" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "home" / "sessions").exists()
