@@ -616,7 +616,12 @@ def list_sessions(fmt: Annotated[Format, typer.Option("--format")] = Format.text
     """List recorded sessions, oldest first."""
     rows = []
     for sid in sessions.list_ids():
-        s = sessions.load(sid)
+        try:
+            s = sessions.load(sid)
+        except AsanlabError as e:  # one broken session does not hide the others
+            rows.append({"id": sid, "kind": "?", "status": "unreadable", "stop_reason": None, "exit_code": None,
+                         "command": None, "failing": None, "error": e.message})
+            continue
         rows.append({"id": sid, "kind": s.data.get("kind", "run"), "status": s.data.get("status"),
                      "stop_reason": s.data.get("stop_reason"),
                      "exit_code": s.data.get("exit_code"), "command": s.data.get("command"),
@@ -627,6 +632,9 @@ def list_sessions(fmt: Annotated[Format, typer.Option("--format")] = Format.text
     if not rows:
         out.print(f"no sessions in {sessions.sessions_dir()}", markup=False)
     for row in rows:
+        if row.get("error"):
+            out.print(f"{row['id']}  unreadable: {row['error']}", markup=False)
+            continue
         out.print(f"{row['id']}  {row['kind']:<4} {row['status']:<8} {str(row['stop_reason']):<11} "
                   f"exit {row['exit_code']}  "
                   f"findings {row['failing']}  {text.shown_command(row['command'])}", markup=False)

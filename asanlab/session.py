@@ -88,8 +88,13 @@ def load(ref: str) -> Session:
         raise SessionError(f"no session {ref!r} in {base}", hint="`asanlab sessions` lists them") from None
     except ValueError as e:
         raise SessionError(f"{path / 'session.json'} is not readable JSON: {e}") from None
+    except OSError as e:
+        raise SessionError(f"{path / 'session.json'}: cannot read it: {e.strerror}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("schema", 0), int):
+        raise SessionError(f"{path / 'session.json'} is not an asanlab session (not an object with a schema number)")
     if data.get("schema", 0) > SCHEMA:
         raise SessionError(f"session {ref} was written by a newer asanlab (schema {data['schema']})")
+    data.setdefault("id", path.name)
     return Session(path, data)
 
 
@@ -154,6 +159,10 @@ def symbolize(s: Session, client) -> int:
     """Resolve the session's module+offset frames in its image; keep the answers beside the raw logs."""
     from . import symbolize as sym
 
+    if not s.sanitizer_dir.is_dir() and not s.output_log.exists():
+        # "0 findings" from logs that are not there would be a lie.
+        raise SessionError(f"session {s.id}: its raw logs ({s.sanitizer_dir.parent}) are gone; nothing to re-read",
+                           hint="a session copied without its raw/ folder cannot be replayed")
     reports = read_reports(s.sanitizer_dir)
     table = sym.load_cache(s.path / SYMBOLS)
     sym.apply(reports, table)
@@ -173,6 +182,10 @@ def analyse(s: Session) -> tuple[list[Report], list[Finding]]:
     from . import php_stack
     from .symbolize import apply, load_cache
 
+    if not s.sanitizer_dir.is_dir() and not s.output_log.exists():
+        # "0 findings" from logs that are not there would be a lie.
+        raise SessionError(f"session {s.id}: its raw logs ({s.sanitizer_dir.parent}) are gone; nothing to re-read",
+                           hint="a session copied without its raw/ folder cannot be replayed")
     reports = read_reports(s.sanitizer_dir)
     apply(reports, load_cache(s.path / SYMBOLS))
     php_stack.attach(reports, php_stack.read_folder(s.path / PHP_STACK_SUBDIR))

@@ -225,3 +225,29 @@ def test_numbers_out_of_range_are_usage_errors(tmp_path, cli, args, name):
     assert proc.returncode == 2, proc.stderr
     assert name in proc.stderr and "expected a number" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "home" / "sessions").exists()
+
+
+def test_a_broken_session_hides_no_other(state, cli):
+    tmp_path = state
+    home = {"ASANLAB_HOME": str(tmp_path / "state")}
+    good = session.create({"command": ["php", "/app/a.php"]})
+    for name, body in (("20000101-000000-bad1", "{not json"), ("20000101-000000-bad2", "[1, 2]")):
+        (session.sessions_dir() / name).mkdir()
+        (session.sessions_dir() / name / "session.json").write_text(body)
+    proc = cli("sessions", cwd=tmp_path, env=home)
+    assert proc.returncode == 0, proc.stderr
+    assert "20000101-000000-bad1  unreadable: " in proc.stdout and "not readable JSON" in proc.stdout
+    assert "20000101-000000-bad2  unreadable: " in proc.stdout and "not an asanlab session" in proc.stdout
+    assert good.id in proc.stdout
+    assert cli("replay", "20000101-000000-bad2", cwd=tmp_path, env=home).returncode == 2
+
+
+def test_replay_of_a_session_without_its_logs_says_so(state, cli):
+    """Not "0 finding(s)": the logs that would hold them are not there."""
+    import shutil
+
+    s = session.create({"command": ["php", "/app/a.php"]})
+    shutil.rmtree(s.path / "raw")
+    proc = cli("replay", s.id, cwd=state, env={"ASANLAB_HOME": str(state / "state")})
+    assert proc.returncode == 2 and "raw logs" in proc.stderr and "are gone" in proc.stderr
+    assert "finding" not in proc.stdout
