@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import uuid
+from pathlib import Path
 from typing import Iterator
 
 from .render import LABEL_PREFIX
@@ -12,18 +14,48 @@ from .render import LABEL_PREFIX
 KEEP_ENV = "ASANLAB_KEEP_CONTAINER"
 
 
-def labels(role: str, session: str | None = None) -> dict[str, str]:
-    out = {f"{LABEL_PREFIX}.role": role}
+OWNER = f"{LABEL_PREFIX}.owner"  # host:pid:start of the asanlab process that made it
+SESSION_PATH = f"{LABEL_PREFIX}.session-path"
+
+
+def owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time (clock ticks after boot): with the PID, it names one process even
+    after the PID is reused."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def owner_is_gone(value: str) -> bool:
+    """True when the asanlab that owns a container ran on this host and no longer runs. A
+    container of another host, or an unreadable label, is never called orphaned."""
+    host, _, rest = value.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return not Path(f"/proc/{pid}").exists() or _start_time(int(pid)) != start
+
+
+def labels(role: str, session: str | None = None, session_path: str | None = None) -> dict[str, str]:
+    out = {f"{LABEL_PREFIX}.role": role, OWNER: owner()}
     if session:
         out[f"{LABEL_PREFIX}.session"] = session
+    if session_path:
+        out[SESSION_PATH] = session_path
     return out
 
 
 @contextlib.contextmanager
-def temporary(client, image: str, *, role: str, session: str | None = None, **kwargs) -> Iterator:
+def temporary(client, image: str, *, role: str, session: str | None = None, session_path: str | None = None,
+              **kwargs) -> Iterator:
     """Create (not start) a container; remove it when the block ends, unless ASANLAB_KEEP_CONTAINER=1."""
     name = f"asanlab-{role}-{session or uuid.uuid4().hex[:10]}"
-    container = client.containers.create(image, name=name, labels=labels(role, session), **kwargs)
+    container = client.containers.create(image, name=name, labels=labels(role, session, session_path), **kwargs)
     try:
         yield container
     finally:
@@ -42,3 +74,9 @@ def remove(container) -> None:
         # One retry: removal can race with the container's own exit.
         with contextlib.suppress(NotFound):
             container.remove(force=True)
+
+
+def orphans(client) -> list:
+    """asanlab's app containers whose asanlab was killed (SIGKILL, a crash, a closed terminal)."""
+    found = client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.role=run"})
+    return [c for c in found if owner_is_gone(c.labels.get(OWNER, ""))]

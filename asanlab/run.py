@@ -328,6 +328,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
         mounts[sessions.PHP_STACK_SUBDIR] = PHP_STACK_DIR
     env.update(opts.extra_env)
     command = ["php", "-d", f"auto_prepend_file={SIGTERM_PREPEND}", f"{APP_DIR}/{app.name}", *opts.args]
+    recover_orphans(client, reporter)  # a killed asanlab's container would hold its port and its session
     s = sessions.create({
         "kind": opts.kind, "app": str(app), "command": command, "image": {"ref": opts.image, "id": opts.image_id},
         "recipe": recipe.raw if recipe is not None else None,
@@ -354,7 +355,8 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     driver: _Driver | None = None
     try:
         with _Stop() as stop, containers.temporary(
-            client, opts.image, role="run", session=s.id, command=command, working_dir=APP_DIR,
+            client, opts.image, role="run", session=s.id, session_path=str(s.path), command=command,
+            working_dir=APP_DIR,
             environment=env, ports=ports or None,
             volumes=volumes,
             # ptrace is what LeakSanitizer's final check uses to suspend threads on kernels or seccomp
@@ -400,18 +402,9 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
         if watcher.is_alive():
             watcher.join(timeout=5)
         watcher.scan()
-        reports, findings = sessions.analyse(s)
-        s.data.update({
-            "status": "failed" if error is not None else "finished",
-            "ended": sessions.now(), "stop_reason": stop_reason, "exit_code": exit_code,
-            "error": str(error) if error is not None else None,
-            "abnormal_exits": output.abnormal if output else [],
-            "processes": _processes(reports),
-            "counts": {"reports": len(reports), "findings": len(findings),
-                       "failing": len(failing(findings))},
-        })
-        s.save()
-        s.save_findings(findings)
+        findings = _close(s, status="failed" if error is not None else "finished", stop_reason=stop_reason,
+                          exit_code=exit_code, error=str(error) if error is not None else None,
+                          abnormal=output.abnormal if output else [])
     if error is not None:
         from docker.errors import DockerException
 
@@ -422,6 +415,59 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
                              f"the session was saved in {s.path}") from None
         raise error
     return RunResult(s, findings, exit_code, stop_reason)
+
+
+def _close(s: sessions.Session, *, status: str, stop_reason: str, exit_code: int | None, error: str | None,
+           abnormal: list[dict]) -> list[Finding]:
+    """The session's end: its reports read once more, counts and findings saved."""
+    reports, findings = sessions.analyse(s)
+    s.data.update({
+        "status": status, "ended": sessions.now(), "stop_reason": stop_reason, "exit_code": exit_code,
+        "error": error, "abnormal_exits": abnormal, "processes": _processes(reports),
+        "counts": {"reports": len(reports), "findings": len(findings), "failing": len(failing(findings))},
+    })
+    s.save()
+    s.save_findings(findings)
+    return findings
+
+
+def recover_orphans(client, reporter: Reporter = null_reporter) -> list[str]:
+    """Stop the containers of runs whose asanlab was killed, as a run stops (SIGTERM, then the
+    session's grace for LeakSanitizer's reports), keep the app's whole output, close their sessions
+    (stop reason "orphaned") and remove the containers. Returns the sessions closed."""
+    from docker.errors import DockerException
+
+    closed = []
+    for c in containers.orphans(client):
+        path = Path(c.labels.get(containers.SESSION_PATH, ""))
+        s = None
+        if path.is_absolute() and (path / "session.json").is_file():
+            with contextlib.suppress(sessions.SessionError):
+                s = sessions.load(str(path))
+        grace = float((s.data.get("grace") if s else None) or 15.0)
+        reporter(Event("run.orphan", f"container {c.name} outlived the asanlab that started it: stopping it"
+                                     + (f" and closing session {s.id}" if s else "")))
+        try:
+            stopper = _Stop()
+            stopper.request("orphaned")
+            if c.status == "running":
+                _stop(c, grace, stopper, reporter)
+            exit_code = c.wait(timeout=60).get("StatusCode")
+            if s is not None:
+                # The owner copied the output until it died; the daemon still holds all of it.
+                logs = c.logs(stdout=True, stderr=True)
+                if len(logs) > (s.output_log.stat().st_size if s.output_log.exists() else 0):
+                    s.output_log.parent.mkdir(parents=True, exist_ok=True)
+                    s.output_log.write_bytes(logs)
+        except DockerException as e:
+            reporter(Event("run.warning", f"container {c.name}: {e}"))
+            exit_code = None
+        if s is not None and s.data.get("status") == "running":
+            _close(s, status="finished", stop_reason="orphaned", exit_code=exit_code,
+                   error="asanlab was killed during the run; stopped and closed by a later asanlab", abnormal=[])
+            closed.append(s.id)
+        containers.remove(c)
+    return closed
 
 
 def _stop(container, grace: float, stop: _Stop, reporter: Reporter) -> None:

@@ -164,6 +164,42 @@ def test_ctrl_c_stops_gracefully_and_keeps_the_leak_report(built, work, docker_c
     assert containers_of(docker_client, stored["id"]) == []
 
 
+def test_a_killed_asanlab_leaves_no_container_for_long(built, work, docker_client):
+    """SIGKILL of asanlab mid-run: its container keeps running (nothing can stop it at that moment);
+    the next `asanlab run` finds it, stops it gracefully so its leak report lands, closes its session
+    and removes it."""
+    import json
+
+    folder, env = work
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", write_app(folder, "killed", SIGTERM_APP),
+                             "--image", built[0], "--grace", "20", "--format", "json"], cwd=folder,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if "ready" in line:
+            break
+    assert any("ready" in l for l in seen), "".join(seen)
+    [sid] = [l.split("session ")[1].split()[0] for l in seen if "session " in l and " in /" in l][:1]
+    proc.kill()
+    proc.wait(timeout=30)
+    assert [c.status for c in containers_of(docker_client, sid)] == ["running"]
+    session_file = folder / ".asanlab" / "sessions" / sid / "session.json"
+    assert json.loads(session_file.read_text())["status"] == "running"
+
+    nxt = asanlab("run", write_app(folder, "after", "<?php echo 'hi';\n"), "--image", built[0], "--format", "json",
+                  cwd=folder, env=env, check=0, timeout=300)
+    assert f"closing session {sid}" in nxt.stderr, nxt.stderr
+    assert containers_of(docker_client, sid) == []
+    stored = json.loads(session_file.read_text())
+    assert (stored["status"], stored["stop_reason"]) == ("finished", "orphaned")
+    findings = json.loads((session_file.parent / "findings.json").read_text())["findings"]
+    assert [f["leaked_bytes"] for f in findings if f["kind"] == "direct-leak"] == [200]
+    assert "got SIGTERM" in (session_file.parent / "raw" / "output.log").read_text()
+
+
 def test_timeout_stops_the_app(built, work, docker_client):
     folder, env = work
     import json

@@ -160,7 +160,20 @@ def test_container_removed_when_the_block_raises(monkeypatch):
             raise RuntimeError("boom")
     [(c, kwargs)] = client.made
     assert c.removed == 1
-    assert kwargs["labels"] == {"org.asanlab.role": "run", "org.asanlab.session": "s1"}
+    assert kwargs["labels"] == {"org.asanlab.role": "run", "org.asanlab.session": "s1",
+                                "org.asanlab.owner": containers.owner()}
+
+
+def test_an_owner_is_gone_only_when_its_process_is():
+    import os
+    import socket
+
+    assert not containers.owner_is_gone(containers.owner())
+    dead = f"{socket.gethostname()}:{2**22 + 17}:1"  # above pid_max's default: no such process
+    assert containers.owner_is_gone(dead)
+    reused = f"{socket.gethostname()}:{os.getpid()}:1"  # this PID, but another process's start time
+    assert containers.owner_is_gone(reused)
+    assert not containers.owner_is_gone("another-host:1:1") and not containers.owner_is_gone("garbage")
 
 
 def test_keep_container_for_debugging(monkeypatch):
