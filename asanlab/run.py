@@ -236,16 +236,16 @@ class _LogState:
 class _Output(threading.Thread):
     """Copies the container's output to raw/output.log verbatim and emits it line by line."""
 
-    def __init__(self, container, path: Path, reporter: Reporter) -> None:
+    def __init__(self, stream, path: Path, reporter: Reporter) -> None:
         super().__init__(daemon=True)
-        self.container, self.path, self.reporter = container, path, reporter
+        self.stream, self.path, self.reporter = stream, path, reporter
         self.abnormal: list[dict] = []
 
     def run(self) -> None:
         pending = b""
         with open(self.path, "ab") as out:
             try:
-                for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                for chunk in self.stream:
                     out.write(chunk)
                     out.flush()
                     pending += chunk
@@ -365,11 +365,15 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
         ) as container:
             s.data["container"] = container.name
             s.save()
+            # Attached before it starts, as `docker run` does: the output comes from the container's
+            # streams, not from the daemon's log files, whose rotation (max-size) would end a
+            # followed log stream early and lose the rest.
+            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
             try:
                 container.start()
             except Exception as e:
                 raise InfraError(f"the container did not start: {getattr(e, 'explanation', None) or e}") from None
-            output = _Output(container, s.output_log, reporter)
+            output = _Output(stream, s.output_log, reporter)
             output.start()
             watcher.start()
             deadline = time.monotonic() + opts.timeout if opts.timeout else None

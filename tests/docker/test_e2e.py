@@ -200,6 +200,22 @@ def test_a_killed_asanlab_leaves_no_container_for_long(built, work, docker_clien
     assert "got SIGTERM" in (session_file.parent / "raw" / "output.log").read_text()
 
 
+def test_output_is_whole_past_the_daemons_log_rotation(built, work, docker_client):
+    """30 MB of output, past a json-file `max-size` of 10m (this machine's daemon): every byte in
+    raw/output.log, then the leak report."""
+    import json
+
+    folder, env = work
+    app = write_app(folder, "loud", "<?php\n$line = str_repeat('a', 99) . \"\\n\";\n"
+                                    "for ($i = 0; $i < 300000; $i++) { echo $line; }\n"
+                                    "echo \"last line\\n\";\n$f = FFI::cdef('void *malloc(size_t);');\n$f->malloc(200);\n")
+    proc = asanlab("run", app, "--image", built[0], "--format", "json", cwd=folder, env=env, check=1, timeout=600)
+    result = json.loads(proc.stdout)
+    log = (folder / ".asanlab" / "sessions" / result["session"]["id"] / "raw" / "output.log").read_bytes()
+    assert log.count(b"a" * 99 + b"\n") == 300000 and log.rstrip().endswith(b"last line"), len(log)
+    assert [f["leaked_bytes"] for f in result["findings"] if f["kind"] == "direct-leak"] == [200]
+
+
 def test_timeout_stops_the_app(built, work, docker_client):
     folder, env = work
     import json
