@@ -114,6 +114,8 @@ def to_sarif(findings: list[Finding], *, app_entry: str | None = None) -> str:
             result["properties"]["php_stack"] = [str(fr) for fr in php.frames]
             if php.request:
                 result["properties"]["request"] = php.request
+            if php.coroutine is not None:
+                result["properties"]["coroutine"] = php.coroutine
         if related:
             result["relatedLocations"] = related
         if stack:
@@ -145,7 +147,8 @@ def to_junit(findings: list[Finding], *, suite: str = "asanlab") -> str:
         failure.text = f.example.text if f.example else f.signature
         php = f.example.php if f.example else None
         if php is not None:
-            head = [f"PHP: {fr}" for fr in php.frames] + ([f"request: {php.request}"] if php.request else [])
+            head = [f"PHP: {fr}" for fr in php.frames] + ([f"request: {php.request}"] if php.request else []) + \
+                ([f"coroutine: {php.coroutine}"] if php.coroutine is not None else [])
             failure.text = "\n".join(head) + "\n\n" + failure.text
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

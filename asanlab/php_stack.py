@@ -6,6 +6,7 @@ The agent (images/agent) appends one block per ASan error to php-backtrace.<pid>
     frame free\t\t0
     frame {closure}\t/app/server.php\t11
     request GET /crash
+    coroutine 5
     end
 
 The report line is the ERROR line of the report, verbatim (it holds the PID and the address), so
@@ -40,6 +41,7 @@ class PhpFrame:
 class PhpStack:
     frames: list[PhpFrame] = field(default_factory=list)  # innermost first
     request: str | None = None  # "GET /path" when a Swoole HTTP handler was serving one
+    coroutine: int | None = None  # Swoole's coroutine id when the error happened in a coroutine
 
     def app_frame(self) -> PhpFrame | None:
         """The innermost frame in the app's own code (the folder mounted at /app)."""
@@ -55,7 +57,7 @@ class PhpStack:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PhpStack":
-        return cls([PhpFrame(**f) for f in d.get("frames", [])], d.get("request"))
+        return cls([PhpFrame(**f) for f in d.get("frames", [])], d.get("request"), d.get("coroutine"))
 
 
 def _frame(rest: str) -> PhpFrame | None:
@@ -84,6 +86,8 @@ def parse(text: str) -> dict[str, PhpStack]:
                 current.frames.append(frame)
         elif word == "request" and rest.strip():
             current.request = rest.strip()
+        elif word == "coroutine" and LINE_NUMBER.fullmatch(rest.strip()):
+            current.coroutine = int(rest.strip())
         elif word == "end":
             current = None
     return stacks

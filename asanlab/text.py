@@ -92,6 +92,8 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
             lines.append(f"    in PHP: {ex.php.path() or 'no PHP code was running'}")
             if ex.php.request:
                 lines.append(f"    request: {ex.php.request}")
+            if ex.php.coroutine is not None:
+                lines.append(f"    coroutine: {ex.php.coroutine}")
         lines += _frames(ex.frames, "    ")
         if ex.freed_by:
             lines.append("    freed by:")

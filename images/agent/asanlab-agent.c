@@ -245,9 +245,24 @@ static const char *request_field(zend_object *request, const char *key) {
     return v && Z_TYPE_P(v) == IS_STRING ? Z_STRVAL_P(v) : NULL;
 }
 
+/* The Swoole coroutine running now (> 0), or -1 outside one, 0 without Swoole. Found when first
+ * needed: swoole.so is loaded after the agent starts. Swoole 6 names it swoole_coroutine_get_id,
+ * 5.1 swoole_coroutine_get_current_id (C names, for gdb and C callers). */
+static long current_coroutine(void) {
+    static long (*get_id)(void);
+    static int tried;
+    if (!tried && dl_iterate_phdr(is_swoole, NULL)) {
+        tried = 1;
+        get_id = (long (*)(void))dlsym(RTLD_DEFAULT, "swoole_coroutine_get_id");
+        if (!get_id) get_id = (long (*)(void))dlsym(RTLD_DEFAULT, "swoole_coroutine_get_current_id");
+    }
+    return get_id ? get_id() : 0;
+}
+
 /* Called by ASan with the whole report, after printing it. One block per report:
  *   report <the report's ERROR line, verbatim>
  *   frame <function>\t<file>\t<line>      innermost first; internal functions have no file
+ *   coroutine <id>                         in a Swoole coroutine
  *   request <method> <uri>                 when a frame got a Swoole\Http\Request argument
  *   end
  * It allocates nothing: the heap may be what just failed. */
@@ -290,6 +305,11 @@ static void php_backtrace(const char *report) {
                 uri = request_field(Z_OBJ_P(arg), "request_uri");
             }
         }
+    }
+    long cid = current_coroutine();
+    if (cid > 0) {
+        snprintf(line, sizeof line, "coroutine %ld\n", cid);
+        put_str(fd, line);
     }
     if (uri) {
         put_str(fd, "request ");

@@ -91,7 +91,7 @@ def test_swoole_server_leak_and_worker_crash(swoole_recipe, docker_client, corou
             proc.kill()
     assert proc.returncode == 1, err[-3000:]
     result = json.loads(out)
-    assert_double_free_named(result, SERVER)
+    assert_double_free_named(result, SERVER, coroutine == "1")
     leaks = [f for f in result["findings"] if f["category"] == "leak" and f["leaked_bytes"] % 100 == 0
              and any(fr["function"] == "zif_ffi_trampoline" for fr in f["example"]["frames"])]
     lsan = sum(f["leaked_bytes"] for f in leaks)
@@ -114,14 +114,16 @@ def line_of(source: str, text: str, nth: int = 1) -> int:
     return [n for n, line in enumerate(source.splitlines(), 1) if text in line][nth - 1]
 
 
-def assert_double_free_named(result: dict, server: str) -> None:
+def assert_double_free_named(result: dict, server: str, coroutine: bool) -> None:
     """One double free, its C stack down to the FFI call (across Swoole's coroutine stack), and its
-    PHP side from asanlab's agent: the handler's line that freed twice, and the request."""
+    PHP side from asanlab's agent: the handler's line that freed twice, the request, and the
+    coroutine that ran it (with coroutines on)."""
     errors = [f for f in result["findings"] if f["category"] == "error"]
     assert [f["kind"] for f in errors] == ["double-free"], result["findings"]
     assert any(fr["function"] == "zif_ffi_trampoline" for fr in errors[0]["example"]["frames"]), errors[0]
     php = errors[0]["example"]["php"]
     assert php["request"] == "GET /crash", php
+    assert (php.get("coroutine") or 0) > 0 if coroutine else php.get("coroutine") is None, php
     assert {"function": "{closure}", "file": "/app/server.php", "line": line_of(server, "$libc->free($p);", 2)} \
         in php["frames"], php
 

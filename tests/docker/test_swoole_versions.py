@@ -70,5 +70,5 @@ def test_swoole_release_builds_and_reports(work, swoole_source, docker_client, v
             proc.kill()
     assert proc.returncode == 1, err[-3000:]
     result = json.loads(out)
-    assert_double_free_named(result, SERVER)
+    assert_double_free_named(result, SERVER, coroutine=True)
     assert containers_of(docker_client, result["session"]["id"]) == []

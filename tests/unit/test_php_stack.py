@@ -22,6 +22,7 @@ frame {{closure}}\t/app/server.php\t9
 frame Swoole\\Http\\Server::start\t\t0
 frame {{main}}\t/app/server.php\t21
 request POST /orders?id=7
+coroutine 12
 end
 """
 
@@ -31,7 +32,9 @@ def test_blocks_are_read_by_their_report_line():
     s = stacks[ERROR_LINE]
     assert [str(f) for f in s.frames] == ["free()", "remember_order() /app/server.php:15", "{closure}() /app/server.php:9",
                                           "Swoole\\Http\\Server::start()", "{main} /app/server.php:21"]
-    assert s.request == "POST /orders?id=7"
+    assert s.request == "POST /orders?id=7" and s.coroutine == 12
+    assert php_stack.PhpStack.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    assert stacks["==2==ERROR: x"].coroutine is None
     assert s.app_frame() == php_stack.PhpFrame("remember_order", "/app/server.php", 15)
     assert s.path(2) == "remember_order() /app/server.php:15 <- {closure}() /app/server.php:9"
     # A block cut short by the process dying keeps what it has.
@@ -64,7 +67,7 @@ def test_report_keeps_its_php_stack_through_json(tmp_path):
 def test_text_names_the_php_line_and_the_request(tmp_path):
     out = text.render(None, [double_free_finding(tmp_path)])
     assert "    in PHP: remember_order() /app/server.php:15 <- {closure}() /app/server.php:9 <- " in out
-    assert "    request: POST /orders?id=7" in out
+    assert "    request: POST /orders?id=7\n    coroutine: 12\n" in out
 
 
 def test_sarif_points_at_the_php_line(tmp_path):
@@ -75,13 +78,14 @@ def test_sarif_points_at_the_php_line(tmp_path):
     assert loc == {"artifactLocation": {"uri": "server.php", "uriBaseId": "SRCROOT"}, "region": {"startLine": 15}}
     assert "request POST /orders?id=7" in result["message"]["text"]
     assert result["properties"]["php_stack"][1] == "remember_order() /app/server.php:15"
+    assert result["properties"]["coroutine"] == 12
 
 
 def test_junit_failure_starts_with_the_php_stack(tmp_path):
     root = ET.fromstring(export.to_junit([double_free_finding(tmp_path)]))
     body = root.find("testsuite/testcase/failure").text
     assert body.startswith("PHP: free()\nPHP: remember_order() /app/server.php:15\n")
-    assert "request: POST /orders?id=7" in body and ERROR_LINE in body
+    assert "request: POST /orders?id=7\ncoroutine: 12\n" in body and ERROR_LINE in body
 
 
 def test_reports_without_a_block_stay_as_they_were(tmp_path):
