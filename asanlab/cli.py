@@ -288,13 +288,15 @@ def run(
 
     Arguments after `--` go to the app.
     """
-    _run(app_path, recipe_path, image, publish or [], env or [], timeout, grace, list(ctx.args), all_findings, fmt,
-         baseline, pull_policy, registry_prefix, fail_on, suppressions or [])
+    _run(app_path=app_path, recipe_path=recipe_path, image=image, publish=publish or [], env=env or [],
+         timeout=timeout, grace=grace, args=list(ctx.args), all_findings=all_findings, fmt=fmt, baseline=baseline,
+         pull_policy=pull_policy, registry_prefix=registry_prefix, fail_on=fail_on,
+         suppression_files=suppressions or [])
 
 
-def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: list[str], env: list[str],
-         timeout: float | None, grace: float, args: list[str], all_findings: bool, fmt: Format,
-         baseline: str | None = None, pull_policy: "PullPolicy" = None, registry_prefix: str | None = None,
+def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, publish: list[str] = (),
+         env: list[str] = (), timeout: float | None = None, grace: float = 15.0, args: list[str] = (),
+         all_findings: bool = False, fmt: Format = Format.text, baseline: str | None = None, pull_policy: "PullPolicy" = None, registry_prefix: str | None = None,
          fail_on: FailOn | None = None, suppression_files: list[Path] | None = None) -> None:
     from .run import RunOptions, run as do_run
 
@@ -311,8 +313,8 @@ def _run(app_path: Path, recipe_path: Path | None, image: str | None, publish: l
     r = recipes.load(recipe_path) if recipe_path else None
     try:
         image_ref, image_id = _image_for(r, image, reporter, pull_policy, registry_prefix)
-        result = do_run(client(), RunOptions(app=app_path, image=image_ref, image_id=image_id, args=args,
-                                             ports=publish, env=env, timeout=timeout, grace=grace, recipe=r,
+        result = do_run(client(), RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(args),
+                                             ports=list(publish), env=list(env), timeout=timeout, grace=grace, recipe=r,
                                              suppressions=rules, agent=_agent_path(image_ref)),
                         reporter=reporter)
     finally:
@@ -736,7 +738,7 @@ def demo(
     if recipe_path is None:
         recipe_path = Path(str(data.joinpath("php8.2.yml")))
     demo_app = Path(str(data.joinpath("demo.php")))
-    _run(demo_app, recipe_path, None, [], [], 300, 15.0, [], False, Format.text)
+    _run(app_path=demo_app, recipe_path=recipe_path, timeout=300)
 
 
 def main() -> None:
