@@ -59,11 +59,12 @@ def parse_snapshot(text: str) -> Snapshot:
         if line.startswith("@process "):
             close()
             kb = {}
-            current = Process(pid=int(line.split()[1]), ppid=0)
+            pid = line[9:].strip()
+            current = Process(pid=int(pid), ppid=0) if pid.isascii() and pid.isdigit() else None
             in_cgroup, table = False, None
         elif line.startswith("@net "):
             close()
-            current, table = None, net.setdefault(line.split()[1], [])
+            current, table = None, net.setdefault(line[5:].strip(), [])
         elif line.startswith("@cgroup"):
             close()
             current, in_cgroup, table = None, True, None

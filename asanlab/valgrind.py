@@ -78,10 +78,11 @@ def parse_xml(text: str, source: str = "") -> list[Report]:
     for start in range(0, len(text), 1 << 16):
         try:
             parser.feed(text[start:start + (1 << 16)])
-        except ET.ParseError:
+            events = list(parser.read_events())
+        except ET.ParseError:  # malformed or cut here: what came before stands
             break
-        for _, el in parser.read_events():
-            if el.tag == "pid" and el.text and el.text.strip().isdigit():
+        for _, el in events:
+            if el.tag == "pid" and el.text and el.text.strip().isascii() and el.text.strip().isdigit():
                 pid = int(el.text)
             elif el.tag == "error":
                 reports.append(_error(el, pid, source))

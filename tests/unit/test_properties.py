@@ -1,0 +1,47 @@
+"""Arbitrary input to every parser and to the recipe loader: asanlab's own error, or a result, and
+never another exception (which would exit 70 as a bug in asanlab)."""
+
+from hypothesis import given, settings, strategies as st
+
+from asanlab import memory, php_stack, recipe, reports, resources, valgrind
+from asanlab.errors import AsanlabError
+
+# Text with the characters and words the parsers look for, so the search goes past the first line.
+WORDS = st.sampled_from(["report ", "frame ", "\t", "request ", "coroutine ", "end", "heap ", "site ", "\n",
+                         "==1==ERROR: AddressSanitizer: ", "    #0 0x1 in f /a.c:1\n", "@process 1\n", "fd 3 ",
+                         "socket:[12]", "@net tcp\n", "0100007F:1F90 ", "@cgroup\n", "name: x\n", "php:\n",
+                         "  version: ", '"8.2.1"', "&a ", "*a", "[", "]", "{", "}", ":", "-", "٣", "9" * 30,
+                         "<error>", "<kind>Leak_DefinitelyLost</kind>", "</error>", "<?xml version='1.0'?>"])
+TEXT = st.one_of(st.text(), st.lists(st.one_of(WORDS, st.text(max_size=5)), max_size=60).map("".join))
+
+
+@settings(max_examples=300)
+@given(TEXT)
+def test_parsers_take_any_text(text):
+    php_stack.parse(text)
+    php_stack.parse_heap(text)
+    memory.parse_snapshot(text)
+    memory.parse_answers(text)
+    memory.parse_profiles(text)
+    resources.parse_net({"tcp": text, "unix": text})
+    reports.parse(text)
+    valgrind.parse_xml(text)
+
+
+@settings(max_examples=300)
+@given(TEXT)
+def test_the_recipe_loader_takes_any_text(text):
+    try:
+        recipe.parse(text)
+    except AsanlabError:
+        pass
+
+
+@given(st.binary(max_size=400))
+def test_the_recipe_loader_takes_any_bytes(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("r") / "r.yml"
+    path.write_bytes(data)
+    try:
+        recipe.load(path)
+    except AsanlabError:
+        pass
