@@ -23,6 +23,7 @@ from .layout import APP_DIR
 
 FILE_PREFIX = "php-backtrace."
 LINE_NUMBER = re.compile(r"[0-9]{1,9}")  # ASCII only: int() would take other scripts' digits
+COUNT = re.compile(r"[0-9]{1,18}")
 MAX_FILE_BYTES = 64 << 20  # a crash loop cannot make asanlab read without end
 
 
@@ -153,5 +154,38 @@ def parse_heap(text: str) -> list[tuple[int, list[HeapSite]]]:
                 sites[-1].frames.append(frame)
         elif word == "end":
             out.append((seq, sites))
+            seq = None
+    return out
+
+
+@dataclass(frozen=True)
+class Holder:
+    """One root of the PHP heap in a census: a global, a static property, a function's static
+    variable, or a member of one (`$app->cache`, `$config['routes']`)."""
+
+    kind: str  # global, static-property, static-var
+    path: str
+    elements: int
+    bytes: int
+
+
+def parse_census(text: str) -> list[tuple[int, list[Holder]]]:
+    """The agent's php-census.<pid>: one (sequence number, holders) per census. A census cut short
+    (the process died while writing it) is dropped: its missing holders would read as emptied."""
+    out: list[tuple[int, list[Holder]]] = []
+    seq: int | None = None
+    holders: list[Holder] = []
+    for line in text.splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "census" and COUNT.fullmatch(rest.strip()):
+            seq, holders = int(rest.strip()), []
+        elif seq is None:
+            continue
+        elif word == "holder":
+            parts = rest.split("\t")
+            if len(parts) == 4 and parts[0] and parts[1] and all(COUNT.fullmatch(p) for p in parts[2:]):
+                holders.append(Holder(parts[0], parts[1], int(parts[2]), int(parts[3])))
+        elif word == "end":
+            out.append((seq, holders))
             seq = None
     return out

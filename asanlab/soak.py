@@ -32,6 +32,8 @@ FAST_STACKS = {"fast_unwind_on_malloc": 1}
 # (measured at -O0), and less of the RSS plateau that the quarantine adds while it fills. A soak
 # hunts leaks; a use-after-free is caught still, within a shorter reuse distance.
 SOAK_QUARANTINE = {"quarantine_size_mb": 16}
+# Sent after the last checkpoint, unsampled (the agent's census needs one request per process).
+FLUSH_REQUESTS = 64
 
 
 def asan_options(full_stacks: bool) -> dict:
@@ -125,6 +127,10 @@ class Driver:
                                                 f"{stats.sent / stats.seconds if stats.seconds else 0:.0f} req/s"
                                                 + (" - checkpoint" if checkpoint else ""),
                                {"done": done, "total": last, "checkpoint": checkpoint}))
+        if self.agent and not ctx.stop.is_set():
+            # The agent's census of the PHP heap runs in PHP, at the next request a process serves:
+            # a few more requests let the last checkpoint's census be taken.
+            self.loader.send(FLUSH_REQUESTS, ctx.stop)
         (folder / "load.json").write_text(json.dumps(self.loader.total.as_dict(), indent=2) + "\n")
 
     def _wait_ready(self, ctx: DriverContext) -> None:
@@ -296,6 +302,22 @@ def read_php_heaps(s, samples: list[dict]) -> dict[int, list[tuple[int, list]]]:
     return out
 
 
+def read_php_census(s, samples: list[dict]) -> dict[int, list[tuple[int, list]]]:
+    """Each process's PHP heap census (the agent's php-census.<pid>) with the request count of the
+    checkpoint that asked for it (it is taken at the next request)."""
+    from . import php_stack
+
+    requests_at = {smp["seq"]: smp["requests"] for smp in samples if "seq" in smp}
+    out: dict[int, list[tuple[int, list]]] = {}
+    for f in sorted((s.path / "agent").glob("php-census.*")):
+        if not f.suffix[1:].isdigit() or not f.is_file():
+            continue
+        with open(f, errors="replace") as fh:
+            blocks = php_stack.parse_census(fh.read(php_stack.MAX_FILE_BYTES))
+        out[int(f.suffix[1:])] = [(requests_at[seq], holders) for seq, holders in blocks if seq in requests_at]
+    return out
+
+
 def analyse_session(s, *, plots: bool = True) -> dict | None:
     """Judge a stored soak (again): writes soak/analysis.json, samples.csv and memory.png."""
     from . import plot, soak_report
@@ -315,7 +337,7 @@ def analyse_session(s, *, plots: bool = True) -> dict | None:
     analysis = soak_report.analyse(samples, read_profiles(s, samples), criteria,
                                    budget=opts.get("budget", 64 * 1024 * 1024), load=load,
                                    app=f"{APP_DIR}/{entry}" if entry else None,
-                                   php_heaps=read_php_heaps(s, samples))
+                                   php_heaps=read_php_heaps(s, samples), census=read_php_census(s, samples))
     folder = s.path / "soak"
     from .sources import atomic_write
 

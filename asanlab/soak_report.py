@@ -33,9 +33,14 @@ def choose_metric(samples: list[dict]) -> str:
     return "rss"
 
 
+KIND_NAMES = {"global": "a global variable", "static-property": "a static property",
+              "static-var": "a function's static variable"}
+
+
 def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Profile]]], criteria: Criteria,
             budget: int = 64 * 1024 * 1024, load: dict | None = None, app: str | None = None,
-            php_heaps: dict[int, list[tuple[int, list[php_stack.HeapSite]]]] | None = None) -> dict:
+            php_heaps: dict[int, list[tuple[int, list[php_stack.HeapSite]]]] | None = None,
+            census: dict[int, list[tuple[int, list[php_stack.Holder]]]] | None = None) -> dict:
     metric = choose_metric(samples)
     last = samples[-1] if samples else {"requests": 0, "processes": {}}
     roles: dict[int, Counter] = defaultdict(Counter)
@@ -95,6 +100,7 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
         "advice": advice(series, samples, metric, budget),
         "growing_sites": growing_sites(profiles, criteria.warmup, app=app),
         "growing_php_sites": growing_php_sites(php_heaps or {}, criteria.warmup),
+        "growing_holders": growing_holders(census or {}, criteria.warmup),
         "descriptors": fds, "coroutines": coroutines,
         "load": load,
     }
@@ -264,6 +270,25 @@ def growing_php_sites(heaps: dict[int, list[tuple[int, list[php_stack.HeapSite]]
     return out
 
 
+def growing_holders(census: dict[int, list[tuple[int, list[php_stack.Holder]]]], warmup: int,
+                    top: int = 10) -> list[dict]:
+    """The PHP variables that hold more per request (the agent's census of the heap's roots),
+    ranked like allocation sites; a member (`$app->cache`) and its root (`$app`) are counted apart."""
+    kinds: dict[str, str] = {}
+    tables: dict[int, list[tuple[int, dict[str, tuple[float, float]]]]] = {}
+    for pid, series in census.items():
+        tables[pid] = []
+        for requests, holders in series:
+            table = {}
+            for h in holders:
+                table[h.path] = (float(h.bytes), float(h.elements))
+                kinds[h.path] = h.kind
+            tables[pid].append((requests, table))
+    return [{"path": k, "kind": kinds[k], "bytes_per_request": r, "steady_bytes_per_request": st,
+             "elements_per_request": er, "processes": n}
+            for k, r, st, er, n in _growth(tables, warmup, top) if st > 0]
+
+
 def render(a: dict, chart: str = "") -> str:
     out = []
     label = a["metric_label"]
@@ -339,6 +364,13 @@ def render(a: dict, chart: str = "") -> str:
         out.append(f"max_request: each of {adv['workers']} worker(s) grows about {adv['per_worker_request']:.1f} B per "
                    f"request it serves; to stay within {size(adv['budget'])} of growth set max_request <= "
                    f"{adv['max_request']} (max_request_grace lets a worker run up to 1.5x longer)")
+    holders = a.get("growing_holders") or []
+    if holders:
+        out.append("")
+        out.append("growing PHP variables (what holds the heap, per request; census by asanlab's agent):")
+        for h in holders[:5]:
+            out.append(f"  {h['bytes_per_request']:8.1f} B/request  {h['elements_per_request']:.2f} elements/request"
+                       f"  {h['path']}  ({KIND_NAMES.get(h['kind'], h['kind'])}, in {h['processes']} process(es))")
     php_sites = a.get("growing_php_sites") or []
     if php_sites:
         out.append("")

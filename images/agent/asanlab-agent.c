@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "php-census.h"
 #include "php-heap.h"
 
 #ifdef ASANLAB_WITH_PHP /* built against the image's own PHP headers (images/Dockerfile.j2) */
@@ -124,6 +125,7 @@ static void answer(long seq, int profile, long contexts) {
         char heap_path[512];
         snprintf(heap_path, sizeof heap_path, "%s/php-heap.%d", folder, (int)getpid());
         php_heap_dump(heap_path, seq);
+        php_census_request(seq);
     }
     char path[512], line[160];
     snprintf(path, sizeof path, "%s/answers.%d", folder, (int)getpid());
@@ -202,6 +204,7 @@ static void in_child(void) {
     pthread_mutex_init(&lock, NULL);
     pthread_cond_init(&wake, NULL);
     php_heap_child();
+    php_census_child(folder);
     start_thread();
 }
 
@@ -347,6 +350,7 @@ __attribute__((constructor)) static void asanlab_agent_init(void) {
     int profile;
     if (read_trigger(&seq, &profile, &contexts)) answered = seq; /* answer only what is asked from now on */
     php_heap_start();
+    php_census_start(folder);
     pthread_atfork(before_fork, start_thread, in_child);
     start_thread();
 }

@@ -123,3 +123,29 @@ def test_growing_php_sites_name_the_app_line():
 SOAK_STUB = {"metric_label": "x", "bytes_per_request": None, "verdict": "LEAK", "more_requests": None,
              "criteria": {"warmup": 0, "threshold": 1.0, "min_growth": 65536}, "load": None, "series": [],
              "events": [], "advice": None, "checkpoints": []}
+
+
+def test_census_names_the_variables_that_grow():
+    """A real census (the agent in PHP 8.2 under ASan, tests/fixtures/soak/php-census-app.php, two
+    censuses 2 s apart), read as two checkpoints of a soak: each growing holder by its path."""
+    blocks = php_stack.parse_census((HEAP.parent / "php-census.txt").read_text())
+    assert [seq for seq, _ in blocks] == [1, 2]
+    first = {h.path: h for h in blocks[0][1]}
+    assert first["Registry::$seen"].kind == "static-property" and first["Registry::$other"].elements == 0
+    assert first["count_visit()::static $visits"].kind == "static-var" and first["$app->names"].kind == "global"
+    requests = {1: 1000, 2: 2000}
+    grown = soak_report.growing_holders({20: [(requests[seq], hs) for seq, hs in blocks]}, warmup=0)
+    paths = [g["path"] for g in grown]
+    assert set(paths) == {"$app->cache", "$app->names", "$orders", "Registry::$seen", "count_visit()::static $visits"}
+    second = {h.path: h for h in blocks[1][1]}
+    seen = next(g for g in grown if g["path"] == "Registry::$seen")
+    assert seen["elements_per_request"] == (second["Registry::$seen"].elements - first["Registry::$seen"].elements) / 1000
+    assert seen["bytes_per_request"] == (second["Registry::$seen"].bytes - first["Registry::$seen"].bytes) / 1000
+    text = soak_report.render({**SOAK_STUB, "growing_holders": grown})
+    assert "growing PHP variables" in text and "Registry::$seen  (a static property, in 1 process(es))" in text
+
+
+def test_a_census_cut_short_is_dropped():
+    text = (HEAP.parent / "php-census.txt").read_text()
+    cut = text[:text.rindex("end ")]
+    assert [seq for seq, _ in php_stack.parse_census(cut)] == [1]

@@ -7,7 +7,7 @@ from asanlab import memory, php_stack, recipe, reports, resources, valgrind
 from asanlab.errors import AsanlabError
 
 # Text with the characters and words the parsers look for, so the search goes past the first line.
-WORDS = st.sampled_from(["report ", "frame ", "\t", "request ", "coroutine ", "end", "heap ", "site ", "\n",
+WORDS = st.sampled_from(["report ", "frame ", "\t", "request ", "coroutine ", "end", "heap ", "site ", "census 1\n", "holder global\t$x\t1\t2\n", "\n",
                          "==1==ERROR: AddressSanitizer: ", "    #0 0x1 in f /a.c:1\n", "@process 1\n", "fd 3 ",
                          "socket:[12]", "@net tcp\n", "0100007F:1F90 ", "@cgroup\n", "name: x\n", "php:\n",
                          "  version: ", '"8.2.1"', "&a ", "*a", "[", "]", "{", "}", ":", "-", "٣", "9" * 30,
@@ -20,6 +20,7 @@ TEXT = st.one_of(st.text(), st.lists(st.one_of(WORDS, st.text(max_size=5)), max_
 def test_parsers_take_any_text(text):
     php_stack.parse(text)
     php_stack.parse_heap(text)
+    php_stack.parse_census(text)
     memory.parse_snapshot(text)
     memory.parse_answers(text)
     memory.parse_profiles(text)
