@@ -93,13 +93,35 @@ SERVER_SETUP_FUNCTIONS = re.compile(
 CALLBACK_FUNCTIONS = re.compile(r"^(sw_zend_call_function_ex|zend::function::call|php_swoole_\w*on[A-Z]\w*)")
 
 
+# The interpreter entering a script: what it runs there, outside any callback, runs once.
+SCRIPT_ENTRY = "php_execute_script"
+VM_ENTRY = ("execute_ex", "zend_execute", "zend_execute_scripts")
+
+
 def is_startup(r: Report) -> bool:
     if r.tool != "LeakSanitizer":
         return False
     names = [f.function or "" for f in r.frames]
     if any(STARTUP_FUNCTIONS.match(n) for n in names):
         return True
-    return any(SERVER_SETUP_FUNCTIONS.match(n) for n in names) and not any(CALLBACK_FUNCTIONS.match(n) for n in names)
+    if any(CALLBACK_FUNCTIONS.match(n) for n in names):
+        return False
+    return any(SERVER_SETUP_FUNCTIONS.match(n) for n in names) or _script_set_up(r.frames, names)
+
+
+def _script_set_up(frames: list[Frame], names: list[str]) -> bool:
+    """A PHP value the script's top level made (a closure, an object, an array) that was still
+    held at exit: in a Swoole master, the callbacks registered before $server->start(), which the
+    server holds until it exits. The engine alone made it (no extension or FFI frame between the
+    allocator and the VM), so it is not native memory an extension lost, and it is made once: the
+    top level runs once, and every request runs under a callback or a coroutine."""
+    if SCRIPT_ENTRY not in names:
+        return False
+    vm = next((i for i, n in enumerate(names) if n in VM_ENTRY), None)
+    if vm is None:
+        return False
+    made_by = [f for f in frames[:vm] if frame_class(f) not in ("runtime", "libc")]
+    return bool(made_by) and all(frame_class(f) == "zend" for f in made_by)
 
 
 def signature(r: Report) -> str:
