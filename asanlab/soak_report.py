@@ -34,7 +34,8 @@ def choose_metric(samples: list[dict]) -> str:
 
 
 KIND_NAMES = {"global": "a global variable", "static-property": "a static property",
-              "static-var": "a function's static variable"}
+              "static-var": "a function's static variable", "swoole-timers": "callbacks Swoole holds"}
+COUNTED_ONLY = {"swoole-timers"}
 
 
 def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Profile]]], criteria: Criteria,
@@ -281,12 +282,21 @@ def growing_holders(census: dict[int, list[tuple[int, list[php_stack.Holder]]]],
         for requests, holders in series:
             table = {}
             for h in holders:
-                table[h.path] = (float(h.bytes), float(h.elements))
+                # Swoole holds timers' callbacks out of PHP's sight: counted, not measured, so
+                # they are ranked by count.
+                counted_only = h.kind in COUNTED_ONLY
+                table[h.path] = (float(h.elements if counted_only else h.bytes), float(h.elements))
                 kinds[h.path] = h.kind
             tables[pid].append((requests, table))
-    return [{"path": k, "kind": kinds[k], "bytes_per_request": r, "steady_bytes_per_request": st,
-             "elements_per_request": er, "processes": n}
-            for k, r, st, er, n in _growth(tables, warmup, top) if st > 0]
+    out = []
+    for k, r, st, er, n in _growth(tables, warmup, top):
+        if st <= 0:
+            continue
+        measured = kinds[k] not in COUNTED_ONLY
+        out.append({"path": k, "kind": kinds[k], "bytes_per_request": r if measured else None,
+                    "steady_bytes_per_request": st if measured else None, "elements_per_request": er,
+                    "processes": n})
+    return out
 
 
 def render(a: dict, chart: str = "") -> str:
@@ -369,7 +379,8 @@ def render(a: dict, chart: str = "") -> str:
         out.append("")
         out.append("growing PHP variables (what holds the heap, per request; census by asanlab's agent):")
         for h in holders[:5]:
-            out.append(f"  {h['bytes_per_request']:8.1f} B/request  {h['elements_per_request']:.2f} elements/request"
+            rate = f"{h['bytes_per_request']:8.1f} B/request" if h["bytes_per_request"] is not None else " " * 17
+            out.append(f"  {rate}  {h['elements_per_request']:.2f} elements/request"
                        f"  {h['path']}  ({KIND_NAMES.get(h['kind'], h['kind'])}, in {h['processes']} process(es))")
     php_sites = a.get("growing_php_sites") or []
     if php_sites:

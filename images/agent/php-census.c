@@ -197,6 +197,40 @@ static void census_statics(zend_function *f, zend_class_entry *scope) {
     } ZEND_HASH_FOREACH_END();
 }
 
+/* Swoole's timers alive in this process (Swoole\Timer::stats()['num']), or -1 without Swoole. A
+ * timer's callback is held by Swoole, not by a PHP variable: a timer started per request and
+ * never cleared shows here. */
+static int (*call_function)(zend_fcall_info *, zend_fcall_info_cache *);
+static void (*ptr_dtor)(zval *);
+static zval *(*str_find)(const HashTable *, const char *, size_t);
+
+static long swoole_timers(void) {
+    if (!call_function || !ptr_dtor || !str_find || EG(exception)) return -1;
+    zval *found = str_find(EG(class_table), "swoole\\timer", sizeof "swoole\\timer" - 1);
+    if (!found) return -1;
+    zend_class_entry *ce = Z_PTR_P(found);
+    zval *method = str_find(&ce->function_table, "stats", sizeof "stats" - 1);
+    if (!method) return -1;
+    zval ret;
+    ZVAL_UNDEF(&ret);
+    zend_fcall_info fci;
+    memset(&fci, 0, sizeof fci);
+    fci.size = sizeof fci;
+    ZVAL_UNDEF(&fci.function_name);
+    fci.retval = &ret;
+    zend_fcall_info_cache fcc;
+    memset(&fcc, 0, sizeof fcc);
+    fcc.function_handler = Z_PTR_P(method);
+    fcc.calling_scope = fcc.called_scope = ce;
+    long n = -1;
+    if (call_function(&fci, &fcc) == SUCCESS && Z_TYPE(ret) == IS_ARRAY) {
+        zval *num = str_find(Z_ARRVAL(ret), "num", sizeof "num" - 1);
+        if (num && Z_TYPE_P(num) == IS_LONG) n = (long)Z_LVAL_P(num);
+    }
+    ptr_dtor(&ret);
+    return n;
+}
+
 static void census(long seq) {
     if (!visited) {
         visited = mmap(NULL, sizeof(uintptr_t) << VISIT_BITS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -251,6 +285,8 @@ static void census(long seq) {
     ZEND_HASH_FOREACH_PTR(EG(function_table), f) {
         census_statics(f, NULL);
     } ZEND_HASH_FOREACH_END();
+    long timers = swoole_timers();
+    if (timers >= 0) fprintf(out, "holder swoole-timers\tSwoole timers (Swoole\\Timer::stats())\t%ld\t0\n", timers);
     fprintf(out, "end %u%s\n", visits, truncated ? " truncated" : "");
     fclose(out);
 }
@@ -268,6 +304,9 @@ void php_census_start(const char *folder) {
     eg = (zend_executor_globals *)dlsym(RTLD_DEFAULT, "executor_globals");
     cg = (zend_compiler_globals *)dlsym(RTLD_DEFAULT, "compiler_globals");
     interrupt_hook = (void (**)(zend_execute_data *))dlsym(RTLD_DEFAULT, "zend_interrupt_function");
+    call_function = dlsym(RTLD_DEFAULT, "zend_call_function");
+    ptr_dtor = dlsym(RTLD_DEFAULT, "zval_ptr_dtor");
+    str_find = dlsym(RTLD_DEFAULT, "zend_hash_str_find");
     if (!eg || !cg || !interrupt_hook) return;
     snprintf(path, sizeof path, "%s/php-census.%d", folder, (int)getpid());
 }

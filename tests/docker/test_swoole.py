@@ -254,7 +254,8 @@ $server->start();
 """
 
 
-HOLDERS = {"global": "$orders", "static": "Registry::$seen", "function-static": "count_visit()::static $visits"}
+HOLDERS = {"global": "$orders", "static": "Registry::$seen", "function-static": "count_visit()::static $visits",
+           "timer": "Swoole timers (Swoole\\Timer::stats())"}
 
 
 @pytest.mark.parametrize("kind,coroutine", [("global", "1"), ("static", "1"), ("function-static", "1"),
