@@ -167,6 +167,9 @@ class Driver:
             # see the agent's read_trigger.
             profiled = sorted(p.pid for p in snap.processes.values() if p.role in ("worker", "server"))
             answers = self._ask(ctx, set(snap.processes), profiled if profile else [])
+            for pid in set(snap.processes) - set(answers):
+                # Running (it is in /proc) but silent: out of descriptors, hung, or busy for 10 s.
+                sample["processes"][str(pid)]["answered"] = False
             for pid, a in answers.items():
                 if str(pid) in sample["processes"]:
                     sample["processes"][str(pid)].update(allocated=a.allocated, heap=a.heap, profiled=a.profiled)

@@ -55,6 +55,7 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
             if p.get(metric) is not None:
                 points[pid].append((s["requests"], float(p[metric])))
     alive = {int(pid) for pid in last["processes"]}
+    silence = stopped_answering(samples)
     series = []
     events = []
     first_requests = samples[0]["requests"] if samples else 0
@@ -62,11 +63,21 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
         role = roles[pid].most_common(1)[0][0]
         v = growth.judge(points[pid], criteria)
         entry = {"pid": pid, "role": role, "first": seen[pid][0], "last": seen[pid][-1], "alive": pid in alive,
-                 **v.as_dict()}
+                 "stopped_answering": silence.get(pid), **v.as_dict()}
         series.append(entry)
         if seen[pid][0] > first_requests:
             events.append(f"{role} pid {pid} appeared by {seen[pid][0]} requests (a restart: max_request, "
                           "or a crash; it is a new series)")
+        silent = silence[pid] if pid in silence else None
+        if silent is not None:
+            last_point = max((pt for pt in points[pid] if pt[0] < silent), default=None)
+            fds = next((smp["processes"][str(pid)].get("fds") for smp in reversed(samples)
+                        if str(pid) in smp["processes"]), None)
+            events.append(f"{role} pid {pid} stopped answering asanlab's agent at {silent} requests while still "
+                          "running" + (f" (last reading {size(last_point[1])} at {last_point[0]} requests)"
+                                       if last_point else "") +
+                          (f"; it has {fds} open file descriptors" if fds is not None else "") +
+                          ": out of descriptors, hung, or too busy to answer")
         if pid not in alive:
             events.append(f"{role} pid {pid} was gone after {seen[pid][-1]} requests")
     judged = [s for s in series if s["fit"] is not None or s["alive"]]
@@ -119,7 +130,7 @@ def descriptors(samples: list[dict], alive: set[int], warmup: int) -> dict | Non
     out = counted(samples, alive, "fds", "fds", extra=lambda p: {"kinds": p.get("fd_kinds") or {}})
     if out is not None:
         out["growing"] = [{"site": k, "per_request": r, "steady_per_request": st, "processes": n}
-                          for k, r, st, _, n in _growth(tables, warmup, 10) if st > 0]
+                          for k, r, st, _, n in _growth(tables, warmup, 10) if r >= FD_CRITERIA.threshold]
     return out
 
 
@@ -150,20 +161,45 @@ def counted(samples: list[dict], alive: set[int], field: str, unit: str, extra=l
             "series": series}
 
 
+def stopped_answering(samples: list[dict]) -> dict[int, int]:
+    """pid -> the request count from which a running process stopped answering the agent's
+    requests for good (it answered before, and never after)."""
+    out: dict[int, int] = {}
+    answered: set[int] = set()
+    for s in samples:
+        for pid_s, p in s["processes"].items():
+            pid = int(pid_s)
+            # Sessions from before the "answered" mark: an answer missing after answers is a silence.
+            if p.get("answered") is False or ("allocated" not in p and pid in answered):
+                out.setdefault(pid, s["requests"])
+            elif "allocated" in p:
+                answered.add(pid)
+                out.pop(pid, None)  # it answered again: a slow moment, not a stop
+    return out
+
+
 def checkpoint_table(samples: list[dict], metric: str) -> list[dict]:
+    """Per checkpoint, the metric summed by role. A process that did not answer leaves its role's
+    sum and the total unknown (None): never a zero."""
     rows = []
     previous = None
+    measured: set[str] = set()
     for s in samples:
+        measured |= {pid for pid, p in s["processes"].items() if p.get(metric) is not None}
         if not (s.get("checkpoint") or s is samples[0]):
             continue
-        by_role: dict[str, int] = defaultdict(int)
-        for p in s["processes"].values():
-            by_role[p.get("role", "process")] += int(p.get(metric) or 0)
-        total = sum(by_role.values())
+        by_role: dict[str, int | None] = defaultdict(int)
+        for pid, p in s["processes"].items():
+            role = p.get("role", "process")
+            if p.get(metric) is None and (p.get("answered") is False or pid in measured):
+                by_role[role] = None
+            elif by_role[role] is not None:
+                by_role[role] += int(p.get(metric) or 0)
+        total = None if None in by_role.values() else sum(by_role.values())
         row = {"requests": s["requests"], "by_role": dict(by_role), "total": total, "cgroup": s.get("cgroup"),
                "growth": None, "bytes_per_request": None, "server_requests": s.get("server_requests"),
                "stats_reads": s.get("stats_reads")}
-        if previous is not None and s["requests"] > previous["requests"]:
+        if previous is not None and s["requests"] > previous["requests"] and None not in (total, previous["total"]):
             row["growth"] = total - previous["total"]
             row["bytes_per_request"] = row["growth"] / (s["requests"] - previous["requests"])
         rows.append(row)
@@ -332,8 +368,10 @@ def render(a: dict, chart: str = "") -> str:
     table = [header]
     for row in rows:
         counted = [str(row["server_requests"]) if row.get("server_requests") is not None else "?"] if server else []
-        table.append([str(row["requests"]), *counted, *[size(row["by_role"].get(r, 0)) for r in roles],
-                      size(row["total"]),
+        table.append([str(row["requests"]), *counted,
+                      *["?" if r in row["by_role"] and row["by_role"][r] is None else size(row["by_role"].get(r, 0))
+                        for r in roles],
+                      size(row["total"]) if row["total"] is not None else "?",
                       size(row["growth"]) if row["growth"] is not None else "",
                       f"{row['bytes_per_request']:.1f}" if row["bytes_per_request"] is not None else ""])
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
@@ -346,6 +384,8 @@ def render(a: dict, chart: str = "") -> str:
     out.append("per process:")
     for s in a["series"]:
         state = "" if s["alive"] else " (gone)"
+        if s.get("stopped_answering") is not None and s["alive"]:
+            state = f" (stopped answering at {s['stopped_answering']} requests)"
         out.append(f"  {s['role']:<8} pid {s['pid']:<6} {s['verdict']:<12} {s['reason']}{state}")
     for e in a["events"]:
         out.append(f"  note: {e}")

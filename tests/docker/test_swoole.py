@@ -335,3 +335,51 @@ def test_run_of_a_clean_server_exits_0(swoole_recipe, docker_client):
     assert proc.returncode == 0 and failing == [], (err[-2000:], failing)
     assert any(f["category"] == "startup-leak" for f in result["findings"])
     assert containers_of(docker_client, result["session"]["id"]) == []
+
+
+FD_LEAK = """<?php
+// Opens a file per request and keeps it (a descriptor leak); NOFILE lowers each worker's limit so
+// that the workers run out of descriptors during the soak.
+$server = new Swoole\\Http\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
+$server->set(["worker_num" => 2, "log_level" => SWOOLE_LOG_WARNING]);
+$server->on("workerStart", function () {
+    posix_setrlimit(POSIX_RLIMIT_NOFILE, (int) getenv("NOFILE"), (int) getenv("NOFILE"));
+});
+$server->on("request", function ($request, $response) {
+    $f = @fopen("/tmp/req-" . mt_rand() . ".log", "w");
+    if ($f === false) { $response->status(500); $response->end("no descriptor\\n"); return; }
+    $GLOBALS['open'][] = $f;
+    $response->end("ok\\n");
+});
+$server->start();
+"""
+
+
+def test_soak_names_a_descriptor_leak_and_the_workers_it_silences(swoole_recipe, docker_client):
+    """A file opened per request and kept: open descriptors LEAK, by the file's pattern, while the
+    memory table says nothing false. The workers then run out of descriptors: they are reported
+    as still running but not answering, with their last readings, never as gone or as zero bytes."""
+    folder, env = swoole_recipe
+    (folder / "fdleak").mkdir(exist_ok=True)
+    (folder / "fdleak" / "server.php").write_text(FD_LEAK)
+    port = free_port()
+    proc = subprocess.run([sys.executable, "-m", "asanlab", "soak", "fdleak/server.php", "--recipe", "swoole.yml",
+                           "-p", f"{port}:9501", "-e", "NOFILE=3000", "--url", f"http://127.0.0.1:{port}/",
+                           "--checkpoints", "1000,4000,8000", "--format", "json", "--grace", "30"],
+                          cwd=folder, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    a = json.loads(proc.stdout)["soak"]
+    fds = a["descriptors"]
+    assert a["verdict"] == "LEAK" and fds["verdict"] == "LEAK"
+    workers = [s for s in fds["series"] if s["role"] == "worker"]
+    assert len(workers) == 2 and all(s["verdict"] == "LEAK" for s in workers), workers
+    assert all(s["fit"]["slope"] == pytest.approx(0.5, rel=0.05) for s in workers), workers
+    assert fds["growing"][0]["site"] == "/tmp/req-*.log", fds["growing"]
+    assert all(s["verdict"] == "STABLE" for s in fds["series"] if s["role"] in ("master", "manager"))
+    assert a["growing_holders"][0]["path"] == "$open"
+    memory = {s["pid"]: s for s in a["series"]}
+    assert all(memory[s["pid"]]["alive"] and memory[s["pid"]]["stopped_answering"] for s in workers), a["series"]
+    last = a["checkpoints"][-1]
+    assert last["requests"] == 8000 and last["total"] is None and last["by_role"]["worker"] is None, last
+    assert any("stopped answering asanlab's agent" in e and "3000 open file descriptors" in e for e in a["events"])
+    assert a["failed_requests"], a["load"]
