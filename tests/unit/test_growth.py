@@ -152,3 +152,26 @@ def test_descriptors_and_coroutines_growing_per_request_are_leaks():
     text = soak_report.render(a)
     assert "open file descriptors: LEAK" in text and "0.500 fds/request  /tmp/req-*.log" in text
     assert "Swoole coroutines alive: LEAK" in text
+
+
+def test_a_process_that_stops_answering_is_said_not_zeroed():
+    """From 50,000 requests the worker is in /proc but its agent is silent: the table's cells are
+    unknown, the event names its last reading, and it is not called gone."""
+    samples = []
+    for x in X:
+        s = _sample(x, [(1, 0, "master", 2e6), (2, 1, "worker", 3e6 + 10 * x)], checkpoint=x in (1000, 10000, 100000))
+        if x >= 50000:
+            del s["processes"]["2"]["allocated"]
+            s["processes"]["2"]["answered"] = False
+            s["processes"]["2"]["fds"] = 1024
+        samples.append(s)
+    a = soak_report.analyse(samples, {}, Criteria(warmup=1000))
+    worker = next(s for s in a["series"] if s["pid"] == 2)
+    assert worker["alive"] and worker["stopped_answering"] == 55000 and worker["verdict"] == LEAK
+    assert a["checkpoints"][-1]["total"] is None and a["checkpoints"][-1]["by_role"] == {"master": 2000000, "worker": None}
+    assert a["checkpoints"][-2]["total"] == 2e6 + 3e6 + 10 * 10000
+    [event] = [e for e in a["events"] if "stopped answering" in e]
+    assert "at 55000 requests" in event and "last reading" in event and "1024 open file descriptors" in event
+    text = soak_report.render(a)
+    assert "(stopped answering at 55000 requests)" in text and "(gone)" not in text
+    assert "  100000  1.9 MiB        ?        ?" in text
