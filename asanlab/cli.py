@@ -537,6 +537,9 @@ def soak(
         loads.check_url(stats_url, "--stats-url")
     if body is not None and body_file is not None:
         raise UsageError("give --body or --body-file, not both")
+    for option, path in (("--body-file", body_file), ("--requests-file", requests_file)):
+        if path is not None and path.exists() and not path.is_file():
+            raise UsageError(f"{option} {path}: not a regular file")  # a FIFO or a device: read without end
     if body_file is not None:
         try:
             data = body_file.read_bytes()
@@ -713,6 +716,9 @@ def report(
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"{missing[0]}: no such file or folder")
+    odd = [p for p in paths if not (p.is_file() or p.is_dir())]
+    if odd:  # a FIFO or a device would be read without end
+        raise UsageError(f"{odd[0]}: not a regular file or a folder")
 
     def reports():
         for path in paths:

@@ -354,9 +354,7 @@ def _semantic_problems(data: dict, folder: Path) -> list[tuple[tuple, str]]:
         where = ("runtime", "suppressions_file")
         found = _path_problems(runtime["suppressions_file"], folder)
         target = folder / runtime["suppressions_file"]
-        if not found and not target.is_file():
-            found = [f"{runtime['suppressions_file']!r} is not a regular file"]
-        elif not found and target.stat().st_size > MAX_RECIPE_BYTES:
+        if not found and target.stat().st_size > MAX_RECIPE_BYTES:
             found = [f"{runtime['suppressions_file']!r} is larger than {MAX_RECIPE_BYTES} bytes"]
         elif not found:
             try:
@@ -384,6 +382,8 @@ def _path_problems(value: str, folder: Path) -> list[str]:
         return [f"{value!r} leaves the recipe's folder ({folder}); keep sources beside the recipe"]
     if not target.exists():
         return [f"{value!r} does not exist (looked for {target})"]
+    if not target.is_file():  # a folder, a FIFO or a device
+        return [f"{value!r} is not a regular file"]
     return []
 
 

@@ -21,6 +21,8 @@ LEAK_KINDS = ("direct-leak", "indirect-leak")
 def read(paths: list[Path]) -> list[str]:
     rules: list[str] = []
     for path in paths:
+        if path.exists() and not path.is_file():  # a FIFO or a device would be read without end
+            raise UsageError(f"--suppressions {path}: not a regular file")
         try:
             lines = path.read_text().splitlines()
         except OSError as e:

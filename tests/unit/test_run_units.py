@@ -264,3 +264,22 @@ def test_replay_of_a_session_without_its_logs_says_so(state, cli):
     proc = cli("replay", s.id, cwd=state, env={"ASANLAB_HOME": str(state / "state")})
     assert proc.returncode == 2 and "raw logs" in proc.stderr and "are gone" in proc.stderr
     assert "finding" not in proc.stdout
+
+
+def test_fifos_and_devices_are_refused_not_read(tmp_path, cli):
+    """A FIFO or /dev/zero given where a file is expected would block or be read without end."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    home = {"ASANLAB_HOME": str(tmp_path / "home")}
+    (tmp_path / "x.php").write_text("<?php\n")
+    for args, says in ((["report", fifo], "not a regular file or a folder"),
+                       (["report", "/dev/zero"], "not a regular file or a folder"),
+                       (["report", tmp_path / "x.php", "--suppressions", fifo], "not a regular file"),
+                       (["soak", "x.php", "--url", "http://127.0.0.1:1/", "--image", "x", "--body-file", "/dev/zero"],
+                        "--body-file /dev/zero: not a regular file"),
+                       (["soak", "x.php", "--url", "http://127.0.0.1:1/", "--image", "x", "--requests-file", fifo],
+                        "not a regular file")):
+        proc = cli(*args, cwd=tmp_path, env=home)
+        assert proc.returncode == 2 and says in proc.stderr, (args, proc.stderr)
