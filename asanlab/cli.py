@@ -393,6 +393,10 @@ def _image_for(r, image: str | None, reporter, policy: "PullPolicy" = None, pref
         built = do_build(r, client, reporter=reporter)
         return built.image_ref, built.image_id
     assert image is not None
+    from . import references
+
+    if references.problem(image):
+        raise UsageError(f"--image: {references.problem(image)}")
     if policy is PullPolicy.always or (policy is PullPolicy.missing and find_image(client(), image) is None):
         return image, registry.pull_image(client(), image, reporter=reporter).id
     return image, _image_id(image)

@@ -21,7 +21,7 @@ import jsonschema
 import yaml
 
 from .errors import RecipeError
-from . import suppressions
+from . import references, suppressions
 
 DEFAULT_BASE_IMAGE = "debian:bookworm"
 DEFAULT_COMPILER_VERSION = 14
@@ -345,6 +345,8 @@ def _semantic_problems(data: dict, folder: Path) -> list[tuple[tuple, str]]:
             out.append((p + ("source", "sha256"), "apt verifies Debian source packages itself: drop sha256"))
         if "path" in src:
             out += [(p + ("source", "path"), m) for m in _path_problems(src["path"], folder)]
+    if "base_image" in data and references.problem(data["base_image"]):
+        out.append((("base_image",), references.problem(data["base_image"])))
     runtime = data.get("runtime", {})
     for i, line in enumerate(runtime.get("suppressions", ())):
         why = suppressions.problem(line)

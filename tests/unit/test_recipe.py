@@ -189,3 +189,19 @@ def test_a_bad_suppressions_line_is_refused_before_any_run(tmp_path):
     (tmp_path / "dir.supp").mkdir()
     got = problems('name: x\nphp:\n  version: "8.2.1"\nruntime:\n  suppressions_file: dir.supp\n', tmp_path)
     assert "is not a regular file" in got[0]
+
+
+@pytest.mark.parametrize("name", ["a..b", "a-", "-a", "A", "a__-b", "a" * 129, "a/b"])
+def test_a_name_docker_would_refuse_is_refused(tmp_path, name):
+    got = problems(f'name: "{name}"\nphp:\n  version: "8.2.1"\n', tmp_path)
+    assert len(got) == 1 and ": name: " in got[0], got
+
+
+@pytest.mark.parametrize("ref,ok", [("debian:bookworm", True), ("127.0.0.1:5000/asanlab/php8.2:sha-abc", True),
+                                     ("ghcr.io/org/x@sha256:" + "a" * 64, True), ("a__b.c-d/e", True),
+                                     ("Debian:bookworm", False), ("debian::x", False), ("debian:", False),
+                                     ("a..b", False), ("x y", False), ("", False), ("e1a6ca5f26c0", True)])
+def test_image_references_follow_dockers_grammar(ref, ok):
+    from asanlab import references
+
+    assert (references.problem(ref) is None) is ok, references.problem(ref)
