@@ -335,7 +335,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
         "recipe_digest": recipe.digest() if recipe is not None else None,
         "recipe_path": str(recipe.path) if recipe is not None and recipe.path else None,
         "environment": _masked(env), "ports": {k: list(v) for k, v in ports.items()},
-        "timeout": opts.timeout, "grace": opts.grace, **opts.extra_info,
+        "timeout": opts.timeout, "grace": opts.grace, "owner": containers.owner(), **opts.extra_info,
     })
     config = s.path / "config"
     config.mkdir()
@@ -471,6 +471,17 @@ def recover_orphans(client, reporter: Reporter = null_reporter) -> list[str]:
                    error="asanlab was killed during the run; stopped and closed by a later asanlab", abnormal=[])
             closed.append(s.id)
         containers.remove(c)
+    # Sessions whose asanlab died before its container existed (or after it was removed).
+    for sid in sessions.list_ids():
+        try:
+            s = sessions.load(sid)
+        except sessions.SessionError:
+            continue
+        if s.data.get("status") == "running" and containers.owner_is_gone(s.data.get("owner") or ""):
+            _close(s, status="finished", stop_reason="orphaned", exit_code=None,
+                   error="asanlab was killed during the run; closed by a later asanlab", abnormal=[])
+            reporter(Event("run.orphan", f"session {s.id} was left running by a killed asanlab: closed"))
+            closed.append(s.id)
     return closed
 
 

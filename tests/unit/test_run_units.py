@@ -283,3 +283,19 @@ def test_fifos_and_devices_are_refused_not_read(tmp_path, cli):
                         "not a regular file")):
         proc = cli(*args, cwd=tmp_path, env=home)
         assert proc.returncode == 2 and says in proc.stderr, (args, proc.stderr)
+
+
+def test_a_session_left_running_by_a_killed_asanlab_is_closed(state):
+    """Killed before its container existed: no container to stop, but the session is closed as
+    orphaned by the next run, with what its logs hold; a live owner's session is left alone."""
+    import socket
+
+    dead = session.create({"command": ["php", "/app/a.php"], "owner": f"{socket.gethostname()}:{2**22 + 17}:1"})
+    (dead.sanitizer_dir / "sanitizer.1").write_text(fixture_text("double-free"))
+    alive = session.create({"command": ["php", "/app/a.php"], "owner": containers.owner()})
+    client = FakeClient()
+    client.containers.list = lambda **kw: []
+    assert run.recover_orphans(client) == [dead.id]
+    closed = session.load(dead.id).data
+    assert (closed["status"], closed["stop_reason"], closed["counts"]["findings"]) == ("finished", "orphaned", 1)
+    assert session.load(alive.id).data["status"] == "running"
