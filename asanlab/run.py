@@ -440,6 +440,7 @@ def recover_orphans(client, reporter: Reporter = null_reporter) -> list[str]:
     session's grace for LeakSanitizer's reports), keep the app's whole output, close their sessions
     (stop reason "orphaned") and remove the containers. Returns the sessions closed."""
     from docker.errors import DockerException
+    from requests import RequestException
 
     closed = []
     for c in containers.orphans(client):
@@ -456,14 +457,15 @@ def recover_orphans(client, reporter: Reporter = null_reporter) -> list[str]:
             stopper.request("orphaned")
             if c.status == "running":
                 _stop(c, grace, stopper, reporter)
-            exit_code = c.wait(timeout=60).get("StatusCode")
+            # A container created but never started has no exit to wait for.
+            exit_code = c.wait(timeout=60).get("StatusCode") if c.status != "created" else None
             if s is not None:
                 # The owner copied the output until it died; the daemon still holds all of it.
                 logs = c.logs(stdout=True, stderr=True)
                 if len(logs) > (s.output_log.stat().st_size if s.output_log.exists() else 0):
                     s.output_log.parent.mkdir(parents=True, exist_ok=True)
                     s.output_log.write_bytes(logs)
-        except DockerException as e:
+        except (DockerException, RequestException) as e:
             reporter(Event("run.warning", f"container {c.name}: {e}"))
             exit_code = None
         if s is not None and s.data.get("status") == "running":

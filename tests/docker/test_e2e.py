@@ -200,6 +200,29 @@ def test_a_killed_asanlab_leaves_no_container_for_long(built, work, docker_clien
     assert "got SIGTERM" in (session_file.parent / "raw" / "output.log").read_text()
 
 
+@pytest.mark.parametrize("delay", [0.5, 1.5, 3.0, 6.0])
+def test_asanlab_killed_at_any_point_is_recovered_by_the_next_run(built, work, docker_client, delay):
+    """SIGKILL of `asanlab run` after `delay` seconds (from before its session exists to while the
+    app serves): the next run leaves no container of it and no session "running"."""
+    import json
+
+    folder, env = work
+    app = f"kill{str(delay).replace('.', '_')}"
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", write_app(folder, app, SIGTERM_APP),
+                             "--image", built[0], "--grace", "20"], cwd=folder, env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.kill()
+    proc.wait(timeout=30)
+    asanlab("run", write_app(folder, f"{app}_after", "<?php echo 'hi';\n"), "--image", built[0], cwd=folder,
+            env=env, check=0, timeout=300)
+    sessions = folder / ".asanlab" / "sessions"
+    running = [p.name for p in sessions.iterdir() if json.loads((p / "session.json").read_text())["status"] == "running"]
+    assert running == []
+    leftover = docker_client.containers.list(all=True, filters={"label": "org.asanlab.role=run"})
+    assert leftover == [], [c.name for c in leftover]
+
+
 def test_output_is_whole_past_the_daemons_log_rotation(built, work, docker_client):
     """30 MB of output, past a json-file `max-size` of 10m (this machine's daemon): every byte in
     raw/output.log, then the leak report."""
