@@ -48,25 +48,51 @@ static void (*previous_hook)(zend_execute_data *);
 static char path[512];
 static volatile long wanted, done; /* census sequence numbers: asked by the host, written */
 
-/* ---- visited set: each refcounted value is counted under the first root that reaches it ---- */
-#define VISIT_BITS 21
-#define MAX_VISITS ((1u << VISIT_BITS) / 2)
-static uintptr_t *visited; /* mmap'd: the census must not add to the heap it measures */
-static unsigned visits;
+/* ---- visited set: each refcounted value is counted under the first root that reaches it ----
+ * Open addressing in mmap'd memory, doubled when half full and unmapped after each census: the
+ * census adds nothing to the heap it measures, and holds no memory between censuses (16 bytes per
+ * value at the largest, 64 KiB for a small app). */
+#define FIRST_BITS 13
+#define MAX_BITS 24
+static uintptr_t *visited;
+static unsigned bits, visits;
 static int truncated;
 
+static uintptr_t *table_of(unsigned b) {
+    void *p = mmap(NULL, sizeof(uintptr_t) << b, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void insert(uintptr_t *table, unsigned b, uintptr_t key) {
+    size_t i = (size_t)((key >> 3) * 0x9e3779b97f4a7c15ULL >> (64 - b));
+    while (table[i]) i = (i + 1) & (((size_t)1 << b) - 1);
+    table[i] = key;
+}
+
 static int first_visit(const void *p) {
-    if (!visited || visits >= MAX_VISITS) {
+    uintptr_t key = (uintptr_t)p;
+    if (!visited) {
         truncated = 1;
         return 0;
     }
-    uintptr_t key = (uintptr_t)p;
-    size_t i = (size_t)((key >> 3) * 0x9e3779b97f4a7c15ULL >> (64 - VISIT_BITS));
+    size_t i = (size_t)((key >> 3) * 0x9e3779b97f4a7c15ULL >> (64 - bits));
     while (visited[i]) {
         if (visited[i] == key) return 0;
-        i = (i + 1) & ((1u << VISIT_BITS) - 1);
+        i = (i + 1) & (((size_t)1 << bits) - 1);
     }
-    visited[i] = key;
+    if (visits + 1 > (1u << bits) / 2) {
+        uintptr_t *bigger = bits < MAX_BITS ? table_of(bits + 1) : NULL;
+        if (!bigger) { /* the census stops counting here, and says so */
+            truncated = 1;
+            return 0;
+        }
+        for (size_t j = 0; j < ((size_t)1 << bits); j++)
+            if (visited[j]) insert(bigger, bits + 1, visited[j]);
+        munmap(visited, sizeof(uintptr_t) << bits);
+        visited = bigger;
+        bits++;
+    }
+    insert(visited, bits, key);
     visits++;
     return 1;
 }
@@ -232,16 +258,16 @@ static long swoole_timers(void) {
 }
 
 static void census(long seq) {
-    if (!visited) {
-        visited = mmap(NULL, sizeof(uintptr_t) << VISIT_BITS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (visited == MAP_FAILED) visited = NULL;
-    } else {
-        memset(visited, 0, sizeof(uintptr_t) << VISIT_BITS);
-    }
+    bits = FIRST_BITS;
+    visited = table_of(bits);
     visits = 0;
     truncated = 0;
     out = fopen(path, "ae");
-    if (!out) return;
+    if (!out) {
+        if (visited) munmap(visited, sizeof(uintptr_t) << bits);
+        visited = NULL;
+        return;
+    }
     fprintf(out, "census %ld\n", seq);
     zend_string *key;
     zval *v;
@@ -289,6 +315,8 @@ static void census(long seq) {
     if (timers >= 0) fprintf(out, "holder swoole-timers\tSwoole timers (Swoole\\Timer::stats())\t%ld\t0\n", timers);
     fprintf(out, "end %u%s\n", visits, truncated ? " truncated" : "");
     fclose(out);
+    if (visited) munmap(visited, sizeof(uintptr_t) << bits);
+    visited = NULL;
 }
 
 static void on_interrupt(zend_execute_data *execute_data) {
