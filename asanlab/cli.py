@@ -450,7 +450,7 @@ def _print_coloured(body: str) -> None:
         out.print(t, highlight=False)
 
 
-class SoakFormat(str, Enum):
+class TextOrJson(str, Enum):
     text = "text"
     json = "json"
 
@@ -519,7 +519,7 @@ def soak(
         = None,
     grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL at the end.",
                                          callback=_ranged("--grace", 0, 3600))] = 15.0,
-    fmt: Annotated[SoakFormat, typer.Option("--format", help="text, or json (the analysis).")] = SoakFormat.text,
+    fmt: Annotated[TextOrJson, typer.Option("--format", help="text, or json (the analysis).")] = TextOrJson.text,
     suppressions: SuppressionsOption = None,
     pull_policy: PullOption = PullPolicy.missing,
     registry_prefix: RegistryOption = None,
@@ -580,7 +580,7 @@ def soak(
         reporter.close()
     analysis = analyse_session(result.session)
     findings = result.findings
-    if fmt is SoakFormat.json:
+    if fmt is TextOrJson.json:
         sys.stdout.write(json.dumps({"session": result.session.id, "soak": analysis,
                                      "findings": [f.to_dict() for f in findings]}, indent=2) + "\n")
     else:
@@ -621,7 +621,7 @@ def _print_soak(s, analysis: dict | None) -> None:
 
 
 @app.command("sessions")
-def list_sessions(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
+def list_sessions(fmt: Annotated[TextOrJson, typer.Option("--format", help="text or json.")] = TextOrJson.text) -> None:
     """List recorded sessions, oldest first."""
     rows = []
     for sid in sessions.list_ids():
@@ -635,7 +635,7 @@ def list_sessions(fmt: Annotated[Format, typer.Option("--format")] = Format.text
                      "stop_reason": s.data.get("stop_reason"),
                      "exit_code": s.data.get("exit_code"), "command": s.data.get("command"),
                      "failing": (s.data.get("counts") or {}).get("failing")})
-    if fmt is Format.json:
+    if fmt is TextOrJson.json:
         out.print(json.dumps(rows, indent=2), markup=False)
         return
     if not rows:

@@ -11,7 +11,7 @@ threshold; else INCONCLUSIVE, with an estimate of how many more requests would d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 LEAK, STABLE, INCONCLUSIVE = "LEAK", "STABLE", "INCONCLUSIVE"
 
@@ -100,13 +100,6 @@ def overall(verdicts: list[Verdict]) -> str:
     return INCONCLUSIVE
 
 
-def max_request_advice(slope: float, budget: int, baseline: int) -> int | None:
-    """Requests a worker can serve before its growth uses the budget above its baseline memory."""
-    if slope <= 0:
-        return None
-    return max(1, int((budget - baseline) / slope)) if budget > baseline else None
-
-
 def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
@@ -116,13 +109,3 @@ def _size(n: float) -> str:
 
 
 size = _size
-
-
-@dataclass
-class Series:
-    """One process's memory over the soak: a worker restarted (max_request) starts a new one."""
-    pid: int
-    role: str
-    points: list[tuple[int, float]] = field(default_factory=list)  # (requests, bytes)
-    started_at: int = 0  # requests served when it was first seen
-    ended_at: int | None = None  # requests when it was last seen, if it disappeared

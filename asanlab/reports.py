@@ -207,9 +207,9 @@ def scan_notices(lines: Iterable[str], source: str = "") -> list[Notice]:
 
 def parse(text: str, source: str = "") -> list[Report]:
     """All reports in one sanitizer log (or a stream of several processes' logs), or a valgrind XML file."""
-    if text.lstrip().startswith("<?xml") or "<valgrindoutput>" in text[:2000]:
-        from .valgrind import parse_xml
+    from .valgrind import is_valgrind_xml, parse_xml  # valgrind builds on this module's types
 
+    if is_valgrind_xml(text[:2000]):
         return parse_xml(text, source)
     return _parse_lines(text.splitlines(), source, STACK_SWITCH in text)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import __version__
 from .errors import SessionError
+from .valgrind import is_valgrind_xml
 from .findings import Finding, group
 from .reports import Notice, Report, iter_parse_chunks, parse, scan_notices
 from .sources import atomic_write
@@ -133,7 +134,7 @@ def read_file(path: Path, source: str):
     with open(path, errors="replace") as fh:
         head = fh.read(2000)
         fh.seek(0)
-        if head.lstrip().startswith("<?xml") or "<valgrindoutput>" in head:
+        if is_valgrind_xml(head):
             yield from parse(fh.read(), source)
         else:
             yield from iter_parse_chunks(iter(lambda: fh.read(1 << 20), ""), source)

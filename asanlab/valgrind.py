@@ -29,8 +29,9 @@ KINDS = {
 }
 
 
-def is_valgrind_xml(text: str) -> bool:
-    return "<valgrindoutput>" in text[:2000]
+def is_valgrind_xml(head: str) -> bool:
+    """Whether a file's first characters are Valgrind's XML (the one test for it)."""
+    return head.lstrip().startswith("<?xml") or "<valgrindoutput>" in head[:2000]
 
 
 def _frames(stack: ET.Element | None) -> list[Frame]:

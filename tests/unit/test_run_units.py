@@ -299,3 +299,8 @@ def test_a_session_left_running_by_a_killed_asanlab_is_closed(state):
     closed = session.load(dead.id).data
     assert (closed["status"], closed["stop_reason"], closed["counts"]["findings"]) == ("finished", "orphaned", 1)
     assert session.load(alive.id).data["status"] == "running"
+
+
+def test_sessions_refuses_a_format_it_cannot_print(state, cli):
+    proc = cli("sessions", "--format", "sarif", cwd=state, env={"ASANLAB_HOME": str(state / "state")})
+    assert proc.returncode == 2 and "sarif" in proc.stderr
