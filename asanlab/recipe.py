@@ -252,7 +252,10 @@ def _control_characters(data, path: tuple = ()) -> list[tuple[tuple, str]]:
     out: list[tuple[tuple, str]] = []
     if isinstance(data, dict):
         for k, v in data.items():
-            if isinstance(k, str) and _CONTROL.search(k):
+            if not isinstance(k, str):  # `? ` or `1:` in YAML: every recipe key is a name
+                out.append((path + (str(k),), f"key {k!r} is not a name"))
+                continue
+            if _CONTROL.search(k):
                 out.append((path + (k,), f"key {k!r} holds a control character"))
             out += _control_characters(v, path + (k,))
     elif isinstance(data, list):
