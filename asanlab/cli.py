@@ -17,6 +17,7 @@ from rich.console import Console
 from . import __version__, recipe as recipes, session as sessions, text
 from .console import ConsoleReporter
 from .docker_client import client
+from .events import Event
 from .errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, AsanlabError, BuildFailed, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -567,6 +568,10 @@ def soak(
     try:
         image_ref, image_id = _image_for(r, image, reporter, pull_policy, registry_prefix)
         agent = _agent_path(image_ref)
+        if agent is None:
+            reporter(Event("soak.warning", f"{image_ref} has no asanlab agent (an image asanlab did not build): memory "
+                                           "is measured from /proc only; no allocation stacks, PHP lines or "
+                                           "variables, nor Swoole's coroutine counts"))
         run_opts = RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(ctx.args),
                               ports=publish or [], env=env or [], grace=grace, recipe=r, suppressions=rules)
         soak_opts = SoakOptions(requests=reqs, checkpoints=points, concurrency=concurrency,

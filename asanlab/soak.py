@@ -340,7 +340,8 @@ def analyse_session(s, *, plots: bool = True) -> dict | None:
     analysis = soak_report.analyse(samples, read_profiles(s, samples), criteria,
                                    budget=opts.get("budget", 64 * 1024 * 1024), load=load,
                                    app=f"{APP_DIR}/{entry}" if entry else None,
-                                   php_heaps=read_php_heaps(s, samples), census=read_php_census(s, samples))
+                                   php_heaps=read_php_heaps(s, samples), census=read_php_census(s, samples),
+                                   agent=bool(opts.get("agent")))
     folder = s.path / "soak"
     from .sources import atomic_write
 

@@ -41,7 +41,7 @@ COUNTED_ONLY = {"swoole-timers"}
 def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Profile]]], criteria: Criteria,
             budget: int = 64 * 1024 * 1024, load: dict | None = None, app: str | None = None,
             php_heaps: dict[int, list[tuple[int, list[php_stack.HeapSite]]]] | None = None,
-            census: dict[int, list[tuple[int, list[php_stack.Holder]]]] | None = None) -> dict:
+            census: dict[int, list[tuple[int, list[php_stack.Holder]]]] | None = None, agent: bool = True) -> dict:
     metric = choose_metric(samples)
     last = samples[-1] if samples else {"requests": 0, "processes": {}}
     roles: dict[int, Counter] = defaultdict(Counter)
@@ -114,8 +114,26 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
         "growing_php_sites": growing_php_sites(php_heaps or {}, criteria.warmup),
         "growing_holders": growing_holders(census or {}, criteria.warmup),
         "descriptors": fds, "coroutines": coroutines,
+        "not_measured": not_measured(agent, samples, php_heaps or {}, census or {}, coroutines),
         "load": load,
     }
+
+
+def not_measured(agent: bool, samples: list[dict], heaps: dict, census: dict, coroutines: dict | None) -> list[str]:
+    """What attribution could not do in this soak, and why: said once, beside the verdict."""
+    if not agent:
+        return ["the image has no asanlab agent: memory from /proc only (no allocator bytes, allocation stacks, "
+                "PHP lines, PHP variables or coroutine counts)"]
+    out = []
+    if not any(series for series in heaps.values()):
+        out.append("PHP allocation sites: no process answered with one (no PHP ran in a worker while sampling, "
+                   "or ASANLAB_PHP_SAMPLE_BYTES=0)")
+    if sum(len(series) for series in census.values()) < 2:
+        out.append("PHP variables: fewer than two censuses of the PHP heap (a census is taken at the next request a "
+                   "process serves after a checkpoint)")
+    if coroutines is None and samples:
+        out.append("Swoole coroutines: not counted (Swoole is not loaded in the app)")
+    return out
 
 
 def descriptors(samples: list[dict], alive: set[int], warmup: int) -> dict | None:
@@ -440,6 +458,8 @@ def render(a: dict, chart: str = "") -> str:
             out.append(f"           from {g['site']}")
             if g.get("php"):
                 out.append(f"           in PHP: {g['php']}")
+    for what in a.get("not_measured") or []:
+        out.append(f"not measured: {what}")
     if chart:
         out.append("")
         out.append(chart)

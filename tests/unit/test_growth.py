@@ -175,3 +175,13 @@ def test_a_process_that_stops_answering_is_said_not_zeroed():
     text = soak_report.render(a)
     assert "(stopped answering at 55000 requests)" in text and "(gone)" not in text
     assert "  100000  1.9 MiB        ?        ?" in text
+
+
+def test_what_attribution_could_not_do_is_said():
+    samples = [_sample(x, [(1, 0, "server", 5e6)], checkpoint=x in (1000, 100000)) for x in X]
+    without = soak_report.analyse(samples, {}, Criteria(warmup=1000), agent=False)
+    assert without["verdict"] == STABLE and len(without["not_measured"]) == 1
+    assert "not measured: the image has no asanlab agent" in soak_report.render(without)
+    bare = soak_report.analyse(samples, {}, Criteria(warmup=1000))
+    assert [w.split(":")[0] for w in bare["not_measured"]] == ["PHP allocation sites", "PHP variables",
+                                                               "Swoole coroutines"]
