@@ -55,13 +55,16 @@ def parse_output(text: str, recipe: Recipe) -> CheckResult:
 
 
 def run_checks(client, image: str, recipe: Recipe, *, reporter: Reporter = null_reporter) -> CheckResult:
+    from docker.errors import DockerException
+    from requests import RequestException
+
     names = [e.so_name for e in recipe.all_extensions]
     with containers.temporary(client, image, role="check",
                               command=["sh", "/opt/asanlab/scripts/check-instrumented.sh", *names]) as c:
         try:
             c.start()
             c.wait(timeout=300)
-        except Exception as e:  # a check that cannot run is an infrastructure failure, not a verdict
+        except (DockerException, RequestException) as e:  # a check that cannot run is an infrastructure failure
             raise InfraError(f"the instrumentation check could not run in {image[:19]}: {e}") from None
         text = c.logs(stdout=True, stderr=True).decode(errors="replace")
     result = parse_output(text, recipe)

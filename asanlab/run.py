@@ -313,6 +313,8 @@ class _Stop:
 
 
 def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunResult:
+    from docker.errors import DockerException
+
     app = opts.app.resolve()
     if not app.is_file():
         raise UsageError(f"{opts.app}: no such PHP file")
@@ -371,7 +373,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
             try:
                 container.start()
-            except Exception as e:
+            except DockerException as e:
                 raise InfraError(f"the container did not start: {getattr(e, 'explanation', None) or e}") from None
             output = _Output(stream, s.output_log, reporter)
             output.start()
@@ -410,8 +412,6 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
                           exit_code=exit_code, error=str(error) if error is not None else None,
                           abnormal=output.abnormal if output else [])
     if error is not None:
-        from docker.errors import DockerException
-
         if isinstance(error, KeyboardInterrupt):
             raise InfraError(f"interrupted; the session was saved in {s.path}")
         if isinstance(error, DockerException):
