@@ -294,15 +294,7 @@ def read_php_heaps(s, samples: list[dict]) -> dict[int, list[tuple[int, list]]]:
     taken at."""
     from . import php_stack
 
-    requests_at = {smp["seq"]: smp["requests"] for smp in samples if "seq" in smp}
-    out: dict[int, list[tuple[int, list]]] = {}
-    for f in sorted((s.path / "agent").glob("php-heap.*")):
-        if not f.suffix[1:].isdigit() or not f.is_file():
-            continue
-        with open(f, errors="replace") as fh:
-            blocks = php_stack.parse_heap(fh.read(php_stack.MAX_FILE_BYTES))
-        out[int(f.suffix[1:])] = [(requests_at[seq], sites) for seq, sites in blocks if seq in requests_at]
-    return out
+    return _read_agent_blocks(s, samples, "php-heap", php_stack.parse_heap)
 
 
 def read_php_census(s, samples: list[dict]) -> dict[int, list[tuple[int, list]]]:
@@ -310,14 +302,22 @@ def read_php_census(s, samples: list[dict]) -> dict[int, list[tuple[int, list]]]
     checkpoint that asked for it (it is taken at the next request)."""
     from . import php_stack
 
+    return _read_agent_blocks(s, samples, "php-census", php_stack.parse_census)
+
+
+def _read_agent_blocks(s, samples: list[dict], prefix: str, parse) -> dict[int, list[tuple[int, list]]]:
+    """The agent's PREFIX.<pid> files, parsed into (sequence number, items) blocks, each with the
+    request count of the sample that asked for it."""
+    from . import php_stack
+
     requests_at = {smp["seq"]: smp["requests"] for smp in samples if "seq" in smp}
     out: dict[int, list[tuple[int, list]]] = {}
-    for f in sorted((s.path / "agent").glob("php-census.*")):
+    for f in sorted((s.path / "agent").glob(f"{prefix}.*")):
         if not f.suffix[1:].isdigit() or not f.is_file():
             continue
         with open(f, errors="replace") as fh:
-            blocks = php_stack.parse_census(fh.read(php_stack.MAX_FILE_BYTES))
-        out[int(f.suffix[1:])] = [(requests_at[seq], holders) for seq, holders in blocks if seq in requests_at]
+            blocks = parse(fh.read(php_stack.MAX_FILE_BYTES))
+        out[int(f.suffix[1:])] = [(requests_at[seq], items) for seq, items in blocks if seq in requests_at]
     return out
 
 

@@ -33,15 +33,7 @@
 #include "php-census.h"
 #include "php-heap.h"
 
-#ifdef ASANLAB_WITH_PHP /* built against the image's own PHP headers (images/Dockerfile.j2) */
-#include "php.h"
-/* php.h maps these to PHP's own functions: the agent is preloaded into programs without PHP too
- * (the symbolizer, shells), which must not need PHP's symbols to start. */
-#undef snprintf
-#undef vsnprintf
-#undef sprintf
-#undef strlcpy
-#endif
+#include "agent-php.h"
 
 /* Weak: in a build without ASan the agent still answers, with zeros. */
 extern size_t __sanitizer_get_current_allocated_bytes(void) __attribute__((weak));

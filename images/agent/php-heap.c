@@ -24,11 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifdef ASANLAB_WITH_PHP
-#include "php.h"
-#undef snprintf /* see asanlab-agent.c: no PHP symbol may be needed to load the agent */
-#undef vsnprintf
-#endif
+#include "agent-php.h"
 
 #include "php-heap.h"
 

@@ -35,6 +35,22 @@ def write_app(folder: Path, name: str, source: str) -> str:
     return f"{name}/app.php"
 
 
+def run_until_ready(folder: Path, env: dict, app: str, image: str) -> tuple[subprocess.Popen, list[str]]:
+    """`asanlab run APP` started, read line by line on stderr until the app says "ready"."""
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", app, "--image", image, "--grace", "20",
+                             "--format", "json"], cwd=folder, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if "ready" in line:
+            break
+    assert any("ready" in line for line in seen), "".join(seen)
+    return proc, seen
+
+
 @pytest.fixture(scope="module")
 def built(work, docker_client):
     folder, env = work
@@ -138,19 +154,8 @@ def test_run_captures_leak_and_double_free(built, work, docker_client):
 
 def test_ctrl_c_stops_gracefully_and_keeps_the_leak_report(built, work, docker_client):
     folder, env = work
-    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", write_app(folder, "sigterm", SIGTERM_APP), "--image", built[0],
-                             "--grace", "20", "--format", "json"], cwd=folder, env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Wait for the app to say it is ready (read stderr line by line), then press Ctrl-C.
-    seen = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        seen.append(line)
-        if "ready" in line:
-            break
-    assert any("ready" in l for l in seen), "".join(seen)
-    proc.send_signal(signal.SIGINT)
+    proc, _ = run_until_ready(folder, env, write_app(folder, "sigterm", SIGTERM_APP), built[0])
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
     out, err = proc.communicate(timeout=120)
     import json
 
@@ -171,17 +176,7 @@ def test_a_killed_asanlab_leaves_no_container_for_long(built, work, docker_clien
     import json
 
     folder, env = work
-    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", write_app(folder, "killed", SIGTERM_APP),
-                             "--image", built[0], "--grace", "20", "--format", "json"], cwd=folder,
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        seen.append(line)
-        if "ready" in line:
-            break
-    assert any("ready" in l for l in seen), "".join(seen)
+    proc, seen = run_until_ready(folder, env, write_app(folder, "killed", SIGTERM_APP), built[0])
     [sid] = [l.split("session ")[1].split()[0] for l in seen if "session " in l and " in /" in l][:1]
     proc.kill()
     proc.wait(timeout=30)
