@@ -4,10 +4,11 @@ coroutines on, measured with `ab -k -c 32` in this one run:
 1. release: Debian's PHP 8.2 (-O2) with Swoole -O2 (bench/speed/release.Dockerfile), the baseline;
 2. ASan, plain defaults: asanlab's image, only USE_ZEND_ALLOC=0 and a log_path;
 3. ASan, asanlab's runtime defaults: the environment `asanlab run` sets (ASan's slow unwinder on
-   every malloc, for complete allocation stacks), and the one `asanlab soak` sets (frame pointers);
+   every malloc, for complete allocation stacks), `run`'s with the fast unwinder, the one
+   `asanlab soak` sets (frame pointers), and soak's with asanlab's agent sampling allocations;
 for the default recipe (compiler.optimize: 1, php.debug: false), at the -O levels in OPT_LEVELS
 (e.g. OPT_LEVELS=1,0 to see what -O0 costs), and with php.debug: true too when DEBUG=1. Target:
-asanlab's defaults within 3x of release (ratio of requests per second).
+soak within 2.5x of release, run within 4x (ratio of requests per second).
 
 Client and server share two cores, and one measurement of the same image varied by 1.7x here, so
 every variant is measured ROUNDS times (5 by default), the variants interleaved round by round so
@@ -115,8 +116,17 @@ def main() -> int:
         label = f"-O{level}" + (" debug" if debug else "") + \
             (" (default)" if level == recipes.DEFAULT_OPTIMIZE and not debug else "")
         r, image = images[level, debug]
+        soak_env = environment(r, {}, False, asan_options(False))
+        # What a soak adds in the app: asanlab's agent preloaded and sampling allocations with
+        # their PHP stack (its census and profiles run only at checkpoints, which ab does not ask).
+        agent = docker.images.get(image).labels.get("org.asanlab.agent")
+        with_agent = {**soak_env, "LD_PRELOAD": agent, "ASANLAB_AGENT_DIR": "/tmp"} if agent else None
         for name, env in (("plain ASan defaults", plain), ("asanlab run's defaults", environment(r, {}, False)),
-                          ("asanlab soak's defaults", environment(r, {}, False, asan_options(False)))):
+                          ("asanlab run, fast unwinder", environment(r, {}, False, {"fast_unwind_on_malloc": 1})),
+                          ("asanlab soak's defaults", soak_env),
+                          ("asanlab soak + agent sampling", with_agent)):
+            if env is None:
+                continue
             env = {**env, "ASAN_OPTIONS": env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}
             env.pop("UBSAN_OPTIONS", None)
             variants.append((f"ASan {label:<19} {name}", image, env))
@@ -129,7 +139,7 @@ def main() -> int:
     for (label, _, _), rps in zip(variants, runs):
         median = statistics.median(rps)
         print(f"{label:<58} {median:9.0f} req/s  {release / median:5.2f}x  (runs {min(rps):.0f}-{max(rps):.0f})"
-              + ("   target <= 3x" if "soak" in label else ""))
+              + ("   target <= 2.5x" if "soak" in label else "   target <= 4x" if "run" in label else ""))
     return 0
 
 
