@@ -127,11 +127,12 @@ class Driver:
                                                 f"{stats.sent / stats.seconds if stats.seconds else 0:.0f} req/s"
                                                 + (" - checkpoint" if checkpoint else ""),
                                {"done": done, "total": last, "checkpoint": checkpoint}))
+        load = self.loader.total.as_dict()  # the requests asked for, as asked
         if self.agent and not ctx.stop.is_set():
             # The agent's census of the PHP heap runs in PHP, at the next request a process serves:
-            # a few more requests let the last checkpoint's census be taken.
-            self.loader.send(FLUSH_REQUESTS, ctx.stop)
-        (folder / "load.json").write_text(json.dumps(self.loader.total.as_dict(), indent=2) + "\n")
+            # a few more requests let the last checkpoint's census be taken. Counted apart.
+            load["census_requests"] = self.loader.send(FLUSH_REQUESTS, ctx.stop).sent
+        (folder / "load.json").write_text(json.dumps(load, indent=2) + "\n")
 
     def _wait_ready(self, ctx: DriverContext) -> None:
         deadline = time.monotonic() + self.opts.ready_timeout
