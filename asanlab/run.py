@@ -91,6 +91,11 @@ class RunResult:
     stop_reason: str
 
 
+# Seconds after asanlab's own stop (timeout + grace) when the container stops itself: asanlab,
+# alive, is done by then.
+DEADLINE_MARGIN = 10
+
+
 def options_string(options: dict) -> str:
     return ":".join(f"{k}={v}" for k, v in options.items())
 
@@ -328,6 +333,11 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
         preload = " ".join(p for p in (opts.agent, env.get("LD_PRELOAD")) if p)
         env.update({"LD_PRELOAD": preload, "ASANLAB_PHP_TRACE_DIR": PHP_STACK_DIR})
         mounts[sessions.PHP_STACK_SUBDIR] = PHP_STACK_DIR
+    if opts.agent and opts.timeout:
+        # Kept inside the container too, for when asanlab is killed: the agent in PID 1 stops the
+        # app a little after asanlab would have (images/agent/asanlab-agent.c, check_deadline).
+        env.update({"ASANLAB_DEADLINE": f"{time.time() + opts.timeout + opts.grace + DEADLINE_MARGIN:.0f}",
+                    "ASANLAB_DEADLINE_GRACE": f"{opts.grace:.0f}"})
     env.update(opts.extra_env)
     command = ["php", "-d", f"auto_prepend_file={SIGTERM_PREPEND}", f"{APP_DIR}/{app.name}", *opts.args]
     recover_orphans(client, reporter)  # a killed asanlab's container would hold its port and its session

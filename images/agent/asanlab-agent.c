@@ -43,6 +43,26 @@ extern void __sanitizer_print_memory_profile(size_t top_percent, size_t max_cont
 static char folder[480];
 static long answered = -1; /* inherited by forked children: they answer only newer requests */
 
+/* The run's deadline, kept inside the container (ASANLAB_DEADLINE, seconds since the epoch, set by
+ * `asanlab run --timeout`, later than asanlab's own stop): if asanlab was killed, PID 1 sends itself
+ * SIGTERM then (the app's handler, or asanlab's sigterm.php, exits normally: leak reports are
+ * written), and exits after ASANLAB_DEADLINE_GRACE more seconds if it has not. Only PID 1: when it
+ * exits, the kernel ends every other process of the container. */
+static double deadline, hard_deadline;
+static int termed;
+
+static void check_deadline(void) {
+    if (deadline <= 0 || getpid() != 1) return;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    double t = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+    if (t >= hard_deadline) _exit(137);
+    if (t >= deadline && !termed) {
+        termed = 1;
+        kill(1, SIGTERM);
+    }
+}
+
 /* Whether `pid` is in a comma-separated list of PIDs. */
 static int pid_listed(const char *list, int pid) {
     const char *p = list;
@@ -150,10 +170,11 @@ static void *poll_loop(void *unused) {
         pthread_mutex_unlock(&lock);
         long seq, contexts;
         int profile;
-        if (read_trigger(&seq, &profile, &contexts) && seq > answered) {
+        if (folder[0] && read_trigger(&seq, &profile, &contexts) && seq > answered) {
             answered = seq;
             answer(seq, profile, contexts);
         }
+        check_deadline();
         pthread_mutex_lock(&lock);
         if (stopping) break;
         struct timespec until;
@@ -195,6 +216,7 @@ static void in_child(void) {
     /* Nothing held them at fork (the thread was joined): fresh ones are equivalent and safe. */
     pthread_mutex_init(&lock, NULL);
     pthread_cond_init(&wake, NULL);
+    if (!folder[0]) return; /* the deadline is PID 1's alone */
     php_heap_child();
     php_census_child(folder);
     start_thread();
@@ -335,8 +357,20 @@ __attribute__((constructor)) static void asanlab_agent_init(void) {
     /* Only PHP: shells and tools started in the container (docker exec) inherit LD_PRELOAD too. */
     if (!is_php()) return;
     trace_init();
+    const char *when = getenv("ASANLAB_DEADLINE");
+    if (when && getpid() == 1) {
+        const char *grace = getenv("ASANLAB_DEADLINE_GRACE");
+        deadline = atof(when);
+        hard_deadline = deadline + (grace ? atof(grace) : 15.0);
+    }
     const char *dir = getenv("ASANLAB_AGENT_DIR");
-    if (!dir || !*dir || strlen(dir) >= sizeof folder) return;
+    if (!dir || !*dir || strlen(dir) >= sizeof folder) {
+        if (deadline > 0) { /* the thread for the deadline alone */
+            pthread_atfork(before_fork, start_thread, in_child);
+            start_thread();
+        }
+        return;
+    }
     strcpy(folder, dir);
     long seq, contexts;
     int profile;

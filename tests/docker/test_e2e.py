@@ -195,6 +195,41 @@ def test_a_killed_asanlab_leaves_no_container_for_long(built, work, docker_clien
     assert "got SIGTERM" in (session_file.parent / "raw" / "output.log").read_text()
 
 
+def test_a_killed_asanlabs_container_stops_itself_at_its_timeout(built, work, docker_client):
+    """With --timeout, the container outlives a killed asanlab by its timeout only: the agent in
+    PID 1 keeps the deadline (timeout + grace + a margin) and stops the app with SIGTERM, so the
+    leak report is written even though nobody is left to ask for it."""
+    import json
+
+    folder, env = work
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", write_app(folder, "deadline", SIGTERM_APP),
+                             "--image", built[0], "--timeout", "5", "--grace", "5"], cwd=folder,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    seen = []
+    while time.monotonic() - started < 120:
+        seen.append(proc.stderr.readline())
+        if "ready" in seen[-1]:
+            break
+    [sid] = [l.split("session ")[1].split()[0] for l in seen if "session " in l and " in /" in l][:1]
+    proc.kill()
+    proc.wait(timeout=30)
+    [container] = containers_of(docker_client, sid)
+    while time.monotonic() - started < 90 and container.status != "exited":
+        time.sleep(1)
+        container.reload()
+    assert container.status == "exited", container.status
+    assert time.monotonic() - started < 5 + 5 + 10 + 30  # its deadline, and margin for a slow start
+    logs = container.logs().decode(errors="replace")
+    assert "got SIGTERM" in logs, logs[-2000:]
+    raw = folder / ".asanlab" / "sessions" / sid / "raw" / "sanitizer"
+    assert any("Direct leak of 200 byte(s)" in f.read_text(errors="replace") for f in raw.iterdir())
+    asanlab("run", write_app(folder, "deadline_after", "<?php echo 'hi';\n"), "--image", built[0], cwd=folder,
+            env=env, check=0, timeout=300)  # and the next run closes its session
+    assert containers_of(docker_client, sid) == []
+    assert json.loads((raw.parent.parent / "session.json").read_text())["stop_reason"] == "orphaned"
+
+
 @pytest.mark.parametrize("delay", [0.5, 1.5, 3.0, 6.0])
 def test_asanlab_killed_at_any_point_is_recovered_by_the_next_run(built, work, docker_client, delay):
     """SIGKILL of `asanlab run` after `delay` seconds (from before its session exists to while the
