@@ -627,7 +627,14 @@ def _print_soak(s, analysis: dict | None) -> None:
 
 @app.command("sessions")
 def list_sessions(fmt: Annotated[TextOrJson, typer.Option("--format", help="text or json.")] = TextOrJson.text) -> None:
-    """List recorded sessions, oldest first."""
+    """List recorded sessions, oldest first (after closing those a killed asanlab left running)."""
+    from .errors import DockerUnavailable
+    from .run import recover_orphans
+
+    try:
+        recover_orphans(client(), ConsoleReporter(err))
+    except DockerUnavailable:
+        pass  # listing needs no Docker; the next run recovers them
     rows = []
     for sid in sessions.list_ids():
         try:
