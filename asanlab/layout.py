@@ -5,3 +5,4 @@ LOG_DIR = "/asanlab/logs"  # the sanitizers' log_path folder: session raw/saniti
 CONFIG_DIR = "/asanlab/config"  # asanlab's files for the run (prepend, suppressions): session config
 AGENT_DIR = "/asanlab/agent"  # the soak's trigger and the agents' answers: session agent
 PHP_STACK_DIR = "/asanlab/php"  # the agent's PHP backtraces of sanitizer errors: session raw/php
+STATE_DIR = "/asanlab/state"  # what the app's PHP says of itself to asanlab (sigterm.php's mark): session state

@@ -22,7 +22,7 @@ from . import session as sessions
 from .errors import InfraError, UsageError
 from .events import Event, Reporter, null_reporter
 from .findings import Finding, category, failing
-from .layout import APP_DIR, CONFIG_DIR, LOG_DIR, PHP_STACK_DIR
+from .layout import APP_DIR, CONFIG_DIR, LOG_DIR, PHP_STACK_DIR, STATE_DIR
 from .reports import _starts_report, parse
 
 # Prepended to the app (see asanlab/data/sigterm.php): a plain script as the container's PID 1
@@ -328,7 +328,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     recipe = opts.recipe
     suppressions = (list(recipe.runtime.suppressions) if recipe is not None else []) + opts.suppressions
     env = environment(recipe, user_env, bool(suppressions), opts.asan_options)
-    mounts = dict(opts.extra_mounts)
+    mounts = {"state": STATE_DIR, **opts.extra_mounts}
     if opts.agent:
         preload = " ".join(p for p in (opts.agent, env.get("LD_PRELOAD")) if p)
         env.update({"LD_PRELOAD": preload, "ASANLAB_PHP_TRACE_DIR": PHP_STACK_DIR})
@@ -401,7 +401,8 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
                     stop.request("timeout")
                 if stop.event.wait(0.25):
                     stop_reason = stop.reason or "interrupted"
-                    _stop(container, 1.0 if stop.hurry else opts.grace, stop, reporter)
+                    _stop(container, 1.0 if stop.hurry else opts.grace, stop, reporter,
+                          started=s.path / "state" / "php-started")
                     break
             exit_code = container.wait(timeout=60).get("StatusCode")
             output.join(timeout=10)
@@ -497,9 +498,22 @@ def recover_orphans(client, reporter: Reporter = null_reporter) -> list[str]:
     return closed
 
 
-def _stop(container, grace: float, stop: _Stop, reporter: Reporter) -> None:
+# How long a stop waits for PHP to start (sigterm.php's mark) before it sends SIGTERM anyway.
+START_WAIT = 10.0
+
+
+def _stop(container, grace: float, stop: _Stop, reporter: Reporter, started: Path | None = None) -> None:
     reporter(Event("run.stopping", f"stopping ({stop.reason}): SIGTERM, then up to {grace:.0f} s for "
                                    "LeakSanitizer to write its reports"))
+    # PID 1 drops a signal it has no handler for, and PHP's own start-up handler re-raises SIGTERM
+    # with the default action: a SIGTERM sent before sigterm.php ran would be lost, and with it the
+    # leak report. sigterm.php marks the moment; an app that never gets there is stopped anyway.
+    wait_until = time.monotonic() + min(START_WAIT, grace)
+    while started is not None and not started.exists() and time.monotonic() < wait_until and not stop.hurry:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            return
+        time.sleep(0.1)
     with contextlib.suppress(Exception):
         container.kill(signal="SIGTERM")
     end = time.monotonic() + grace

@@ -10,3 +10,8 @@ if (getmypid() === 1 && function_exists('pcntl_signal') && pcntl_signal_get_hand
         exit(143);
     });
 }
+// From here PID 1 takes SIGTERM (this handler, or the app's): asanlab waits for this mark before
+// it sends one, so a stop asked for while PHP was still starting is not dropped.
+if (getmypid() === 1) {
+    @touch('/asanlab/state/php-started');
+}

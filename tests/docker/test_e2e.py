@@ -269,6 +269,29 @@ def test_output_is_whole_past_the_daemons_log_rotation(built, work, docker_clien
     assert [f["leaked_bytes"] for f in result["findings"] if f["kind"] == "direct-leak"] == [200]
 
 
+def test_ctrl_c_while_php_starts_still_stops_it_gracefully(built, work, docker_client):
+    """Ctrl-C as soon as the session exists, before PHP can have installed a SIGTERM handler: the
+    SIGTERM waits for sigterm.php's mark, so PID 1 exits by its handler (LeakSanitizer runs), not
+    by SIGKILL after the grace period."""
+    import json
+
+    folder, env = work
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", write_app(folder, "early", PLAIN_APP),
+                             "--image", built[0], "--grace", "20", "--format", "json"], cwd=folder,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    while not any(" in /" in line and "session " in line for line in seen):
+        seen.append(proc.stderr.readline())
+        assert seen[-1] or proc.poll() is None, "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    session = json.loads(out)["session"]
+    assert session["stop_reason"] == "interrupted", session
+    assert session["exit_code"] not in (137, None) and "did not exit within the grace period" not in err, \
+        (session["exit_code"], err[-2000:])
+    assert containers_of(docker_client, session["id"]) == []
+
+
 def test_timeout_stops_the_app(built, work, docker_client):
     folder, env = work
     import json
