@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from . import memory
+from . import memory, php_stack
 from .errors import InfraError, UsageError
 from .events import Event, Reporter, null_reporter
 from .layout import AGENT_DIR, APP_DIR
@@ -293,24 +293,18 @@ def read_profiles(s, samples: list[dict]) -> dict[int, list[tuple[int, memory.Pr
 def read_php_heaps(s, samples: list[dict]) -> dict[int, list[tuple[int, list]]]:
     """Each process's PHP heap sites (the agent's php-heap.<pid>) with the request count each was
     taken at."""
-    from . import php_stack
-
     return _read_agent_blocks(s, samples, "php-heap", php_stack.parse_heap)
 
 
 def read_php_census(s, samples: list[dict]) -> dict[int, list[tuple[int, list]]]:
     """Each process's PHP heap census (the agent's php-census.<pid>) with the request count of the
     checkpoint that asked for it (it is taken at the next request)."""
-    from . import php_stack
-
     return _read_agent_blocks(s, samples, "php-census", php_stack.parse_census)
 
 
 def _read_agent_blocks(s, samples: list[dict], prefix: str, parse) -> dict[int, list[tuple[int, list]]]:
     """The agent's PREFIX.<pid> files, parsed into (sequence number, items) blocks, each with the
     request count of the sample that asked for it."""
-    from . import php_stack
-
     requests_at = {smp["seq"]: smp["requests"] for smp in samples if "seq" in smp}
     out: dict[int, list[tuple[int, list]]] = {}
     for f in sorted((s.path / "agent").glob(f"{prefix}.*")):

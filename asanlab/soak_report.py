@@ -68,7 +68,7 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
         if seen[pid][0] > first_requests:
             events.append(f"{role} pid {pid} appeared by {seen[pid][0]} requests (a restart: max_request, "
                           "or a crash; it is a new series)")
-        silent = silence[pid] if pid in silence else None
+        silent = silence.get(pid)
         if silent is not None:
             last_point = max((pt for pt in points[pid] if pt[0] < silent), default=None)
             fds = next((smp["processes"][str(pid)].get("fds") for smp in reversed(samples)
