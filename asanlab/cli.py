@@ -14,11 +14,12 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from . import __version__, recipe as recipes, session as sessions, text
+from . import __version__, gate, recipe as recipes, session as sessions, text
 from .console import ConsoleReporter
 from .docker_client import client
 from .events import Event
-from .errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, AsanlabError, BuildFailed, UsageError
+from .errors import EXIT_INTERNAL, EXIT_USAGE, AsanlabError, BuildFailed, UsageError
+from .gate import FailOn
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="PHP and Swoole under AddressSanitizer, LeakSanitizer and UBSan: "
@@ -50,14 +51,12 @@ class Format(str, Enum):
     junit = "junit"
 
 
-class FailOn(str, Enum):
-    any = "any"
-    new = "new"
-    none = "none"
-
-
 FAIL_ON_HELP = ("any: exit 1 on any finding; new: only on findings absent from --baseline (or whose count grew), "
                 "the CI gate for a pull request; none: report, exit 0. Default: new with --baseline, else any.")
+REPLAY_FAIL_ON_HELP = FAIL_ON_HELP + (" A soak session's LEAK verdict exits 1 under any and new; none exits 0 "
+                                      "whatever was found.")
+BASELINE_HELP = ("A session (id or folder) or an image (its latest finished session here) to compare with: show "
+                 "only findings it lacks, or whose count grew.")
 
 
 class PullPolicy(str, Enum):
@@ -303,13 +302,12 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
 
     if (recipe_path is None) == (image is None):
         raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
-    if fail_on is FailOn.new and not baseline:
-        raise UsageError("--fail-on new needs --baseline SESSION: new compared with what?")
+    gate.policy_for(fail_on, bool(baseline))
     from . import suppressions as supp
 
     rules = supp.read(suppression_files or [])
     # Read the baseline first: a wrong id should stop the run before anything is built or started.
-    baseline_findings = sessions.analyse(_baseline(baseline))[1] if baseline else None
+    baseline_findings = gate.load_baseline(baseline, client) if baseline else None
     reporter = ConsoleReporter(err)
     r = recipes.load(recipe_path) if recipe_path else None
     try:
@@ -320,34 +318,10 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
                         reporter=reporter)
     finally:
         reporter.close()
-    findings = result.findings
-    all_found = findings
-    if baseline_findings is not None:
-        from .findings import new_since
-
-        findings = new_since(findings, baseline_findings)
-    _print_findings(result.session.data, findings, fmt, all_findings,
+    outcome = gate.decide(result.findings, baseline_findings, fail_on)
+    _print_findings(result.session.data, outcome.shown, fmt, all_findings,
                     notices=sessions.session_notices(result.session))
-    policy = fail_on or (FailOn.new if baseline_findings is not None else FailOn.any)
-    _exit_for({FailOn.any: all_found, FailOn.new: findings, FailOn.none: []}[policy])
-
-
-def _baseline(ref: str):
-    """A session id, 'latest' or session folder; else an image, whose latest finished session here is used."""
-    from .errors import SessionError
-
-    try:
-        return sessions.load(ref)
-    except SessionError as not_a_session:
-        from .build import find_image
-
-        try:
-            image = find_image(client(), ref)
-        except AsanlabError:
-            image = None
-        if image is None:
-            raise not_a_session from None
-        return sessions.latest_of_image(image.id, ref)
+    raise typer.Exit(outcome.exit_code)
 
 
 def _suppressed(findings, files: list[Path] | None):
@@ -360,12 +334,6 @@ def _suppressed(findings, files: list[Path] | None):
     if hidden:
         err.print(f"asanlab: {len(hidden)} leak finding(s) hidden by --suppressions", markup=False)
     return kept
-
-
-def _exit_for(findings) -> None:
-    from .findings import failing
-
-    raise typer.Exit(EXIT_FINDINGS if failing(findings) else EXIT_OK)
 
 
 def _image_for(r, image: str | None, reporter, policy: "PullPolicy" = None, prefix: str | None = None
@@ -592,10 +560,8 @@ def soak(
         _print_soak(result.session, analysis)
         _print_findings(result.session.data, findings, Format.text, False,
                         notices=sessions.session_notices(result.session))
-    from .findings import failing
-
     leak = analysis is not None and analysis["verdict"] == "LEAK"
-    raise typer.Exit(EXIT_FINDINGS if leak or failing(findings) else EXIT_OK)
+    raise typer.Exit(gate.decide(findings, soak_leak=leak).exit_code)
 
 
 def _agent_path(image_ref: str) -> str | None:
@@ -667,9 +633,8 @@ def replay(
     fmt: Annotated[Format, typer.Option("--format")] = Format.text,
     all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Print each finding's full report.")] = False,
-    baseline: Annotated[Optional[str], typer.Option(help="A session (id or folder) or an image (its latest finished "
-                                                         "session here) to compare with: show only findings it "
-                                                         "lacks, or whose count grew.")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help=BASELINE_HELP)] = None,
+    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=REPLAY_FAIL_ON_HELP)] = None,
     bundle: Annotated[Optional[Path], typer.Option(help="Also write a bug-report bundle (tar.gz): findings, raw "
                                                         "logs, recipe, php -v and php --ri from the image.")] = None,
     symbolize: Annotated[bool, typer.Option("--symbolize", help="Resolve module+offset frames with llvm-symbolizer "
@@ -680,6 +645,7 @@ def replay(
                                                                     "match (leak:PATTERN lines).")] = None,
 ) -> None:
     """Re-read a session's raw logs with the current parser (no Docker) and print its findings."""
+    gate.policy_for(fail_on, bool(baseline))  # a wrong flag stops before --symbolize starts a container
     s = sessions.load(ref)
     if symbolize:
         n = sessions.symbolize(s, client())
@@ -687,10 +653,7 @@ def replay(
                   markup=False)
     _, findings = sessions.analyse(s)
     findings = _suppressed(findings, suppressions)
-    if baseline:
-        from .findings import new_since
-
-        findings = new_since(findings, sessions.analyse(_baseline(baseline))[1])
+    baseline_findings = gate.load_baseline(baseline, client) if baseline else None
     soaked = None
     if s.data.get("kind") == "soak":
         from .soak import analyse_session
@@ -698,6 +661,9 @@ def replay(
         soaked = analyse_session(s)
         if fmt is Format.text:
             _print_soak(s, soaked)
+    outcome = gate.decide(findings, baseline_findings, fail_on,
+                          soak_leak=soaked is not None and soaked["verdict"] == "LEAK")
+    findings = outcome.shown
     if bundle is not None:
         from . import bundle as bundles
         from .errors import DockerUnavailable
@@ -711,9 +677,7 @@ def replay(
                               text.render_json(s.data, findings, notices), docker)
         err.print(f"asanlab: wrote {bundle} ({len(names)} files)", markup=False)
     _print_findings(s.data, findings, fmt, all_findings, full, sessions.session_notices(s))
-    if soaked is not None and soaked["verdict"] == "LEAK":
-        raise typer.Exit(EXIT_FINDINGS)
-    _exit_for(findings)
+    raise typer.Exit(outcome.exit_code)
 
 
 @app.command(epilog=EXIT_CODES)
@@ -725,10 +689,13 @@ def report(
     suppressions: Annotated[Optional[list[Path]], typer.Option("--suppressions", metavar="FILE",
                                                                help="Hide leaks these LeakSanitizer suppressions "
                                                                     "match (leak:PATTERN lines).")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help=BASELINE_HELP)] = None,
+    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=FAIL_ON_HELP)] = None,
 ) -> None:
     """Read sanitizer logs from anywhere (a production debug run, a CI artifact), without a session."""
     from .findings import group
 
+    gate.policy_for(fail_on, bool(baseline))
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"{missing[0]}: no such file or folder")
@@ -745,9 +712,11 @@ def report(
     from . import suppressions as supp
 
     supp.read(rules_files)  # a bad file stops here, before any log is read
+    baseline_findings = gate.load_baseline(baseline, client) if baseline else None  # so does a wrong id
     findings = _suppressed(group(reports()), rules_files)  # streamed: one example report per finding
-    _print_findings(None, findings, fmt, all_findings, full, sessions.read_notices(paths))
-    _exit_for(findings)
+    outcome = gate.decide(findings, baseline_findings, fail_on)
+    _print_findings(None, outcome.shown, fmt, all_findings, full, sessions.read_notices(paths))
+    raise typer.Exit(outcome.exit_code)
 
 
 @app.command(epilog=EXIT_CODES)
