@@ -86,7 +86,9 @@ def classify(target: str, sockets: dict[str, Socket], listening_ports: set[str])
         if s.proto == "unix":
             return "unix socket", f"unix {s.local}" if s.local else "unix socket (unnamed)"
         if s.proto == "udp":
-            return "udp socket", f"udp :{s.local_port}"
+            # A connected UDP socket (a client's) has a random local port: its peer names it.
+            connected = s.remote and not s.remote.endswith(":0")
+            return "udp socket", f"udp to {s.remote}" if connected else f"udp :{s.local_port}"
         if s.listening:
             return "tcp socket", f"tcp listening on :{s.local_port}"
         if s.local_port in listening_ports:
