@@ -99,7 +99,7 @@ def to_sarif(findings: list[Finding], *, app_entry: str | None = None) -> str:
             "ruleId": rid, "ruleIndex": index[rid], "level": _level(f),
             "message": {"text": f"{title(f)} (x{f.count}, {f.category})" +
                                 (f" in {top.describe()}" if top else "") +
-                                (f", PHP: {php.path()}" if php is not None and php.frames else "") +
+                                (f", {php.label}: {php.path()}" if php is not None and php.frames else "") +
                                 (f", request {php.request}" if php is not None and php.request else "")},
             "locations": [_location(primary, app_entry)],
             "partialFingerprints": {"asanlabSignature/v1": f.id},
@@ -112,6 +112,9 @@ def to_sarif(findings: list[Finding], *, app_entry: str | None = None) -> str:
                                        "started, and never freed at exit; it does not grow with requests"}]
         if php is not None:
             result["properties"]["php_stack"] = [str(fr) for fr in php.frames]
+            if php.allocated_objects is not None:
+                result["properties"]["php_allocated"] = {"objects": php.allocated_objects,
+                                                         "of_listed": php.listed_objects}
             if php.request:
                 result["properties"]["request"] = php.request
             if php.coroutine is not None:
@@ -147,7 +150,7 @@ def to_junit(findings: list[Finding], *, suite: str = "asanlab") -> str:
         failure.text = f.example.text if f.example else f.signature
         php = f.example.php if f.example else None
         if php is not None:
-            head = [f"PHP: {fr}" for fr in php.frames] + ([f"request: {php.request}"] if php.request else []) + \
+            head = [f"{'PHP' if php.allocated_objects is None else php.label}: {fr}" for fr in php.frames] + ([f"request: {php.request}"] if php.request else []) + \
                 ([f"coroutine: {php.coroutine}"] if php.coroutine is not None else [])
             failure.text = "\n".join(head) + "\n\n" + failure.text
     ET.indent(root)

@@ -181,6 +181,8 @@ def group(reports: list[Report]) -> list[Finding]:
         if f is None:
             f = by_sig[sig] = Finding(signature=sig, id=hashlib.sha256(sig.encode()).hexdigest()[:12],
                                       tool=r.tool, kind=r.kind, category=category(r), example=r)
+        elif f.example.php is None and r.php is not None:
+            f.example = r  # the example that names its PHP code
         f.count += 1
         if r.pid is not None and r.pid not in f.pids:
             f.pids.append(r.pid)

@@ -10,12 +10,18 @@ The agent (images/agent) appends one block per ASan error to php-backtrace.<pid>
     end
 
 The report line is the ERROR line of the report, verbatim (it holds the PID and the address), so
-each block is matched to its report whatever order the files are read in. Pure: no Docker.
+each block is matched to its report whatever order the files are read in.
+
+A LeakSanitizer leak is reported at exit, when the PHP code that made it has long returned: for
+those, the agent's php-origin.<pid> gives the PHP call path that allocated each block still alive at
+exit, and LeakSanitizer lists the leaked objects' addresses (report_objects=1); attach_origins joins
+the two. The agent's other files (php-heap.<pid>, php-census.<pid>) are read here too. Pure: no Docker.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +49,15 @@ class PhpStack:
     frames: list[PhpFrame] = field(default_factory=list)  # innermost first
     request: str | None = None  # "GET /path" when a Swoole HTTP handler was serving one
     coroutine: int | None = None  # Swoole's coroutine id when the error happened in a coroutine
+    # For a leak: the PHP code that allocated it (not the code running at the report), and how many
+    # of the leak's listed objects it allocated, of how many.
+    allocated_objects: int | None = None
+    listed_objects: int | None = None
+
+    @property
+    def label(self) -> str:
+        """How the frames relate to the report: running when it was reported, or allocating a leak."""
+        return "in PHP" if self.allocated_objects is None else "allocated in PHP"
 
     def app_frame(self) -> PhpFrame | None:
         """The innermost frame in the app's own code (the folder mounted at /app)."""
@@ -58,7 +73,8 @@ class PhpStack:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PhpStack":
-        return cls([PhpFrame(**f) for f in d.get("frames", [])], d.get("request"), d.get("coroutine"))
+        return cls([PhpFrame(**f) for f in d.get("frames", [])], d.get("request"), d.get("coroutine"),
+                   d.get("allocated_objects"), d.get("listed_objects"))
 
 
 def _frame(rest: str) -> PhpFrame | None:
@@ -118,6 +134,76 @@ def attach(reports, stacks: dict[str, PhpStack]) -> int:
     return matched
 
 
+ORIGIN_PREFIX = "php-origin."
+ADDRESS = re.compile(r"0x[0-9a-f]{1,16}")
+
+
+def parse_origins(text: str) -> dict[int, tuple[PhpFrame, ...]]:
+    """The agent's php-origin.<pid> (images/agent/php-origin.c): each block alive at the process's
+    exit -> the PHP call path that allocated it, innermost first.
+
+        origin <pid> <blocks> <not recorded>
+        site <id>
+        frame <function>\t<file>\t<line>
+        block <address> <site id>
+        end
+
+    A dump cut short keeps the blocks it has: each block line stands alone."""
+    blocks: dict[int, tuple[PhpFrame, ...]] = {}
+    sites: dict[str, list[PhpFrame]] = {}
+    current: list[PhpFrame] | None = None
+    for line in text.splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "origin":
+            sites, current = {}, None  # a later process with the same PID: its own site numbers
+        elif word == "site" and COUNT.fullmatch(rest.strip()):
+            current = sites.setdefault(rest.strip(), [])
+        elif word == "frame" and current is not None:
+            frame = _frame(rest)
+            if frame is not None:
+                current.append(frame)
+        elif word == "block":
+            current = None
+            fields = rest.split()
+            if len(fields) == 2 and ADDRESS.fullmatch(fields[0]) and fields[1] in sites:
+                blocks[int(fields[0], 16)] = tuple(sites[fields[1]])
+    return blocks
+
+
+def read_origins(folder: Path) -> dict[int, dict[int, tuple[PhpFrame, ...]]]:
+    """PID -> (address -> PHP call path), from every php-origin.<pid> in the folder."""
+    out: dict[int, dict[int, tuple[PhpFrame, ...]]] = {}
+    if not folder.is_dir():
+        return out
+    for f in sorted(folder.glob(ORIGIN_PREFIX + "*")):
+        pid = f.name[len(ORIGIN_PREFIX):]
+        if f.is_file() and COUNT.fullmatch(pid):
+            with open(f, errors="replace") as fh:
+                out[int(pid)] = parse_origins(fh.read(MAX_FILE_BYTES))
+    return out
+
+
+def attach_origins(reports, origins: dict[int, dict[int, tuple[PhpFrame, ...]]]) -> int:
+    """Give each leak the PHP code that allocated most of its listed objects. Returns how many got one."""
+    named = 0
+    for r in reports:
+        blocks = origins.get(r.pid) if r.pid is not None else None
+        if not blocks or not r.objects:
+            continue
+        paths = Counter(p for p in (blocks.get(int(a, 16)) for a in r.objects) if p is not None)
+        if not paths:
+            continue
+        path, count = max(paths.items(), key=lambda kv: (kv[1], _app_first(kv[0])))
+        r.php = PhpStack(list(path), allocated_objects=count, listed_objects=len(r.objects))
+        named += 1
+    return named
+
+
+def _app_first(path: tuple[PhpFrame, ...]) -> bool:
+    """Between two call paths that allocated as many objects, the one in the app's code wins."""
+    return any(f.file and f.file.startswith(APP_DIR + "/") for f in path)
+
+
 @dataclass
 class HeapSite:
     """Live heap the agent estimates for one PHP call path (from sampled allocations)."""
@@ -155,6 +241,17 @@ def parse_heap(text: str) -> list[tuple[int, list[HeapSite]]]:
         elif word == "end":
             out.append((seq, sites))
             seq = None
+    return out
+
+
+def parse_heap_bookkeeping(text: str) -> list[tuple[int, int]]:
+    """(sequence number, bytes) per profile in the agent's php-heap.<pid>: what its sampler kept in
+    memory then (the fifth field of each `heap` line; agents before it wrote four)."""
+    out: list[tuple[int, int]] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 6 and fields[0] == "heap" and COUNT.fullmatch(fields[1]) and COUNT.fullmatch(fields[5]):
+            out.append((int(fields[1]), int(fields[5])))
     return out
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .php_stack import PhpStack
+from .report_types import Frame, Report
+from .valgrind import is_valgrind_xml, parse_xml
 
 PID_PREFIX = re.compile(r"^==(\d+)==")
 # A return address in no mapped module: the frame-pointer unwinder read garbage (code without frame
@@ -30,67 +31,12 @@ MODULE_LOC = re.compile(r"^\((?P<module>[^()]+?)\+(?P<offset>0x[0-9a-f]+)\)$")
 SECTION = re.compile(r"^(?P<what>freed by thread|previously allocated by thread|allocated by thread) (?P<thread>T\d+)")
 SUMMARY = re.compile(r"^SUMMARY: (?P<tool>\w+Sanitizer): (?P<text>.*)$")
 DEDUP = re.compile(r"^DEDUP_TOKEN: (?P<token>.*)$")
+# LSAN_OPTIONS report_objects=1 (set by `asanlab run` with its agent): after each leak's stack,
+# "Objects leaked above:" and one "0x602000000010 (7 bytes)" line per object.
+OBJECTS_HEADER = "Objects leaked above:"
+OBJECT_LINE = re.compile(r"^(?P<addr>0x[0-9a-f]{1,16}) \(\d+ bytes\)$")
+MAX_OBJECTS = 10_000  # per leak: enough to name its PHP code, bounded for a leak of millions
 ADDR_KIND = re.compile(r"^(?P<kind>[A-Za-z][A-Za-z-]*(?: [a-z-]+)*?)(?: on (?:unknown )?address| on 0x| \(|:| in thread|$)")
-
-
-@dataclass(slots=True)  # there are millions of frames in a long soak's logs
-class Frame:
-    index: int
-    function: str | None = None
-    file: str | None = None
-    line: int | None = None
-    column: int | None = None
-    module: str | None = None
-    offset: str | None = None
-
-    def location(self) -> str:
-        if self.file:
-            return f"{self.file}:{self.line}" if self.line else self.file
-        if self.module:
-            return f"{self.module}+{self.offset}"
-        return "?"
-
-    def describe(self) -> str:
-        return f"{self.function or '??'} {self.location()}"
-
-
-@dataclass
-class Report:
-    tool: str  # "AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer"
-    kind: str  # "heap-buffer-overflow", "double-free", "direct-leak", "runtime-error", ...
-    pid: int | None = None
-    source: str = ""  # the file it came from
-    access: str | None = None  # READ / WRITE
-    size: int | None = None
-    address: str | None = None
-    thread: str | None = None
-    message: str = ""
-    frames: list[Frame] = field(default_factory=list)
-    freed_by: list[Frame] = field(default_factory=list)
-    allocated_by: list[Frame] = field(default_factory=list)
-    # Further stacks a report prints: odr-violation's second registration, the frame a stack address
-    # lies in.
-    other_stacks: list[list[Frame]] = field(default_factory=list)
-    leaked_bytes: int | None = None
-    leaked_objects: int | None = None
-    summary: str | None = None
-    dedup_token: str | None = None
-    complete: bool = True
-    suspect: bool = False  # written after ASan lost track of the stack (a coroutine switch)
-    text: str = ""
-    php: PhpStack | None = None  # the PHP code running when it was reported (asanlab's agent)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Report":
-        d = dict(d)
-        d["php"] = PhpStack.from_dict(d["php"]) if d.get("php") else None
-        for key in ("frames", "freed_by", "allocated_by"):
-            d[key] = [Frame(**f) for f in d.get(key, [])]
-        d["other_stacks"] = [[Frame(**f) for f in stack] for stack in d.get("other_stacks", [])]
-        return cls(**d)
 
 
 FRAME_HEAD = re.compile(r"\s*#(\d+) 0x[0-9a-f]+( in |\s+(?=\())")
@@ -207,8 +153,6 @@ def scan_notices(lines: Iterable[str], source: str = "") -> list[Notice]:
 
 def parse(text: str, source: str = "") -> list[Report]:
     """All reports in one sanitizer log (or a stream of several processes' logs), or a valgrind XML file."""
-    from .valgrind import is_valgrind_xml, parse_xml  # valgrind builds on this module's types
-
     if is_valgrind_xml(text[:2000]):
         return parse_xml(text, source)
     return _parse_lines(text.splitlines(), source, STACK_SWITCH in text)
@@ -396,6 +340,13 @@ def _parse_lsan(lines: list[str], i: int, pid: int, source: str, out: list[Repor
                 tool="LeakSanitizer", kind=f"{m.group('kind').lower()}-leak", pid=pid, source=source,
                 message=body.strip(), leaked_bytes=int(m.group("bytes")), leaked_objects=int(m.group("objects")),
                 frames=frames, allocated_by=frames, text="\n".join(lines[start:i]), complete=bool(frames)))
+            continue
+        if body.strip() == OBJECTS_HEADER and records:
+            i += 1
+            while i < len(lines) and (m := OBJECT_LINE.match(lines[i].strip())):
+                if len(records[-1].objects) < MAX_OBJECTS:
+                    records[-1].objects.append(m.group("addr"))
+                i += 1
             continue
         m = SUMMARY.match(body)
         if m:

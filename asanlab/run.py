@@ -46,6 +46,7 @@ ASAN_DEFAULTS = {
     # one frame with the fast unwinder; the slow one reaches the PHP function that allocated.
     "fast_unwind_on_malloc": 0,
 }
+ORIGIN_LSAN_OPTIONS = {"report_objects": 1}
 # ASan and UBSan share one log_path setting (the last one read wins): give both the same.
 UBSAN_DEFAULTS = {"log_path": f"{LOG_DIR}/sanitizer", "print_stacktrace": 1}
 
@@ -64,6 +65,9 @@ class RunOptions:
     # asanlab's agent in the image (its org.asanlab.agent label), preloaded into PHP: it writes the
     # PHP backtrace of every ASan error (images/agent). None: an image without it, reports stay C only.
     agent: str | None = None
+    # With the agent: record which PHP code allocated each block, so that each LeakSanitizer leak
+    # names its PHP line (images/agent/php-origin.c). A cost on every allocation: soak turns it off.
+    php_origins: bool = True
     # What `asanlab soak` adds: work done while the app runs (its return ends the run), more
     # environment, and folders of the session mounted read-write (session subfolder -> container path).
     driver: Callable[["DriverContext"], None] | None = None
@@ -133,11 +137,11 @@ def parse_env(specs: list[str]) -> dict[str, str]:
 
 
 def environment(recipe, user_env: dict[str, str], suppressions: bool,
-                asan_options: dict | None = None) -> dict[str, str]:
-    """The app's environment. Precedence: asanlab's defaults, then `asan_options` (a command's own,
-    e.g. soak's), then the recipe's runtime options, then the user's -e."""
+                asan_options: dict | None = None, *, lsan_options: dict | None = None) -> dict[str, str]:
+    """The app's environment. Precedence: asanlab's defaults, then `asan_options` and `lsan_options`
+    (a command's own, e.g. soak's), then the recipe's runtime options, then the user's -e."""
     asan = {**ASAN_DEFAULTS, **(asan_options or {})}
-    lsan: dict = {}
+    lsan: dict = dict(lsan_options or {})
     ubsan = dict(UBSAN_DEFAULTS)
     if recipe is not None:
         asan.update(recipe.runtime.asan_options)
@@ -327,11 +331,17 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     ports = parse_ports(opts.ports)
     recipe = opts.recipe
     suppressions = (list(recipe.runtime.suppressions) if recipe is not None else []) + opts.suppressions
-    env = environment(recipe, user_env, bool(suppressions), opts.asan_options)
+    origins = bool(opts.agent) and opts.php_origins
+    # report_objects: LeakSanitizer lists each leaked object's address, joined with the agent's
+    # php-origin.<pid> on the host (asanlab/php_stack.py).
+    env = environment(recipe, user_env, bool(suppressions), opts.asan_options,
+                      lsan_options=ORIGIN_LSAN_OPTIONS if origins else None)
     mounts = {"state": STATE_DIR, **opts.extra_mounts}
     if opts.agent:
         preload = " ".join(p for p in (opts.agent, env.get("LD_PRELOAD")) if p)
         env.update({"LD_PRELOAD": preload, "ASANLAB_PHP_TRACE_DIR": PHP_STACK_DIR})
+        if origins:
+            env["ASANLAB_PHP_ORIGINS"] = "1"
         mounts[sessions.PHP_STACK_SUBDIR] = PHP_STACK_DIR
     if opts.agent and opts.timeout:
         # Kept inside the container too, for when asanlab is killed: the agent in PID 1 stops the

@@ -190,6 +190,7 @@ def analyse(s: Session) -> tuple[list[Report], list[Finding]]:
     reports = read_reports(s.sanitizer_dir)
     apply(reports, load_cache(s.path / SYMBOLS))
     php_stack.attach(reports, php_stack.read_folder(s.path / PHP_STACK_SUBDIR))
+    php_stack.attach_origins(reports, php_stack.read_origins(s.path / PHP_STACK_SUBDIR))
     if s.output_log.exists():
         # UBSan may write to stderr when it runs before log_path applies; errors printed there count too.
         seen = {r.text for r in reports}

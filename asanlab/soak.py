@@ -252,6 +252,7 @@ def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | N
     run_opts.driver = Driver(opts, agent_path is not None, loader)
     run_opts.extra_mounts = {"agent": AGENT_DIR}
     run_opts.agent = agent_path
+    run_opts.php_origins = False  # its cost on every allocation would slow the soak's detection
     if agent_path is not None:
         run_opts.extra_env = {"ASANLAB_AGENT_DIR": AGENT_DIR, **run_opts.extra_env}
     try:
@@ -296,6 +297,11 @@ def read_php_heaps(s, samples: list[dict]) -> dict[int, list[tuple[int, list]]]:
     return _read_agent_blocks(s, samples, "php-heap", php_stack.parse_heap)
 
 
+def read_bookkeeping(s, samples: list[dict]) -> dict[int, list[tuple[int, int]]]:
+    """What the agent's sampler kept in memory in each process, by request count."""
+    return _read_agent_blocks(s, samples, "php-heap", php_stack.parse_heap_bookkeeping)
+
+
 def read_php_census(s, samples: list[dict]) -> dict[int, list[tuple[int, list]]]:
     """Each process's PHP heap census (the agent's php-census.<pid>) with the request count of the
     checkpoint that asked for it (it is taken at the next request)."""
@@ -336,6 +342,7 @@ def analyse_session(s, *, plots: bool = True) -> dict | None:
                                    budget=opts.get("budget", 64 * 1024 * 1024), load=load,
                                    app=f"{APP_DIR}/{entry}" if entry else None,
                                    php_heaps=read_php_heaps(s, samples), census=read_php_census(s, samples),
+                                   bookkeeping=read_bookkeeping(s, samples),
                                    agent=bool(opts.get("agent")))
     folder = s.path / "soak"
     from .sources import atomic_write

@@ -88,7 +88,10 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
         ex = f.example
         if ex is None:
             continue
-        if ex.php is not None:
+        if ex.php is not None and ex.php.allocated_objects is not None:
+            lines.append(f"    {ex.php.label}: {ex.php.path()}  "
+                         f"({ex.php.allocated_objects} of {ex.php.listed_objects} objects)")
+        elif ex.php is not None:
             lines.append(f"    in PHP: {ex.php.path() or 'no PHP code was running'}")
             if ex.php.request:
                 lines.append(f"    request: {ex.php.request}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from .reports import Frame, Report
+from .report_types import Frame, Report
 
 TOOL = "Valgrind"
 KINDS = {

@@ -5,7 +5,9 @@
  *    moment (function, file:line per frame, as php-src's zbacktrace walks it) and the HTTP request
  *    a Swoole handler was serving to php-backtrace.<pid> in that folder. Swoole swaps
  *    EG(current_execute_data) per coroutine, so this is the coroutine that failed.
- * 2. Soak sampling (ASANLAB_AGENT_DIR set, by soak only): a thread in each PHP process (started
+ * 2. The PHP code that allocated each block still alive at exit (ASANLAB_PHP_ORIGINS=1, by run):
+ *    php-origin.<pid> in the same folder, joined on the host with LeakSanitizer's leaked objects.
+ * 3. Soak sampling (ASANLAB_AGENT_DIR set, by soak only): a thread in each PHP process (started
  * again in every forked child: Swoole's manager, workers and task workers) polls a trigger file in a
  * folder shared with the host. On a new sequence number it appends one line to answers.<pid>:
  *     seq pid ppid allocated_bytes heap_size profile swoole_worker_type
@@ -32,6 +34,7 @@
 
 #include "php-census.h"
 #include "php-heap.h"
+#include "php-origin.h"
 
 #include "agent-php.h"
 
@@ -347,6 +350,7 @@ static void trace_init(void) {
     read_property = dlsym(RTLD_DEFAULT, "zend_read_property");
     hash_str_find = dlsym(RTLD_DEFAULT, "zend_hash_str_find");
     if (eg) __asan_set_error_report_callback(php_backtrace);
+    php_origin_start(trace_dir);
 }
 #else
 static void trace_init(void) {}

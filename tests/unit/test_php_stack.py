@@ -149,3 +149,99 @@ def test_a_census_cut_short_is_dropped():
     text = (HEAP.parent / "php-census.txt").read_text()
     cut = text[:text.rindex("end ")]
     assert [seq for seq, _ in php_stack.parse_census(cut)] == [1]
+
+
+# A LeakSanitizer leak as `run` has it printed (report_objects=1), and the agent's php-origin.<pid>
+# of that process: two of the three leaked objects were allocated by the handler's FFI call.
+LEAK_WITH_OBJECTS = """==7==ERROR: LeakSanitizer: detected memory leaks
+
+Direct leak of 300 byte(s) in 3 object(s) allocated from:
+    #0 0x55d0 in malloc (/usr/bin/php+0x1)
+    #1 0x7f00 in zif_ffi_trampoline /usr/src/php/ext/ffi/ffi.c:2900:3
+
+Objects leaked above:
+0x60b000001000 (100 bytes)
+0x60b000002000 (100 bytes)
+0x60b000003000 (100 bytes)
+
+SUMMARY: AddressSanitizer: 300 byte(s) leaked in 3 allocation(s).
+"""
+ORIGINS = """origin 7 3 0
+site 0
+frame {main}\t/app/server.php\t21
+site 1
+frame malloc\t\t0
+frame {closure}\t/app/server.php\t9
+frame Swoole\\Http\\Server::start\t\t0
+frame {main}\t/app/server.php\t21
+block 0x60b000001000 1
+block 0x60b000002000 1
+block 0x60b000003000 0
+block 0x60b0000ffff0 7
+end
+"""
+
+
+def test_a_leak_names_the_php_code_that_allocated_most_of_its_objects(tmp_path):
+    [leak] = parse(LEAK_WITH_OBJECTS)
+    assert leak.objects == ["0x60b000001000", "0x60b000002000", "0x60b000003000"]
+    folder = tmp_path / "php"
+    folder.mkdir()
+    (folder / "php-origin.7").write_text(ORIGINS)
+    (folder / "php-origin.x").write_text(ORIGINS)  # not a PID: ignored
+    origins = php_stack.read_origins(folder)
+    assert set(origins) == {7} and len(origins[7]) == 3  # a block of an unknown site is dropped
+    assert php_stack.attach_origins([leak], origins) == 1
+    assert leak.php.app_frame() == php_stack.PhpFrame("{closure}", "/app/server.php", 9)
+    assert (leak.php.allocated_objects, leak.php.listed_objects) == (2, 3)
+    [f] = group([leak])
+    out = text.render(None, [f])
+    assert ("    allocated in PHP: {closure}() /app/server.php:9 <- Swoole\\Http\\Server::start() <- "
+            "{main} /app/server.php:21  (2 of 3 objects)") in out
+    doc = json.loads(export.to_sarif([f], app_entry="server.php"))
+    [result] = doc["runs"][0]["results"]
+    assert result["locations"][0]["physicalLocation"]["region"] == {"startLine": 9}
+    assert "allocated in PHP: {closure}() /app/server.php:9" in result["message"]["text"]
+    assert result["properties"]["php_allocated"] == {"objects": 2, "of_listed": 3}
+    body = ET.fromstring(export.to_junit([f])).find("testsuite/testcase/failure").text
+    assert body.startswith("allocated in PHP: malloc()\nallocated in PHP: {closure}() /app/server.php:9\n")
+    # The addresses are read again from the raw log; the JSON output does not carry them.
+    assert "objects" not in f.example.to_dict()
+
+
+def test_a_leak_of_another_process_or_without_origins_stays_c_only():
+    [leak] = parse(LEAK_WITH_OBJECTS)
+    assert php_stack.attach_origins([leak], {8: php_stack.parse_origins(ORIGINS)}) == 0
+    assert php_stack.attach_origins([leak], {}) == 0
+    assert leak.php is None
+
+
+def test_an_origin_dump_cut_short_keeps_its_blocks():
+    cut = ORIGINS[:ORIGINS.index("block 0x60b000003000")]
+    assert len(php_stack.parse_origins(cut)) == 2
+    # A later process with the same PID numbers its sites afresh.
+    again = php_stack.parse_origins(ORIGINS + "origin 7 1 0\nsite 0\nframe f\t/app/b.php\t3\nblock 0x10 0\nend\n")
+    assert again[0x10] == (php_stack.PhpFrame("f", "/app/b.php", 3),)
+    assert again[0x60b000003000] == (php_stack.PhpFrame("{main}", "/app/server.php", 21),)
+
+
+def test_the_agents_own_memory_is_set_against_the_live_heap():
+    text = "heap 1 95 0 16384 90112\nsite 1 1.0\nend\nheap 2 96 0 16384 114688\nend\nheap 3 1 0 16384\nend\n"
+    assert php_stack.parse_heap_bookkeeping(text) == [(1, 90112), (2, 114688)]  # an older agent's line: none
+    mem = soak_report.agent_memory({7: [(1000, 90112), (3000, 114688)], 8: [(3000, 65536)]},
+                                   {7: [(1000, 4e6), (3000, 5e6)], 8: [(3000, 1e7)], 9: [(3000, 1.0)]})
+    assert mem == {"pid": 7, "bytes": 114688, "live_heap": 5e6, "share": 114688 / 5e6}
+    text = soak_report.render({**SOAK_STUB, "agent_memory": mem})
+    assert "asanlab's agent kept 112.0 KiB for sampling, 2.3% of the live heap" in text
+    assert soak_report.agent_memory({7: [(1000, 90112)]}, {}) is None  # no live heap measured then
+
+
+def test_a_real_leak_is_joined_with_the_real_origins():
+    """tests/fixtures/origins: a script leaking 100 bytes 5 times through FFI from leak() (line 4,
+    called at line 8), run under ASan with the agent; LeakSanitizer's output and the agent's dump."""
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "origins"
+    [leak] = parse((folder / "sanitizer.1").read_text())
+    assert len(leak.objects) == 5
+    assert php_stack.attach_origins([leak], php_stack.read_origins(folder)) == 1
+    assert [str(f) for f in leak.php.frames] == ["malloc()", "leak() /t/leak.php:4", "{main} /t/leak.php:8"]
+    assert (leak.php.allocated_objects, leak.php.listed_objects) == (5, 5)

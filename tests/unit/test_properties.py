@@ -8,6 +8,8 @@ from asanlab.errors import AsanlabError
 
 # Text with the characters and words the parsers look for, so the search goes past the first line.
 WORDS = st.sampled_from(["report ", "frame ", "\t", "request ", "coroutine ", "end", "heap ", "site ", "census 1\n", "holder global\t$x\t1\t2\n", "\n",
+                         "origin 1 2 0\n", "site 0\n", "block 0x10 0\n", "Objects leaked above:\n", "0x10 (8 bytes)\n",
+                         "Direct leak of 8 byte(s) in 1 object(s) allocated from:\n",
                          "==1==ERROR: AddressSanitizer: ", "    #0 0x1 in f /a.c:1\n", "@process 1\n", "fd 3 ",
                          "socket:[12]", "@net tcp\n", "0100007F:1F90 ", "@cgroup\n", "name: x\n", "php:\n",
                          "  version: ", '"8.2.1"', "&a ", "*a", "[", "]", "{", "}", ":", "-", "٣", "9" * 30,
@@ -21,6 +23,7 @@ def test_parsers_take_any_text(text):
     php_stack.parse(text)
     php_stack.parse_heap(text)
     php_stack.parse_census(text)
+    php_stack.attach_origins(reports.parse(text), {1: php_stack.parse_origins(text)})
     memory.parse_snapshot(text)
     memory.parse_answers(text)
     memory.parse_profiles(text)

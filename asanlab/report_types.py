@@ -1,0 +1,73 @@
+"""What a sanitizer said, as data: a report (ASan error, LeakSanitizer leak, UBSan error, Valgrind
+error) and its stack frames. The parsers (asanlab/reports.py, asanlab/valgrind.py) make them; the
+rest of asanlab reads them. Pure: no parsing, no Docker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .php_stack import PhpStack
+
+
+@dataclass(slots=True)  # there are millions of frames in a long soak's logs
+class Frame:
+    index: int
+    function: str | None = None
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    module: str | None = None
+    offset: str | None = None
+
+    def location(self) -> str:
+        if self.file:
+            return f"{self.file}:{self.line}" if self.line else self.file
+        if self.module:
+            return f"{self.module}+{self.offset}"
+        return "?"
+
+    def describe(self) -> str:
+        return f"{self.function or '??'} {self.location()}"
+
+
+@dataclass
+class Report:
+    tool: str  # "AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer"
+    kind: str  # "heap-buffer-overflow", "double-free", "direct-leak", "runtime-error", ...
+    pid: int | None = None
+    source: str = ""  # the file it came from
+    access: str | None = None  # READ / WRITE
+    size: int | None = None
+    address: str | None = None
+    thread: str | None = None
+    message: str = ""
+    frames: list[Frame] = field(default_factory=list)
+    freed_by: list[Frame] = field(default_factory=list)
+    allocated_by: list[Frame] = field(default_factory=list)
+    # Further stacks a report prints: odr-violation's second registration, the frame a stack address
+    # lies in.
+    other_stacks: list[list[Frame]] = field(default_factory=list)
+    leaked_bytes: int | None = None
+    leaked_objects: int | None = None
+    summary: str | None = None
+    dedup_token: str | None = None
+    objects: list[str] = field(default_factory=list)  # a leak's object addresses (report_objects=1)
+    complete: bool = True
+    suspect: bool = False  # written after ASan lost track of the stack (a coroutine switch)
+    text: str = ""
+    php: PhpStack | None = None  # the PHP code running when it was reported (asanlab's agent)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        del d["objects"]  # addresses: read again from the raw log when needed, noise in the output
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Report":
+        d = dict(d)
+        d["php"] = PhpStack.from_dict(d["php"]) if d.get("php") else None
+        for key in ("frames", "freed_by", "allocated_by"):
+            d[key] = [Frame(**f) for f in d.get(key, [])]
+        d["other_stacks"] = [[Frame(**f) for f in stack] for stack in d.get("other_stacks", [])]
+        return cls(**d)
