@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from . import containers
-from .errors import InfraError
+from .docker_client import docker_errors
 from .session import Session
 
 PROBE = ("echo '$ php -v'; php -v 2>&1; echo; echo '$ php -m'; php -m 2>&1; "
@@ -28,22 +28,18 @@ def _image_facts(client, session: Session) -> str:
     image_id = (session.data.get("image") or {}).get("id")
     if not image_id or client is None:
         return "the session's image is not recorded, or Docker is unavailable: no php -v / php --ri here\n"
-    from docker.errors import DockerException, ImageNotFound
+    from docker.errors import ImageNotFound
 
-    try:
-        image = client.images.get(image_id)
-    except ImageNotFound:
-        return f"image {image_id} is no longer on this machine: rebuild it from the recipe to add php -v / php --ri\n"
-    extensions = (image.labels or {}).get("org.asanlab.extensions", "")
-    names = " ".join(e.rsplit("-", 1)[0] for e in extensions.split(",") if e)
-    try:
-        with containers.temporary(client, image_id, role="bundle", command=["sh", "-c", PROBE],
-                                  environment={"ASANLAB_EXTENSIONS": names, "ASAN_OPTIONS": "detect_leaks=0"}) as c:
-            c.start()
-            c.wait(timeout=120)
-            probe = c.logs(stdout=True, stderr=True).decode(errors="replace")
-    except DockerException as e:
-        raise InfraError(f"could not run the session's image for the bundle: {e}") from None
+    with docker_errors("could not run the session's image for the bundle"):
+        try:
+            image = client.images.get(image_id)
+        except ImageNotFound:
+            return (f"image {image_id} is no longer on this machine: rebuild it from the recipe to add "
+                    "php -v / php --ri\n")
+        extensions = (image.labels or {}).get("org.asanlab.extensions", "")
+        names = " ".join(e.rsplit("-", 1)[0] for e in extensions.split(",") if e)
+        probe = containers.call(client, image_id, ["sh", "-c", PROBE], role="bundle", timeout=120,
+                                environment={"ASANLAB_EXTENSIONS": names, "ASAN_OPTIONS": "detect_leaks=0"}).output
     labels = json.dumps(image.labels or {}, indent=2, sort_keys=True)
     return f"image {image.id}\ntags {', '.join(image.tags)}\nlabels {labels}\n\n{probe}"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import containers
-from .errors import InfraError
+from .docker_client import docker_errors
 from .events import Event, Reporter, null_reporter
 from .recipe import Recipe
 
@@ -55,18 +55,11 @@ def parse_output(text: str, recipe: Recipe) -> CheckResult:
 
 
 def run_checks(client, image: str, recipe: Recipe, *, reporter: Reporter = null_reporter) -> CheckResult:
-    from docker.errors import DockerException
-    from requests import RequestException
-
     names = [e.so_name for e in recipe.all_extensions]
-    with containers.temporary(client, image, role="check",
-                              command=["sh", "/opt/asanlab/scripts/check-instrumented.sh", *names]) as c:
-        try:
-            c.start()
-            c.wait(timeout=300)
-        except (DockerException, RequestException) as e:  # a check that cannot run is an infrastructure failure
-            raise InfraError(f"the instrumentation check could not run in {image[:19]}: {e}") from None
-        text = c.logs(stdout=True, stderr=True).decode(errors="replace")
+    # A check that cannot run is an infrastructure failure, not an uninstrumented image.
+    with docker_errors(f"the instrumentation check could not run in {image[:19]}"):
+        text = containers.call(client, image, ["sh", "/opt/asanlab/scripts/check-instrumented.sh", *names],
+                               role="check", timeout=300).output
     result = parse_output(text, recipe)
     for path, n in result.binaries.items():
         reporter(Event("check.binary", f"{path}: {n} references to __asan_report_*", {"path": path, "sites": n}))

@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -61,6 +62,27 @@ def temporary(client, image: str, *, role: str, session: str | None = None, sess
     finally:
         if os.environ.get(KEEP_ENV) != "1":
             remove(container)
+
+
+@dataclass(frozen=True)
+class Result:
+    exit_code: int | None
+    output: str
+
+
+def call(client, image: str, command: list[str], *, role: str, timeout: float,
+         environment: dict[str, str] | None = None, stderr: bool = True) -> Result:
+    """Run a short command in a throwaway container and return what it printed: the one way
+    asanlab does so (check, symbolize, bundle). The container is labelled like every other and
+    removed however this ends (error, wait timeout, Ctrl-C). Docker's errors, and requests' for a
+    wait that times out, pass through untranslated: the caller says what it was doing
+    (docker_client.docker_errors)."""
+    extra = {"environment": environment} if environment is not None else {}
+    with temporary(client, image, role=role, command=command, **extra) as container:
+        container.start()
+        status = container.wait(timeout=timeout)
+        output = container.logs(stdout=True, stderr=stderr).decode(errors="replace")
+    return Result(status.get("StatusCode"), output)
 
 
 def remove(container) -> None:

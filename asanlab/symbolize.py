@@ -14,7 +14,8 @@ import shlex
 from pathlib import Path
 
 from . import containers
-from .errors import InfraError, UsageError
+from .docker_client import docker_errors
+from .errors import UsageError
 from .reports import Report
 
 MARK = "@@asanlab-module "
@@ -88,20 +89,17 @@ def apply(reports: list[Report], table: dict[tuple[str, str], dict]) -> int:
 
 
 def resolve(client, image_id: str, modules: dict[str, set[str]]) -> dict[tuple[str, str], dict]:
-    from docker.errors import DockerException, ImageNotFound
+    from docker.errors import ImageNotFound
 
-    try:
-        client.images.get(image_id)
-    except ImageNotFound:
-        raise UsageError(f"image {image_id} is no longer on this machine: rebuild it from the session's recipe "
-                         "to symbolize its reports") from None
-    try:
-        with containers.temporary(client, image_id, role="symbolize", command=["sh", "-c", script(modules)]) as c:
-            c.start()
-            c.wait(timeout=300)
-            text = c.logs(stdout=True, stderr=False).decode(errors="replace")
-    except DockerException as e:
-        raise InfraError(f"llvm-symbolizer could not run in {image_id[:19]}: {e}") from None
+    with docker_errors(f"llvm-symbolizer could not run in {image_id[:19]}"):
+        try:
+            client.images.get(image_id)
+        except ImageNotFound:
+            raise UsageError(f"image {image_id} is no longer on this machine: rebuild it from the session's recipe "
+                             "to symbolize its reports") from None
+        # stdout only: a shell's complaint on stderr would be parsed as a symbolizer's answer.
+        text = containers.call(client, image_id, ["sh", "-c", script(modules)], role="symbolize", timeout=300,
+                               stderr=False).output
     return parse_output(text, modules)
 
 
