@@ -41,7 +41,8 @@ COUNTED_ONLY = {"swoole-timers"}
 def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Profile]]], criteria: Criteria,
             budget: int = 64 * 1024 * 1024, load: dict | None = None, app: str | None = None,
             php_heaps: dict[int, list[tuple[int, list[php_stack.HeapSite]]]] | None = None,
-            census: dict[int, list[tuple[int, list[php_stack.Holder]]]] | None = None, agent: bool = True) -> dict:
+            census: dict[int, list[tuple[int, list[php_stack.Holder]]]] | None = None, agent: bool = True,
+            bookkeeping: dict[int, list[tuple[int, int]]] | None = None) -> dict:
     metric = choose_metric(samples)
     last = samples[-1] if samples else {"requests": 0, "processes": {}}
     roles: dict[int, Counter] = defaultdict(Counter)
@@ -114,9 +115,25 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
         "growing_php_sites": growing_php_sites(php_heaps or {}, criteria.warmup),
         "growing_holders": growing_holders(census or {}, criteria.warmup),
         "descriptors": fds, "coroutines": coroutines,
+        "agent_memory": agent_memory(bookkeeping or {}, points) if metric == "allocated" else None,
         "not_measured": not_measured(agent, samples, php_heaps or {}, census or {}, coroutines),
         "load": load,
     }
+
+
+def agent_memory(bookkeeping: dict[int, list[tuple[int, int]]], points: dict[int, list[tuple[int, float]]]) -> dict | None:
+    """The agent's own memory against the app's: at each process's last profile, what the sampler
+    kept and the live heap then; the process where that share was largest."""
+    worst = None
+    for pid, series in bookkeeping.items():
+        live = dict(points.get(pid, []))
+        if not series or not live.get(series[-1][0]):
+            continue
+        requests, kept = series[-1]
+        share = kept / live[requests]
+        if worst is None or share > worst["share"]:
+            worst = {"pid": pid, "bytes": kept, "live_heap": live[requests], "share": share}
+    return worst
 
 
 def not_measured(agent: bool, samples: list[dict], heaps: dict, census: dict, coroutines: dict | None) -> list[str]:
@@ -458,6 +475,11 @@ def render(a: dict, chart: str = "") -> str:
             out.append(f"           from {g['site']}")
             if g.get("php"):
                 out.append(f"           in PHP: {g['php']}")
+    mem = a.get("agent_memory")
+    if mem:
+        out.append("")
+        out.append(f"asanlab's agent kept {size(mem['bytes'])} for sampling, {mem['share']:.1%} of the live heap "
+                   f"({size(mem['live_heap'])}) of pid {mem['pid']}, the largest share")
     for what in a.get("not_measured") or []:
         out.append(f"not measured: {what}")
     if chart:

@@ -10,7 +10,8 @@
  *
  * Only the PHP thread samples: other threads (Swoole's reactor threads) do not run PHP, and their
  * reading EG() would race. Nothing here allocates: these hooks run inside the allocator.
- * Memory: SLOTS sampled blocks (16 bytes each) and SITES sites, fixed, about 1.3 MiB.
+ * Memory: the table of sampled blocks (24 bytes each) starts with 1,024 slots and doubles when 3/4
+ * full, up to 65,536 (1.5 MiB); the sites (SITES at most) are touched only as they are found.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,7 +38,8 @@ extern int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const v
 
 #define SITE_FRAMES 4
 #define SITES 4096
-#define SLOTS (1 << 16) /* open addressing, at most 3/4 full */
+#define FIRST_BITS 10 /* the table of sampled blocks: 2^10 slots at first ... */
+#define LAST_BITS 16  /* ... at most 2^16; open addressing, at most 3/4 full */
 
 struct frame {
     zend_string *scope, *function, *file; /* interned: they outlive the code that named them */
@@ -59,8 +62,15 @@ struct slot {
 static zend_executor_globals *eg;
 static struct site sites[SITES];
 static int nsites;
-static struct slot slots[SLOTS];
-static int used, dropped; /* linear probing with backward-shift deletion: no tombstones to fill it */
+/* Linear probing with backward-shift deletion: no tombstones to fill it. A table is swapped for one
+ * twice its size under the lock; the old one stays mapped (its pages given back), because a lock-free
+ * probe (maybe_sampled) may still be reading it. */
+struct table {
+    unsigned bits;
+    struct slot slots[];
+};
+static struct table *table;
+static int used, dropped;
 static double mean_interval = 16384.0;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 /* initial-exec: the agent is preloaded, so its thread-locals sit in static TLS and each access is
@@ -116,8 +126,15 @@ static uint32_t find_site(void) {
     return (uint32_t)nsites++;
 }
 
-static uint32_t slot_of(uintptr_t p) {
-    return (uint32_t)((p >> 4) * 0x9e3779b97f4a7c15ULL >> 48) & (SLOTS - 1);
+static uint32_t slot_of(uintptr_t p, unsigned bits) { return (uint32_t)((p >> 4) * 0x9e3779b97f4a7c15ULL >> (64 - bits)); }
+
+static struct table *map_table(unsigned bits) {
+    void *m = mmap(NULL, sizeof(struct table) + (sizeof(struct slot) << bits), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    struct table *t = (struct table *)m;
+    t->bits = bits;
+    return t;
 }
 
 /* Most frees are of blocks never sampled: find that out without the lock. Writers (holding the
@@ -128,6 +145,27 @@ static uint64_t version;
 static void begin_change(void) { __atomic_fetch_add(&version, 1, __ATOMIC_ACQ_REL); }
 static void end_change(void) { __atomic_fetch_add(&version, 1, __ATOMIC_RELEASE); }
 
+/* Twice the slots, with the lock held; false at the largest size or without memory. */
+static int grow(void) {
+    struct table *old = table;
+    if (old->bits >= LAST_BITS) return 0;
+    struct table *t = map_table(old->bits + 1);
+    if (!t) return 0;
+    uint32_t mask = (1u << t->bits) - 1;
+    for (uint32_t j = 0; j < (1u << old->bits); j++) {
+        if (!old->slots[j].ptr) continue;
+        uint32_t i = slot_of(old->slots[j].ptr, t->bits);
+        while (t->slots[i].ptr != 0) i = (i + 1) & mask;
+        t->slots[i] = old->slots[j];
+    }
+    begin_change();
+    __atomic_store_n(&table, t, __ATOMIC_RELEASE);
+    end_change();
+    /* A probe still in the old table reads zeros from here on, and sees `version` changed. */
+    madvise(old, sizeof(struct table) + (sizeof(struct slot) << old->bits), MADV_DONTNEED);
+    return 1;
+}
+
 static void on_malloc(const volatile void *ptr, size_t size) {
     if (!php_thread || inside || !ptr || !eg || !eg->current_execute_data) return;
     until_sample -= (int64_t)size;
@@ -137,13 +175,13 @@ static void on_malloc(const volatile void *ptr, size_t size) {
     double p = 1.0 - exp(-(double)size / mean_interval);
     pthread_mutex_lock(&lock);
     uint32_t site = find_site();
-    if (site == UINT32_MAX || used >= SLOTS * 3 / 4) {
+    if (site == UINT32_MAX || (used >= (3 << table->bits) / 4 && !grow())) {
         dropped++;
     } else {
-        uint32_t i = slot_of((uintptr_t)ptr);
-        while (slots[i].ptr != 0) i = (i + 1) & (SLOTS - 1);
+        uint32_t mask = (1u << table->bits) - 1, i = slot_of((uintptr_t)ptr, table->bits);
+        while (table->slots[i].ptr != 0) i = (i + 1) & mask;
         begin_change();
-        slots[i] = (struct slot){(uintptr_t)ptr, site, (float)(1.0 / p), size > UINT32_MAX ? UINT32_MAX : (uint32_t)size};
+        table->slots[i] = (struct slot){(uintptr_t)ptr, site, (float)(1.0 / p), size > UINT32_MAX ? UINT32_MAX : (uint32_t)size};
         end_change();
         used++;
         sites[site].bytes += (double)size / p;
@@ -156,8 +194,10 @@ static void on_malloc(const volatile void *ptr, size_t size) {
 /* Empty slot i, moving back the entries after it that probed past it, so that every entry stays
  * reachable from its home slot without a "deleted" marker. */
 static void remove_at(uint32_t i) {
-    for (uint32_t j = (i + 1) & (SLOTS - 1); slots[j].ptr != 0; j = (j + 1) & (SLOTS - 1)) {
-        uint32_t home = slot_of(slots[j].ptr);
+    struct slot *slots = table->slots;
+    uint32_t mask = (1u << table->bits) - 1;
+    for (uint32_t j = (i + 1) & mask; slots[j].ptr != 0; j = (j + 1) & mask) {
+        uint32_t home = slot_of(slots[j].ptr, table->bits);
         int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
         if (!stays) {
             slots[i] = slots[j];
@@ -171,9 +211,10 @@ static int maybe_sampled(uintptr_t p) {
     uint64_t before = __atomic_load_n(&version, __ATOMIC_ACQUIRE);
     if (before & 1) return 1;
     int found = 0;
-    uint32_t i = slot_of(p);
-    for (uint32_t n = 0; n < SLOTS; n++, i = (i + 1) & (SLOTS - 1)) {
-        uintptr_t q = __atomic_load_n(&slots[i].ptr, __ATOMIC_RELAXED);
+    struct table *t = __atomic_load_n(&table, __ATOMIC_ACQUIRE);
+    uint32_t mask = (1u << t->bits) - 1, i = slot_of(p, t->bits);
+    for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+        uintptr_t q = __atomic_load_n(&t->slots[i].ptr, __ATOMIC_RELAXED);
         if (q == 0) break;
         if (q == p) {
             found = 1;
@@ -189,7 +230,9 @@ static void on_free(const volatile void *ptr) {
     pthread_mutex_lock(&lock);
     begin_change();
     /* At most 3/4 full: a probe always meets an empty slot. */
-    for (uint32_t i = slot_of((uintptr_t)ptr); slots[i].ptr != 0; i = (i + 1) & (SLOTS - 1)) {
+    struct slot *slots = table->slots;
+    uint32_t mask = (1u << table->bits) - 1;
+    for (uint32_t i = slot_of((uintptr_t)ptr, table->bits); slots[i].ptr != 0; i = (i + 1) & mask) {
         if (slots[i].ptr == (uintptr_t)ptr) {
             struct site *s = &sites[slots[i].site];
             s->bytes -= (double)slots[i].size * slots[i].weight;
@@ -209,6 +252,8 @@ void php_heap_start(void) {
     if (env && atof(env) >= 1.0) mean_interval = atof(env);
     eg = (zend_executor_globals *)dlsym(RTLD_DEFAULT, "executor_globals");
     if (!eg || !__sanitizer_install_malloc_and_free_hooks) return;
+    table = map_table(FIRST_BITS);
+    if (!table) return;
     php_thread = 1;
     rng = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)time(NULL) ^ 0x5851f42d4c957f2dULL;
     until_sample = interval();
@@ -249,7 +294,7 @@ static void out_str(const char *s) {
 }
 
 /* One block per profile request:
- *   heap <seq> <sampled blocks alive> <samples dropped> <mean interval>
+ *   heap <seq> <sampled blocks alive> <samples dropped> <mean interval> <bookkeeping bytes>
  *   site <live bytes> <live blocks>
  *   frame <function>\t<file>\t<line>     innermost first; internal functions have no file
  *   end
@@ -260,7 +305,9 @@ void php_heap_dump(const char *path, long seq) {
     pthread_mutex_lock(&lock);
     outfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (outfd >= 0) {
-        snprintf(num, sizeof num, "heap %ld %d %d %.0f\n", seq, used, dropped, mean_interval);
+        /* What this sampler keeps in memory: the table, the sites found, the output buffer. */
+        size_t kept = (table ? sizeof(struct slot) << table->bits : 0) + (size_t)nsites * sizeof(struct site) + sizeof outbuf;
+        snprintf(num, sizeof num, "heap %ld %d %d %.0f %zu\n", seq, used, dropped, mean_interval, kept);
         out_str(num);
         for (int i = 0; i < nsites; i++) {
             if (sites[i].blocks < 0.5) continue; /* nothing sampled from it is alive */
