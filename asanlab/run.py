@@ -65,18 +65,24 @@ class RunOptions:
     # asanlab's agent in the image (its org.asanlab.agent label), preloaded into PHP: it writes the
     # PHP backtrace of every ASan error (images/agent). None: an image without it, reports stay C only.
     agent: str | None = None
-    # With the agent: record which PHP code allocated each block, so that each LeakSanitizer leak
-    # names its PHP line (images/agent/php-origin.c). A cost on every allocation: soak turns it off.
-    php_origins: bool = True
-    # What `asanlab soak` adds: work done while the app runs (its return ends the run), more
-    # environment, and folders of the session mounted read-write (session subfolder -> container path).
-    driver: Callable[["DriverContext"], None] | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
-    extra_mounts: dict[str, str] = field(default_factory=dict)
-    kind: str = "run"
     suppressions: list[str] = field(default_factory=list)  # leak:PATTERN rules from --suppressions
-    asan_options: dict = field(default_factory=dict)  # the command's own ASAN_OPTIONS defaults
-    extra_info: dict = field(default_factory=dict)  # more for session.json
+    companion: "Companion | None" = None  # a command working beside the app (soak), else a plain run
+
+
+@dataclass(frozen=True)
+class Companion:
+    """What a command that works beside the app (`asanlab soak`) adds to a run. `run` knows it only
+    through these fields."""
+
+    kind: str  # the session's kind: "soak"
+    driver: Callable[["DriverContext"], None]  # runs while the app runs; its return ends the run
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: dict[str, str] = field(default_factory=dict)  # session subfolder -> container path, read-write
+    asan_options: dict = field(default_factory=dict)  # its own ASAN_OPTIONS defaults
+    info: dict = field(default_factory=dict)  # more for session.json
+    # With the agent: record which PHP code allocated each block, so that each LeakSanitizer leak
+    # names its PHP line (images/agent/php-origin.c). A cost on every allocation.
+    php_origins: bool = True
 
 
 @dataclass
@@ -331,12 +337,13 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     ports = parse_ports(opts.ports)
     recipe = opts.recipe
     suppressions = (list(recipe.runtime.suppressions) if recipe is not None else []) + opts.suppressions
-    origins = bool(opts.agent) and opts.php_origins
+    extra = opts.companion
+    origins = bool(opts.agent) and (extra is None or extra.php_origins)
     # report_objects: LeakSanitizer lists each leaked object's address, joined with the agent's
     # php-origin.<pid> on the host (asanlab/php_stack.py).
-    env = environment(recipe, user_env, bool(suppressions), opts.asan_options,
+    env = environment(recipe, user_env, bool(suppressions), extra.asan_options if extra else None,
                       lsan_options=ORIGIN_LSAN_OPTIONS if origins else None)
-    mounts = {"state": STATE_DIR, **opts.extra_mounts}
+    mounts = {"state": STATE_DIR, **(extra.mounts if extra else {})}
     if opts.agent:
         preload = " ".join(p for p in (opts.agent, env.get("LD_PRELOAD")) if p)
         env.update({"LD_PRELOAD": preload, "ASANLAB_PHP_TRACE_DIR": PHP_STACK_DIR})
@@ -348,16 +355,16 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
         # app a little after asanlab would have (images/agent/asanlab-agent.c, check_deadline).
         env.update({"ASANLAB_DEADLINE": f"{time.time() + opts.timeout + opts.grace + DEADLINE_MARGIN:.0f}",
                     "ASANLAB_DEADLINE_GRACE": f"{opts.grace:.0f}"})
-    env.update(opts.extra_env)
+    env.update(extra.env if extra else {})
     command = ["php", "-d", f"auto_prepend_file={SIGTERM_PREPEND}", f"{APP_DIR}/{app.name}", *opts.args]
     recover_orphans(client, reporter)  # a killed asanlab's container would hold its port and its session
     s = sessions.create({
-        "kind": opts.kind, "app": str(app), "command": command, "image": {"ref": opts.image, "id": opts.image_id},
+        "kind": extra.kind if extra else "run", "app": str(app), "command": command, "image": {"ref": opts.image, "id": opts.image_id},
         "recipe": recipe.raw if recipe is not None else None,
         "recipe_digest": recipe.digest() if recipe is not None else None,
         "recipe_path": str(recipe.path) if recipe is not None and recipe.path else None,
         "environment": _masked(env), "ports": {k: list(v) for k, v in ports.items()},
-        "timeout": opts.timeout, "grace": opts.grace, "owner": containers.owner(), **opts.extra_info,
+        "timeout": opts.timeout, "grace": opts.grace, "owner": containers.owner(), **(extra.info if extra else {}),
     })
     config = s.path / "config"
     config.mkdir()
@@ -400,8 +407,8 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
             watcher.start()
             deadline = time.monotonic() + opts.timeout if opts.timeout else None
             reporter(Event("run.started", f"running {' '.join(command)} in {opts.image}", {"container": container.name}))
-            if opts.driver is not None:
-                driver = _Driver(opts.driver, DriverContext(container, s, stop.event, reporter), stop)
+            if extra is not None:
+                driver = _Driver(extra.driver, DriverContext(container, s, stop.event, reporter), stop)
                 driver.start()
             while True:
                 container.reload()

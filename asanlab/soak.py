@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from .errors import InfraError, UsageError
 from .events import Event, Reporter, null_reporter
 from .layout import AGENT_DIR, APP_DIR
 from .load import Loader, Request, make_loader
-from .run import DriverContext, RunOptions, RunResult, run
+from .run import Companion, DriverContext, RunOptions, RunResult, run
 
 # Measured (bench/asan_speed_bench.py, Swoole hello world): ASan's slow unwinder on every malloc
 # costs 3-5x the requests per second. A soak is about rates over 100k requests, so it unwinds
@@ -246,15 +246,12 @@ def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | N
     session so that `asanlab replay` judges the samples the same way."""
     loader = make_loader(opts.requests, opts.concurrency, opts.client)
     settings = {**settings, "client": loader.name}
-    run_opts.kind = "soak"
-    run_opts.asan_options = {**asan_options(opts.full_stacks), **run_opts.asan_options}
-    run_opts.extra_info = {"soak": settings}
-    run_opts.driver = Driver(opts, agent_path is not None, loader)
-    run_opts.extra_mounts = {"agent": AGENT_DIR}
-    run_opts.agent = agent_path
-    run_opts.php_origins = False  # its cost on every allocation would slow the soak's detection
-    if agent_path is not None:
-        run_opts.extra_env = {"ASANLAB_AGENT_DIR": AGENT_DIR, **run_opts.extra_env}
+    companion = Companion(
+        kind="soak", driver=Driver(opts, agent_path is not None, loader),
+        env={"ASANLAB_AGENT_DIR": AGENT_DIR} if agent_path is not None else {},
+        mounts={"agent": AGENT_DIR}, asan_options=asan_options(opts.full_stacks), info={"soak": settings},
+        php_origins=False)  # its cost on every allocation would slow the soak's detection
+    run_opts = replace(run_opts, agent=agent_path, companion=companion)
     try:
         return run(client, run_opts, reporter=reporter)
     finally:
