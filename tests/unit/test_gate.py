@@ -235,9 +235,9 @@ def test_help_offers_the_gate_on_replay_and_report():
 
 def test_run_refuses_fail_on_new_without_a_baseline_before_docker(tmp_path, monkeypatch):
     """Unchanged by the move to gate.py: the flag is checked before any image is looked up."""
-    import asanlab.cli
+    import asanlab.cli.running
 
-    monkeypatch.setattr(asanlab.cli, "client", no_docker)
+    monkeypatch.setattr(asanlab.cli.running, "client", no_docker)
     (tmp_path / "x.php").write_text("<?php\n")
     result = invoke("run", tmp_path / "x.php", "--image", "x", "--fail-on", "new")
     assert isinstance(result.exception, UsageError), result.exception

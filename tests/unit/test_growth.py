@@ -108,14 +108,14 @@ def test_plots_draw_every_process(tmp_path):
 def test_coloured_output_on_a_terminal(capsys):
     from rich.console import Console
 
-    from asanlab import cli
+    from asanlab.cli import printing
 
     console = Console(force_terminal=True, color_system="standard", width=120)
-    old, cli.out = cli.out, console
+    old, printing.out = printing.out, console
     try:
-        cli._print_coloured("1 finding(s): 1 error\n\n[1] ERROR double-free  x1 in pid 7\n    * #4 zif_ffi_trampoline\n")
+        printing._print_coloured("1 finding(s): 1 error\n\n[1] ERROR double-free  x1 in pid 7\n    * #4 zif_ffi_trampoline\n")
     finally:
-        cli.out = old
+        printing.out = old
     text = capsys.readouterr().out
     assert "\x1b[1;31m[1] ERROR" in text and "double-free" in text
 

@@ -1,0 +1,158 @@
+"""Commands that read what was recorded or logged: sessions, replay and report (no run needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import gate, session as sessions, text
+from ..console import ConsoleReporter
+from ..docker_client import client
+from ..errors import AsanlabError, UsageError
+from ..gate import FailOn
+from .common import (BASELINE_HELP, EXIT_CODES, FAIL_ON_HELP, REPLAY_FAIL_ON_HELP, Format, TextOrJson, app, err,
+                     out)
+from .printing import _print_findings, _print_soak
+
+
+def _suppressed(findings, files: list[Path] | None):
+    """Findings minus the leaks the suppression files match; says how many were hidden."""
+    if not files:
+        return findings
+    from .. import suppressions as supp
+
+    kept, hidden = supp.apply(findings, supp.read(files))
+    if hidden:
+        err.print(f"asanlab: {len(hidden)} leak finding(s) hidden by --suppressions", markup=False)
+    return kept
+
+
+@app.command("sessions")
+def list_sessions(fmt: Annotated[TextOrJson, typer.Option("--format", help="text or json.")] = TextOrJson.text) -> None:
+    """List recorded sessions, oldest first (after closing those a killed asanlab left running)."""
+    from ..errors import DockerUnavailable
+    from ..run import recover_orphans
+
+    try:
+        recover_orphans(client(), ConsoleReporter(err))
+    except DockerUnavailable:
+        pass  # listing needs no Docker; the next run recovers them
+    rows = []
+    for sid in sessions.list_ids():
+        try:
+            s = sessions.load(sid)
+        except AsanlabError as e:  # one broken session does not hide the others
+            rows.append({"id": sid, "kind": "?", "status": "unreadable", "stop_reason": None, "exit_code": None,
+                         "command": None, "failing": None, "error": e.message})
+            continue
+        rows.append({"id": sid, "kind": s.data.get("kind", "run"), "status": s.data.get("status"),
+                     "stop_reason": s.data.get("stop_reason"),
+                     "exit_code": s.data.get("exit_code"), "command": s.data.get("command"),
+                     "failing": (s.data.get("counts") or {}).get("failing")})
+    if fmt is TextOrJson.json:
+        out.print(json.dumps(rows, indent=2), markup=False)
+        return
+    if not rows:
+        out.print(f"no sessions in {sessions.sessions_dir()}", markup=False)
+    for row in rows:
+        if row.get("error"):
+            out.print(f"{row['id']}  unreadable: {row['error']}", markup=False)
+            continue
+        out.print(f"{row['id']}  {row['kind']:<4} {row['status']:<8} {str(row['stop_reason']):<11} "
+                  f"exit {row['exit_code']}  "
+                  f"findings {row['failing']}  {text.shown_command(row['command'])}", markup=False)
+
+
+@app.command(epilog=EXIT_CODES)
+def replay(
+    ref: Annotated[str, typer.Argument(metavar="ID|latest", help="A session id, 'latest', or a session folder.")],
+    fmt: Annotated[Format, typer.Option("--format")] = Format.text,
+    all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Print each finding's full report.")] = False,
+    baseline: Annotated[Optional[str], typer.Option(help=BASELINE_HELP)] = None,
+    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=REPLAY_FAIL_ON_HELP)] = None,
+    bundle: Annotated[Optional[Path], typer.Option(help="Also write a bug-report bundle (tar.gz): findings, raw "
+                                                        "logs, recipe, php -v and php --ri from the image.")] = None,
+    symbolize: Annotated[bool, typer.Option("--symbolize", help="Resolve module+offset frames with llvm-symbolizer "
+                                                               "in the session's image (needs Docker once; the "
+                                                               "answers are kept in the session).")] = False,
+    suppressions: Annotated[Optional[list[Path]], typer.Option("--suppressions", metavar="FILE",
+                                                               help="Hide leaks these LeakSanitizer suppressions "
+                                                                    "match (leak:PATTERN lines).")] = None,
+) -> None:
+    """Re-read a session's raw logs with the current parser (no Docker) and print its findings."""
+    gate.policy_for(fail_on, bool(baseline))  # a wrong flag stops before --symbolize starts a container
+    s = sessions.load(ref)
+    if symbolize:
+        n = sessions.symbolize(s, client())
+        err.print(f"asanlab: symbolized {n} frame location(s) in {(s.data.get('image') or {}).get('id', '')[:19]}",
+                  markup=False)
+    _, findings = sessions.analyse(s)
+    findings = _suppressed(findings, suppressions)
+    baseline_findings = gate.load_baseline(baseline, client) if baseline else None
+    soaked = None
+    if s.data.get("kind") == "soak":
+        from ..soak import analyse_session
+
+        soaked = analyse_session(s)
+        if fmt is Format.text:
+            _print_soak(s, soaked)
+    outcome = gate.decide(findings, baseline_findings, fail_on,
+                          soak_leak=soaked is not None and soaked["verdict"] == "LEAK")
+    findings = outcome.shown
+    if bundle is not None:
+        from .. import bundle as bundles
+        from ..errors import DockerUnavailable
+
+        notices = sessions.session_notices(s)
+        try:
+            docker = client()
+        except DockerUnavailable:
+            docker = None  # the bundle says what is missing; the rest needs no Docker
+        names = bundles.write(s, bundle, text.render(s.data, findings, show_all=True, full=True, notices=notices),
+                              text.render_json(s.data, findings, notices), docker)
+        err.print(f"asanlab: wrote {bundle} ({len(names)} files)", markup=False)
+    _print_findings(s.data, findings, fmt, all_findings, full, sessions.session_notices(s))
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command(epilog=EXIT_CODES)
+def report(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Sanitizer logs, or folders of them.")],
+    fmt: Annotated[Format, typer.Option("--format")] = Format.text,
+    all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Print each finding's full report.")] = False,
+    suppressions: Annotated[Optional[list[Path]], typer.Option("--suppressions", metavar="FILE",
+                                                               help="Hide leaks these LeakSanitizer suppressions "
+                                                                    "match (leak:PATTERN lines).")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help=BASELINE_HELP)] = None,
+    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=FAIL_ON_HELP)] = None,
+) -> None:
+    """Read sanitizer logs from anywhere (a production debug run, a CI artifact), without a session."""
+    from ..findings import group
+
+    gate.policy_for(fail_on, bool(baseline))
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"{missing[0]}: no such file or folder")
+    odd = [p for p in paths if not (p.is_file() or p.is_dir())]
+    if odd:  # a FIFO or a device would be read without end
+        raise UsageError(f"{odd[0]}: not a regular file or a folder")
+
+    def reports():
+        for path in paths:
+            for f in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+                yield from sessions.read_file(f, str(f))
+
+    rules_files = suppressions or []
+    from .. import suppressions as supp
+
+    supp.read(rules_files)  # a bad file stops here, before any log is read
+    baseline_findings = gate.load_baseline(baseline, client) if baseline else None  # so does a wrong id
+    findings = _suppressed(group(reports()), rules_files)  # streamed: one example report per finding
+    outcome = gate.decide(findings, baseline_findings, fail_on)
+    _print_findings(None, outcome.shown, fmt, all_findings, full, sessions.read_notices(paths))
+    raise typer.Exit(outcome.exit_code)
