@@ -16,8 +16,14 @@ from dataclasses import dataclass
 LEAK, STABLE, INCONCLUSIVE = "LEAK", "STABLE", "INCONCLUSIVE"
 
 
+# The max_request advice's default budget: how much a worker may grow (bytes).
+DEFAULT_BUDGET = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Criteria:
+    """When a series is a leak. The defaults here are the soak's, everywhere (CLI, replay, reports)."""
+
     threshold: float = 1.0  # bytes per request
     min_growth: int = 64 * 1024  # bytes over the fitted window
     warmup: int = 0  # requests before which samples are not fitted

@@ -322,13 +322,13 @@ def _read_agent_blocks(s, samples: list[dict], prefix: str, parse) -> dict[int, 
 def analyse_session(s, *, plots: bool = True) -> dict | None:
     """Judge a stored soak (again): writes soak/analysis.json, samples.csv and memory.png."""
     from . import plot, soak_report
-    from .growth import Criteria
+    from .growth import DEFAULT_BUDGET, Criteria
 
     samples = read_samples(s)
     if not samples:
         return None
     opts = s.data.get("soak") or {}
-    criteria = Criteria(threshold=opts.get("threshold", 1.0), min_growth=opts.get("min_growth", 64 * 1024),
+    criteria = Criteria(threshold=opts.get("threshold", Criteria.threshold), min_growth=opts.get("min_growth", Criteria.min_growth),
                         warmup=opts.get("warmup", 0))
     load_file = s.path / "soak" / "load.json"
     load = json.loads(load_file.read_text()) if load_file.exists() else None
@@ -336,7 +336,7 @@ def analyse_session(s, *, plots: bool = True) -> dict | None:
 
     entry = app_entry_of(s.data)
     analysis = soak_report.analyse(samples, read_profiles(s, samples), criteria,
-                                   budget=opts.get("budget", 64 * 1024 * 1024), load=load,
+                                   budget=opts.get("budget", DEFAULT_BUDGET), load=load,
                                    app=f"{APP_DIR}/{entry}" if entry else None,
                                    php_heaps=read_php_heaps(s, samples), census=read_php_census(s, samples),
                                    bookkeeping=read_bookkeeping(s, samples),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from . import growth, memory, php_stack
-from .growth import Criteria, size
+from .growth import DEFAULT_BUDGET, Criteria, size
 
 SCHEMA = 1
 # Open descriptors: one more every 1,000 requests, 16 more in all, is a leak (a server's own
@@ -39,7 +39,7 @@ COUNTED_ONLY = {"swoole-timers"}
 
 
 def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Profile]]], criteria: Criteria,
-            budget: int = 64 * 1024 * 1024, load: dict | None = None, app: str | None = None,
+            budget: int = DEFAULT_BUDGET, load: dict | None = None, app: str | None = None,
             php_heaps: dict[int, list[tuple[int, list[php_stack.HeapSite]]]] | None = None,
             census: dict[int, list[tuple[int, list[php_stack.Holder]]]] | None = None, agent: bool = True,
             bookkeeping: dict[int, list[tuple[int, int]]] | None = None) -> dict:

@@ -15,6 +15,7 @@ from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import UsageError
 from ..events import Event
+from ..growth import DEFAULT_BUDGET, Criteria
 from ..image_choice import agent_path, image_for
 from .common import (Format, PullOption, PullPolicy, RegistryOption, SuppressionsOption, TextOrJson, _ranged, app,
                      err)
@@ -65,12 +66,12 @@ def soak(
     warmup: Annotated[Optional[int], typer.Option(help="Requests before the fit starts (default: the first "
                                                        "checkpoint).", callback=_ranged("--warmup", 0))] = None,
     threshold: Annotated[float, typer.Option(help="Bytes per request from which growth counts as a leak.",
-                                             callback=_ranged("--threshold", 0))] = 1.0,
+                                             callback=_ranged("--threshold", 0))] = Criteria.threshold,
     min_growth: Annotated[int, typer.Option(help="Bytes a process must grow over the fitted window to be "
                                                  "called leaking.", callback=_ranged("--min-growth", 0))] \
-        = 64 * 1024,
+        = Criteria.min_growth,
     budget: Annotated[int, typer.Option(help="MiB of growth a worker may reach, for the max_request advice.",
-                                        callback=_ranged("--budget", 1))] = 64,
+                                        callback=_ranged("--budget", 1))] = DEFAULT_BUDGET >> 20,
     samples: Annotated[int, typer.Option(help="Memory samples between two checkpoints.",
                                          callback=_ranged("--samples", 1, 1000))] = 8,
     full_stacks: Annotated[bool, typer.Option("--full-stacks", help="Unwind allocation stacks with ASan's slow "
