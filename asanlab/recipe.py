@@ -77,6 +77,13 @@ class Sanitizers:
     undefined: bool = True
 
 
+def sanitizers_of(given: dict | None) -> "Sanitizers":
+    """A recipe's `sanitizers:` mapping, with the defaults of the Sanitizers dataclass (the only
+    place they are written) for the keys it leaves out."""
+    given = given or {}
+    return Sanitizers(**{k: given[k] for k in ("address", "leak", "undefined") if k in given})
+
+
 @dataclass(frozen=True)
 class Runtime:
     asan_options: dict[str, Any] = field(default_factory=dict)
@@ -311,10 +318,10 @@ def _semantic_problems(data: dict, folder: Path) -> list[tuple[tuple, str]]:
     php_version = data["php"]["version"]
     if version_tuple(php_version) < (8, 0):
         out.append((("php", "version"), f"PHP {php_version} is not supported: asanlab builds PHP 8.0 and newer"))
-    san = data.get("sanitizers", {})
-    if san.get("leak", True) and not san.get("address", True):
+    san = sanitizers_of(data.get("sanitizers"))
+    if san.leak and not san.address:
         out.append((("sanitizers", "leak"), "the leak checker is part of AddressSanitizer: set address: true or leak: false"))
-    if not any(san.get(k, True) for k in ("address", "undefined")):
+    if not (san.address or san.undefined):
         out.append((("sanitizers",), "no sanitizer enabled: set address or undefined to true"))
     swoole = data.get("swoole")
     if swoole:
@@ -439,11 +446,7 @@ def _build(data: dict, path: Path | None, folder: Path) -> Recipe:
         ),
         swoole=_extension(data["swoole"], folder, "swoole") if data.get("swoole") else None,
         extensions=tuple(_extension(e, folder) for e in data.get("extensions", ())),
-        sanitizers=Sanitizers(
-            address=san.get("address", True),
-            leak=san.get("leak", True),
-            undefined=san.get("undefined", True),
-        ),
+        sanitizers=sanitizers_of(san),
         build_packages=tuple(data.get("packages", {}).get("build", ())),
         runtime_packages=tuple(data.get("packages", {}).get("runtime", ())),
         runtime=Runtime(
@@ -465,11 +468,13 @@ class Cell:
     skipped: str | None = None
 
 
-def sanitizer_label(san: dict) -> str:
+def sanitizer_label(given: dict) -> str:
+    """The tag part naming a recipe's sanitizers: asan-ubsan, asan-noleak, ubsan, ..."""
+    san = sanitizers_of(given)
     parts = []
-    if san.get("address", True):
-        parts.append("asan" if san.get("leak", True) else "asan-noleak")
-    if san.get("undefined", True):
+    if san.address:
+        parts.append("asan" if san.leak else "asan-noleak")
+    if san.undefined:
         parts.append("ubsan")
     return "-".join(parts) or "none"
 

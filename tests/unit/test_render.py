@@ -110,3 +110,15 @@ def test_swoole_under_asan_reports_its_stack_switches():
     assert d.index("FROM php-build AS ext-swoole") < d.index(step) < d.index("/opt/php/bin/phpize")
     ubsan_only = SWOOLE + "sanitizers:\n  address: false\n  leak: false\n  undefined: true\n"
     assert "swoole-asan-fibers" not in render.render(r(ubsan_only)).dockerfile
+
+
+
+def test_the_leak_switch_is_a_run_time_choice_with_one_image():
+    """`sanitizers.leak` sets detect_leaks when a run starts: the image, its digest and its labels
+    are the same either way."""
+    with_leaks = render.render(r(PHP_ONLY))
+    without = render.render(r(PHP_ONLY + "sanitizers:\n  leak: false\n"))
+    assert with_leaks.digest == without.digest
+    assert with_leaks.labels == without.labels and with_leaks.dockerfile == without.dockerfile
+    assert with_leaks.labels["org.asanlab.sanitizers"] == "address,undefined"
+    assert render.render(r(PHP_ONLY + "sanitizers:\n  undefined: false\n")).digest != with_leaks.digest
