@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 from pathlib import PurePosixPath
 
 from . import __version__
-from .findings import Finding, failing, meaningful
+from .findings import Category, Finding, failing, meaningful
 from .layout import APP_DIR
-from .reports import Frame
+from .report_types import Frame, Tool
 from .text import title, user_command
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -25,15 +25,15 @@ RULE_HELP = {
 
 
 def _rule_id(f: Finding) -> str:
-    if f.tool == "LeakSanitizer":
+    if f.is_leak:
         return "leak"
-    if f.tool == "UndefinedBehaviorSanitizer":
+    if f.tool is Tool.UBSAN:
         return "undefined-behavior"
     return f.kind.replace(" ", "-")
 
 
 def _level(f: Finding) -> str:
-    return "warning" if f.category in ("leak", "startup-leak") else "error"
+    return "warning" if f.is_leak else "error"
 
 
 def _location(frame: Frame | None, app_entry: str | None) -> dict:
@@ -75,7 +75,7 @@ def to_sarif(findings: list[Finding], *, app_entry: str | None = None) -> str:
                           "shortDescription": {"text": f"{f.tool}: {rid}"},
                           "help": {"text": RULE_HELP.get(rid, f"{f.tool} reported {rid}.")},
                           "defaultConfiguration": {"level": _level(f)},
-                          "properties": {"tags": ["memory-safety" if f.tool != "UndefinedBehaviorSanitizer"
+                          "properties": {"tags": ["memory-safety" if f.tool is not Tool.UBSAN
                                                   else "undefined-behavior", f.tool]}})
         ex = f.example
         top = f.top_frame
@@ -86,7 +86,7 @@ def to_sarif(findings: list[Finding], *, app_entry: str | None = None) -> str:
             if php_frame else top
         related = []
         if ex is not None:
-            for label, frames in (("allocated by", ex.allocated_by if ex.tool != "LeakSanitizer" else []),
+            for label, frames in (("allocated by", ex.allocated_by if not ex.is_leak else []),
                                   ("freed by", ex.freed_by)):
                 first = meaningful(frames)[:1]
                 if first:
@@ -105,7 +105,7 @@ def to_sarif(findings: list[Finding], *, app_entry: str | None = None) -> str:
             "partialFingerprints": {"asanlabSignature/v1": f.id},
             "properties": {"signature": f.signature, "count": f.count, "pids": f.pids, "category": f.category},
         }
-        if f.category == "startup-leak":
+        if f.category is Category.STARTUP_LEAK:
             # What the text report folds is not an alert: kept, marked as suppressed with the reason.
             result["suppressions"] = [{"kind": "external", "status": "accepted", "justification":
                                        "start-up/shutdown leak: allocated while PHP, an extension or the server "
@@ -143,7 +143,7 @@ def to_junit(findings: list[Finding], *, suite: str = "asanlab") -> str:
                        errors="0", skipped=str(len(findings) - failures))
     for f in findings:
         case = ET.SubElement(ts, "testcase", classname=f"asanlab.{f.category}", name=f.signature[:200])
-        if f.category == "startup-leak":
+        if f.category is Category.STARTUP_LEAK:
             ET.SubElement(case, "skipped", message="start-up/shutdown leak (not a failure)")
             continue
         failure = ET.SubElement(case, "failure", message=f"{title(f)} x{f.count}", type=f.kind)

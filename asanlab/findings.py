@@ -9,8 +9,22 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 
+from .report_types import Tool
 from .reports import UNKNOWN_MODULE, Frame, Report
+
+
+class Category(str, Enum):
+    """What a finding means for the user. A str, as in the JSON output."""
+
+    ERROR = "error"  # ASan: a memory error
+    UNDEFINED = "undefined"  # UBSan
+    LEAK = "leak"  # never freed, made while the app served
+    STARTUP_LEAK = "startup-leak"  # never freed, made while PHP, an extension or the server started: not a failure
+
+    def __str__(self) -> str:
+        return self.value
 
 TOP_FRAMES = 3
 
@@ -99,7 +113,7 @@ VM_ENTRY = ("execute_ex", "zend_execute", "zend_execute_scripts")
 
 
 def is_startup(r: Report) -> bool:
-    if r.tool != "LeakSanitizer":
+    if not r.is_leak:
         return False
     names = [f.function or "" for f in r.frames]
     if any(STARTUP_FUNCTIONS.match(n) for n in names):
@@ -126,8 +140,8 @@ def _script_set_up(frames: list[Frame], names: list[str]) -> bool:
 
 def signature(r: Report) -> str:
     frames = meaningful(r.frames)[:TOP_FRAMES]
-    kind = "leak" if r.kind.endswith("-leak") else r.kind
-    if r.tool == "UndefinedBehaviorSanitizer":
+    kind = "leak" if r.is_leak else r.kind
+    if r.is_undefined:
         # The message minus its values: "signed integer overflow: 2147483647 + 1 ..." -> shape only.
         kind = "ubsan: " + re.sub(r"0x[0-9a-f]+|-?\d+", "N", r.message)[:120]
     return " | ".join([kind] + [_frame_key(f) for f in frames])
@@ -139,13 +153,17 @@ class Finding:
     id: str  # short, stable hash of the signature
     tool: str
     kind: str
-    category: str  # "error", "leak", "startup-leak", "undefined"
+    category: Category
     count: int = 0
     pids: list[int] = field(default_factory=list)
     leaked_bytes: int = 0
     leaked_objects: int = 0
     incomplete: int = 0
     example: Report | None = None
+
+    @property
+    def is_leak(self) -> bool:
+        return self.category in (Category.LEAK, Category.STARTUP_LEAK)
 
     @property
     def top_frame(self) -> Frame | None:
@@ -161,15 +179,15 @@ class Finding:
         }
 
 
-SEVERITY = {"error": 0, "undefined": 1, "leak": 2, "startup-leak": 3}
+SEVERITY = {Category.ERROR: 0, Category.UNDEFINED: 1, Category.LEAK: 2, Category.STARTUP_LEAK: 3}
 
 
-def category(r: Report) -> str:
-    if r.tool == "LeakSanitizer":
-        return "startup-leak" if is_startup(r) else "leak"
-    if r.tool == "UndefinedBehaviorSanitizer":
-        return "undefined"
-    return "error"
+def category(r: Report) -> Category:
+    if r.is_leak:
+        return Category.STARTUP_LEAK if is_startup(r) else Category.LEAK
+    if r.is_undefined:
+        return Category.UNDEFINED
+    return Category.ERROR
 
 
 def group(reports: list[Report]) -> list[Finding]:
@@ -195,7 +213,7 @@ def group(reports: list[Report]) -> list[Finding]:
 
 def failing(findings: list[Finding]) -> list[Finding]:
     """The findings that fail a run: all but start-up/shutdown leaks."""
-    return [f for f in findings if f.category != "startup-leak"]
+    return [f for f in findings if f.category is not Category.STARTUP_LEAK]
 
 
 def new_since(findings: list[Finding], baseline: list[Finding]) -> list[Finding]:

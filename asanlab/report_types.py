@@ -6,8 +6,21 @@ rest of asanlab reads them. Pure: no parsing, no Docker.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 
 from .php_stack import PhpStack
+
+
+class Tool(str, Enum):
+    """Who reported it. A str: JSON and comparisons with the names read from old sessions work."""
+
+    ASAN = "AddressSanitizer"
+    LSAN = "LeakSanitizer"
+    UBSAN = "UndefinedBehaviorSanitizer"
+    VALGRIND = "Valgrind"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(slots=True)  # there are millions of frames in a long soak's logs
@@ -33,7 +46,7 @@ class Frame:
 
 @dataclass
 class Report:
-    tool: str  # "AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer"
+    tool: Tool
     kind: str  # "heap-buffer-overflow", "double-free", "direct-leak", "runtime-error", ...
     pid: int | None = None
     source: str = ""  # the file it came from
@@ -70,4 +83,14 @@ class Report:
         for key in ("frames", "freed_by", "allocated_by"):
             d[key] = [Frame(**f) for f in d.get(key, [])]
         d["other_stacks"] = [[Frame(**f) for f in stack] for stack in d.get("other_stacks", [])]
+        d["tool"] = Tool(d["tool"])
         return cls(**d)
+
+    @property
+    def is_leak(self) -> bool:
+        """Memory never freed: LeakSanitizer's direct and indirect leaks, Valgrind's lost blocks."""
+        return self.kind.endswith("-leak")
+
+    @property
+    def is_undefined(self) -> bool:
+        return self.tool is Tool.UBSAN

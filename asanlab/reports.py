@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .report_types import Frame, Report
+from .report_types import Frame, Report, Tool
 from .valgrind import is_valgrind_xml, parse_xml
 
 PID_PREFIX = re.compile(r"^==(\d+)==")
@@ -280,7 +280,7 @@ def _parse_asan(lines: list[str], start: int, pid: int, rest: str, source: str, 
     kind = _asan_kind(rest)
     if kind == "detected memory leaks":  # LSan inside ASan prints its own header form
         return _parse_lsan(lines, start + 1, pid, source, out)
-    r = Report(tool="AddressSanitizer", kind=kind, pid=pid, source=source, message=rest.strip(), complete=False)
+    r = Report(tool=Tool.ASAN, kind=kind, pid=pid, source=source, message=rest.strip(), complete=False)
     addr = re.search(r"(?:address|on) (0x[0-9a-f]+)", rest)
     r.address = addr.group(1) if addr else None
     i = start + 1
@@ -337,7 +337,7 @@ def _parse_lsan(lines: list[str], i: int, pid: int, source: str, out: list[Repor
             start = i
             frames, i = _read_frames(lines, i + 1)
             records.append(Report(
-                tool="LeakSanitizer", kind=f"{m.group('kind').lower()}-leak", pid=pid, source=source,
+                tool=Tool.LSAN, kind=f"{m.group('kind').lower()}-leak", pid=pid, source=source,
                 message=body.strip(), leaked_bytes=int(m.group("bytes")), leaked_objects=int(m.group("objects")),
                 frames=frames, allocated_by=frames, text="\n".join(lines[start:i]), complete=bool(frames)))
             continue
@@ -393,7 +393,7 @@ def ubsan_kind(message: str) -> str:
 
 
 def _parse_ubsan(lines: list[str], i: int, m: re.Match, source: str, out: list[Report]) -> int:
-    r = Report(tool="UndefinedBehaviorSanitizer", kind=ubsan_kind(m.group("msg")), source=source,
+    r = Report(tool=Tool.UBSAN, kind=ubsan_kind(m.group("msg")), source=source,
                message=m.group("msg"))
     r.frames = [Frame(index=-1, file=m.group("file"), line=int(m.group("line")), column=int(m.group("col")))]
     start = i

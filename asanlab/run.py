@@ -21,7 +21,7 @@ from . import containers
 from . import session as sessions
 from .errors import InfraError, UsageError
 from .events import Event, Reporter, null_reporter
-from .findings import Finding, category, failing
+from .findings import Category, Finding, category, failing
 from .layout import APP_DIR, CONFIG_DIR, LOG_DIR, PHP_STACK_DIR, STATE_DIR
 from .reports import _starts_report, parse
 
@@ -225,14 +225,14 @@ class _Watcher(threading.Thread):
         st.announced = len(reports)
         if final:
             st.block, st.announced = [], 0
-        errors = [r for r in new if r.tool != "LeakSanitizer"]
+        errors = [r for r in new if not r.is_leak]
         for r in errors:
             where = next((fr.describe() for fr in r.frames if fr.function), "")
             self.reporter(Event("run.finding", f"pid {r.pid}: {r.tool}: {r.kind} {where}".rstrip(),
                                 {"pid": r.pid, "kind": r.kind, "file": name}))
-        leaks = [r for r in new if r.tool == "LeakSanitizer"]
+        leaks = [r for r in new if r.is_leak]
         if leaks:
-            runtime = [r for r in leaks if category(r) == "leak"]
+            runtime = [r for r in leaks if category(r) is Category.LEAK]
             total = sum(r.leaked_bytes or 0 for r in leaks)
             self.reporter(Event("run.finding",
                                 f"pid {leaks[0].pid}: LeakSanitizer: {len(leaks)} leak record(s), {total} bytes; "

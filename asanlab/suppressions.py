@@ -15,7 +15,6 @@ from pathlib import Path
 from .errors import UsageError
 from .findings import Finding
 
-LEAK_KINDS = ("direct-leak", "indirect-leak")
 
 
 def read(paths: list[Path]) -> list[str]:
@@ -58,7 +57,7 @@ def _regex(pattern: str) -> re.Pattern:
 
 def matches(rule: str, finding: Finding) -> bool:
     ex = finding.example
-    if ex is None or finding.kind not in LEAK_KINDS:
+    if ex is None or not ex.is_leak:
         return False
     rx = _regex(rule.partition(":")[2])
     for f in ex.allocated_by or ex.frames:

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict
 
 from . import __version__
-from .findings import Finding, failing, frame_class, meaningful
-from .reports import Frame
+from .findings import Category, Finding, failing, frame_class, meaningful
+from .report_types import Frame, Tool
 
 # What `asanlab run` adds to the app's command line (run.SIGTERM_PREPEND lives in this folder).
 ASANLAB_PREPEND = "auto_prepend_file=/asanlab/config/"
@@ -42,10 +42,10 @@ def _frames(frames: list[Frame], indent: str) -> list[str]:
 
 def title(f: Finding) -> str:
     ex = f.example
-    if f.tool == "LeakSanitizer":
+    if f.is_leak:
         return f"LEAK {f.leaked_bytes} byte(s) in {f.leaked_objects} object(s)"
     access = f" {ex.access} of size {ex.size}" if ex and ex.access and ex.size else (f" {ex.access}" if ex and ex.access else "")
-    if f.tool == "UndefinedBehaviorSanitizer":
+    if f.tool is Tool.UBSAN:
         return f"UNDEFINED {ex.message if ex else f.kind}"
     return f"ERROR {f.kind}{access}"
 
@@ -63,7 +63,7 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
     for n in notices or []:
         lines.append(f"  NOTE ({n.kind}, not a finding): {n.message}")
         lines.append(f"       {n.remedy}")
-    startup = [f for f in findings if f.category == "startup-leak"]
+    startup = [f for f in findings if f.category is Category.STARTUP_LEAK]
     shown = findings if show_all else failing(findings)
     counts: dict[str, int] = {}
     for f in shown:
@@ -101,10 +101,10 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
         if ex.freed_by:
             lines.append("    freed by:")
             lines += _frames(ex.freed_by, "      ")
-        if ex.allocated_by and ex.tool != "LeakSanitizer":
+        if ex.allocated_by and not ex.is_leak:
             lines.append("    allocated by:")
             lines += _frames(ex.allocated_by, "      ")
-        if ex.summary and ex.tool != "LeakSanitizer":
+        if ex.summary and not ex.is_leak:
             lines.append(f"    SUMMARY: {ex.summary}")
         if full:
             lines.append("    --- full report ---")

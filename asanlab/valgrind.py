@@ -9,9 +9,8 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from .report_types import Frame, Report
+from .report_types import Frame, Report, Tool
 
-TOOL = "Valgrind"
 KINDS = {
     "InvalidRead": ("invalid-read", "READ"),
     "InvalidWrite": ("invalid-write", "WRITE"),
@@ -52,7 +51,7 @@ def _error(el: ET.Element, pid: int | None, source: str) -> Report:
     what = el.findtext("what") or el.findtext("xwhat/text") or ""
     stacks = el.findall("stack")
     auxwhat = [a.text or "" for a in el.findall("auxwhat")]
-    r = Report(tool="LeakSanitizer" if kind.endswith("-leak") else TOOL, kind=kind, pid=pid, source=source,
+    r = Report(tool=Tool.VALGRIND, kind=kind, pid=pid, source=source,
                access=access, message=what, frames=_frames(stacks[0] if stacks else None))
     if kind.endswith("-leak"):
         # Leaks join LeakSanitizer's model (bytes, objects, allocation stack) so they group the same way.

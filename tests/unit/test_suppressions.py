@@ -52,3 +52,15 @@ def test_report_command_hides_suppressed_leaks(tmp_path, cli):
     hidden = cli("report", LEAK, "--suppressions", supp)
     assert plain.returncode == 1 and hidden.returncode == 0
     assert "hidden by --suppressions" in hidden.stderr
+
+
+def test_a_valgrind_possible_leak_is_a_leak_and_can_be_suppressed():
+    from asanlab.report_types import Frame, Report, Tool
+    from asanlab.findings import Category, group
+
+    r = Report(tool=Tool.VALGRIND, kind="possible-leak", pid=1, frames=[Frame(0, "malloc"), Frame(1, "keep_name")],
+               leaked_bytes=13, leaked_objects=1)
+    [f] = group([r])
+    assert f.tool is Tool.VALGRIND and f.category is Category.LEAK and f.is_leak
+    kept, hidden = suppressions.apply([f], ["leak:keep_name"])
+    assert (kept, hidden) == ([], [f])
