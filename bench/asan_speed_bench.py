@@ -4,7 +4,8 @@ coroutines on, measured with `ab -k -c 32` in this one run:
 1. release: Debian's PHP 8.2 (-O2) with Swoole -O2 (bench/speed/release.Dockerfile), the baseline;
 2. ASan, plain defaults: asanlab's image, only USE_ZEND_ALLOC=0 and a log_path;
 3. ASan, asanlab's runtime defaults: the environment `asanlab run` sets (ASan's slow unwinder on
-   every malloc, for complete allocation stacks), `run`'s with the fast unwinder, the one
+   every malloc, for complete allocation stacks), `run`'s with the fast unwinder, each of these two
+   with asanlab's agent recording which PHP code allocated each block (what `run` preloads), the one
    `asanlab soak` sets (frame pointers), and soak's with asanlab's agent sampling allocations;
 for the default recipe (compiler.optimize: 1, php.debug: false), at the -O levels in OPT_LEVELS
 (e.g. OPT_LEVELS=1,0 to see what -O0 costs), and with php.debug: true too when DEBUG=1. Target:
@@ -121,8 +122,14 @@ def main() -> int:
         # their PHP stack (its census and profiles run only at checkpoints, which ab does not ask).
         agent = docker.images.get(image).labels.get("org.asanlab.agent")
         with_agent = {**soak_env, "LD_PRELOAD": agent, "ASANLAB_AGENT_DIR": "/tmp"} if agent else None
-        for name, env in (("plain ASan defaults", plain), ("asanlab run's defaults", environment(r, {}, False)),
-                          ("asanlab run, fast unwinder", environment(r, {}, False, {"fast_unwind_on_malloc": 1})),
+        # What `run` adds: the agent recording which PHP code allocated each block (php-origin.c).
+        origins = {"LD_PRELOAD": agent, "ASANLAB_PHP_TRACE_DIR": "/tmp", "ASANLAB_PHP_ORIGINS": "1"}
+        run_env = environment(r, {}, False)
+        fast_env = environment(r, {}, False, {"fast_unwind_on_malloc": 1})
+        for name, env in (("plain ASan defaults", plain), ("asanlab run's defaults", run_env),
+                          ("asanlab run + agent origins", {**run_env, **origins} if agent else None),
+                          ("asanlab run, fast unwinder", fast_env),
+                          ("asanlab run, fast + agent origins", {**fast_env, **origins} if agent else None),
                           ("asanlab soak's defaults", soak_env),
                           ("asanlab soak + agent sampling", with_agent)):
             if env is None:
@@ -138,7 +145,7 @@ def main() -> int:
     release = statistics.median(runs[0])
     for (label, _, _), rps in zip(variants, runs):
         median = statistics.median(rps)
-        print(f"{label:<58} {median:9.0f} req/s  {release / median:5.2f}x  (runs {min(rps):.0f}-{max(rps):.0f})"
+        print(f"{label:<62} {median:9.0f} req/s  {release / median:5.2f}x  (runs {min(rps):.0f}-{max(rps):.0f})"
               + ("   target <= 2.5x" if "soak" in label else "   target <= 4x" if "run" in label else ""))
     return 0
 

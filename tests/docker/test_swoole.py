@@ -96,6 +96,7 @@ def test_swoole_server_leak_and_worker_crash(swoole_recipe, docker_client, corou
              and any(fr["function"] == "zif_ffi_trampoline" for fr in f["example"]["frames"])]
     lsan = sum(f["leaked_bytes"] for f in leaks)
     print(f"coroutine={coroutine}: LeakSanitizer reported {lsan} of the 2000 bytes leaked")
+    assert_leak_allocated_in_php(leaks, line_of(SERVER, "$libc->malloc(100);"))
     if coroutine == "0":
         assert lsan == 100 * 20, result["findings"]
         # The app's leak comes right after the crash: server set-up and module start-up are folded away.
@@ -107,6 +108,20 @@ def test_swoole_server_leak_and_worker_crash(swoole_recipe, docker_client, corou
     stored = read_json(folder / ".asanlab" / "sessions" / session["id"] / "session.json")
     assert stored["stop_reason"] == "interrupted"
     assert containers_of(docker_client, session["id"]) == []
+
+
+def assert_leak_allocated_in_php(leaks: list[dict], line: int) -> None:
+    """Each LeakSanitizer leak of the handler names the PHP line that allocated it (the agent's
+    record of every allocation, joined with LeakSanitizer's leaked objects), with the whole call path."""
+    assert leaks
+    for f in leaks:
+        php = f["example"]["php"]
+        assert php is not None, f
+        print("allocated in PHP:", php)
+        assert php["frames"][0]["file"] is None, php  # the FFI call: C, called from the handler's line
+        assert php["frames"][1] == {"function": "{closure}", "file": "/app/server.php", "line": line}, php
+        assert php["frames"][-1]["function"] == "{main}", php
+        assert php["allocated_objects"] == php["listed_objects"] == f["example"]["leaked_objects"], php
 
 
 def line_of(source: str, text: str, nth: int = 1) -> int:
@@ -238,15 +253,32 @@ function count_visit(string $uri): void
     static $visits = [];
     $visits[] = $uri . str_repeat("v", 100); // grows: function-static
 }
+class Events
+{
+    public array $listeners = [];
+    public function on(string $event, callable $listener): void
+    {
+        $this->listeners[$event][] = $listener;
+    }
+}
+class RequestContext
+{
+    public static array $byCoroutine = [];
+}
+$events = new Events();
 $server = new Swoole\\Http\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
 $server->set(["worker_num" => 2, "enable_coroutine" => getenv("COROUTINE") !== "0", "log_level" => SWOOLE_LOG_WARNING]);
-$server->on("request", function ($request, $response) {
+$server->on("request", function ($request, $response) use ($events) {
     $uri = $request->server["request_uri"];
     switch (getenv("LEAK_KIND")) {
         case "global": remember_order($uri); break;
         case "static": remember_seen($uri); break;
         case "function-static": count_visit($uri); break;
         case "timer": Swoole\\Timer::tick(3600000, function () use ($uri) { return $uri; }); break; // grows: timer
+        case "listener": $events->on("order", fn () => $uri . str_repeat("l", 100)); break; // grows: listener
+        case "context": RequestContext::$byCoroutine[Swoole\\Coroutine::getCid()] = $uri . str_repeat("c", 100); break; // grows: context
+        case "cycle": gc_disable(); $node = new stdClass(); $node->self = $node; $node->data = $uri . str_repeat("r", 100); break; // grows: cycle
+        case "socket": $GLOBALS['sockets'][] = stream_socket_client("udp://127.0.0.1:9"); break; // grows: socket
     }
     $response->end("ok\\n");
 });
@@ -255,11 +287,13 @@ $server->start();
 
 
 HOLDERS = {"global": "$orders", "static": "Registry::$seen", "function-static": "count_visit()::static $visits",
-           "timer": "Swoole timers (Swoole\\Timer::stats())"}
+           "timer": "Swoole timers (Swoole\\Timer::stats())", "listener": "$events->listeners",
+           "context": "RequestContext::$byCoroutine", "socket": "$sockets"}
 
 
 @pytest.mark.parametrize("kind,coroutine", [("global", "1"), ("static", "1"), ("function-static", "1"),
-                                            ("timer", "1"), ("global", "0")])
+                                            ("timer", "1"), ("global", "0"), ("listener", "1"), ("context", "1"),
+                                            ("cycle", "1"), ("socket", "1")])
 def test_soak_names_the_php_line_that_grows(swoole_recipe, docker_client, kind, coroutine):
     """The growing live heap traced to the PHP line that allocated it (asanlab's agent samples
     allocations with the PHP stack), exactly, whatever Swoole's coroutine mode."""
@@ -283,6 +317,9 @@ def test_soak_names_the_php_line_that_grows(swoole_recipe, docker_client, kind, 
         first = a["growing_holders"][0]
         assert first["path"] == holder, a["growing_holders"][:3]
         assert first["elements_per_request"] == pytest.approx(1.0, rel=0.05), first
+    if kind == "socket":  # the descriptors too, by the socket's peer
+        assert a["descriptors"]["verdict"] == "LEAK", a["descriptors"]
+        assert a["descriptors"]["growing"][0]["site"] == "udp to 127.0.0.1:9", a["descriptors"]["growing"]
     load = a.get("load") or {}
     print(f"{kind} coroutine={coroutine}: {top['bytes_per_request']:.1f} B/request at {top['path']}; "
           f"{load.get('sent', 0) / max(load.get('seconds', 0), 1e-9):.0f} req/s")
