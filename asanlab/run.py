@@ -66,6 +66,9 @@ class RunOptions:
     # PHP backtrace of every ASan error (images/agent). None: an image without it, reports stay C only.
     agent: str | None = None
     suppressions: list[str] = field(default_factory=list)  # leak:PATTERN rules from --suppressions
+    # Keep what clients sent the app (asanlab/proxy.py) on its first published TCP port, in the
+    # session's traffic/ folder, for `asanlab reproduce`.
+    record: bool = False
     companion: "Companion | None" = None  # a command working beside the app (soak), else a plain run
 
 
@@ -363,7 +366,8 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
         "recipe": recipe.raw if recipe is not None else None,
         "recipe_digest": recipe.digest() if recipe is not None else None,
         "recipe_path": str(recipe.path) if recipe is not None and recipe.path else None,
-        "environment": _masked(env), "ports": {k: list(v) for k, v in ports.items()},
+        "environment": _masked(env), "user_env": _masked(user_env), "args": list(opts.args),
+        "ports": {k: list(v) for k, v in ports.items()},
         "timeout": opts.timeout, "grace": opts.grace, "owner": containers.owner(), **(extra.info if extra else {}),
     })
     config = s.path / "config"
@@ -378,6 +382,10 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
         (s.path / sub).mkdir(parents=True, exist_ok=True)
         volumes[str(s.path / sub)] = {"bind": target, "mode": "rw"}
     reporter(Event("run.session", f"session {s.id} in {s.path}", {"id": s.id, "path": str(s.path)}))
+    recorded = _recorded_port(ports, reporter) if opts.record else None
+    if recorded is not None:  # Docker publishes on a free loopback port; the recorder takes the user's
+        ports = {**ports, recorded[0]: ("127.0.0.1", None)}
+    recorder = None
     stop_reason, exit_code, error = "exited", None, None
     watcher = _Watcher(s.sanitizer_dir, reporter)
     output: _Output | None = None
@@ -402,6 +410,8 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
                 container.start()
             except DockerException as e:
                 raise InfraError(f"the container did not start: {getattr(e, 'explanation', None) or e}") from None
+            if recorded is not None:
+                recorder = _start_recorder(container, recorded, s, reporter)
             output = _Output(stream, s.output_log, reporter)
             output.start()
             watcher.start()
@@ -432,6 +442,10 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
             driver.join(timeout=30)
             if driver.error is not None and error is None:
                 error = driver.error
+        if recorder is not None:
+            recorder.stop()
+            s.data["traffic"] = {**s.data.get("traffic", {}), "connections": recorder.connections,
+                                 "bytes_in": recorder.bytes_in}
         watcher.stop.set()
         if watcher.is_alive():
             watcher.join(timeout=5)
@@ -447,6 +461,37 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
                              f"the session was saved in {s.path}") from None
         raise error
     return RunResult(s, findings, exit_code, stop_reason)
+
+
+def _recorded_port(ports: dict, reporter: Reporter) -> tuple[str, tuple[str, int]] | None:
+    """The published port whose traffic is recorded: the first TCP one, as (container port, where
+    the user asked for it)."""
+    tcp = [k for k in ports if k.endswith("/tcp")]
+    if not tcp:
+        reporter(Event("run.warning", "--record: no TCP port is published (-p): nothing to record"))
+        return None
+    if len(tcp) > 1:
+        reporter(Event("run.warning", f"--record: only {tcp[0]} is recorded; {', '.join(tcp[1:])} pass unrecorded"))
+    return tcp[0], ports[tcp[0]]
+
+
+def _start_recorder(container, recorded: tuple[str, tuple[str, int]], s: sessions.Session, reporter: Reporter):
+    from .proxy import Recorder
+    from .traffic import FILE
+
+    cport, (ip, port) = recorded
+    container.reload()
+    published = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(cport) or []
+    if not published:
+        raise InfraError(f"--record: Docker did not publish {cport}")
+    recorder = Recorder((ip, port), ("127.0.0.1", int(published[0]["HostPort"])), s.path / "traffic" / FILE)
+    recorder.start()
+    ip, port = recorder.listen
+    s.data["traffic"] = {"port": cport, "listen": f"{ip}:{port}", "file": f"traffic/{FILE}"}
+    s.save()
+    reporter(Event("run.recording", f"recording what clients send to {ip}:{port} (-> {cport}) in {s.path / 'traffic'}",
+                   {"port": cport, "listen": f"{ip}:{port}"}))
+    return recorder
 
 
 def _close(s: sessions.Session, *, status: str, stop_reason: str, exit_code: int | None, error: str | None,

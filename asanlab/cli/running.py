@@ -49,6 +49,10 @@ def run(
     suppressions: SuppressionsOption = None,
     pull_policy: PullOption = PullPolicy.missing,
     registry_prefix: RegistryOption = None,
+    record: Annotated[bool, typer.Option("--record", help="Keep every byte clients send to the first published TCP "
+                                                          "port (and the app's answers) in the session, for "
+                                                          "`asanlab reproduce`; asanlab listens there and forwards.")]
+        = False,
 ) -> None:
     """Run a PHP app (a Swoole server or a script) in the instrumented image and capture every report.
 
@@ -57,14 +61,14 @@ def run(
     _run(app_path=app_path, recipe_path=recipe_path, image=image, publish=publish or [], env=env or [],
          timeout=timeout, grace=grace, args=list(ctx.args), all_findings=all_findings, fmt=fmt, baseline=baseline,
          pull_policy=pull_policy, registry_prefix=registry_prefix, fail_on=fail_on,
-         suppression_files=suppressions or [])
+         suppression_files=suppressions or [], record=record)
 
 
 def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, publish: list[str] = (),
          env: list[str] = (), timeout: float | None = None, grace: float = 15.0, args: list[str] = (),
          all_findings: bool = False, fmt: Format = Format.text, baseline: str | None = None,
          pull_policy: PullPolicy | None = None, registry_prefix: str | None = None,
-         fail_on: FailOn | None = None, suppression_files: list[Path] | None = None) -> None:
+         fail_on: FailOn | None = None, suppression_files: list[Path] | None = None, record: bool = False) -> None:
     from ..run import RunOptions, run as do_run
 
     if (recipe_path is None) == (image is None):
@@ -82,7 +86,8 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
         image_ref, image_id = image_for(r, image, reporter, pull_policy, registry_prefix, docker=client)
         result = do_run(client(), RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(args),
                                              ports=list(publish), env=list(env), timeout=timeout, grace=grace, recipe=r,
-                                             suppressions=rules, agent=agent_path(image_ref, client)),
+                                             suppressions=rules, agent=agent_path(image_ref, client),
+                                             record=record),
                         reporter=reporter)
     finally:
         reporter.close()

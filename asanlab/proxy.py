@@ -1,0 +1,141 @@
+"""The recording proxy: it listens where the user asked the app to be published and forwards each
+connection to the port Docker published, keeping every byte both ways (asanlab/traffic.py's
+format). The app sees what it saw without it: connections from Docker's own proxy.
+
+It runs an asyncio loop in a thread of its own. Each chunk is written as it passes, so an
+interrupted run keeps what was recorded until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import base64
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+from .errors import UsageError
+
+CHUNK = 64 * 1024
+
+
+class Recorder:
+    """Start with start(), end with stop(). `listen` is (ip, port), `upstream` likewise."""
+
+    def __init__(self, listen: tuple[str, int], upstream: tuple[str, int], out: Path):
+        self.listen, self.upstream, self.out = listen, upstream, out
+        self.connections = 0
+        self.bytes_in = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._sock: socket.socket | None = None
+        self._file = None
+        self._t0 = time.monotonic()
+        self._tasks: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        # Bound here, in the caller's thread, so that a port in use is an error the caller sees.
+        family = socket.AF_INET6 if ":" in self.listen[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.listen[0], self.listen[1] or 0))
+        except OSError as e:
+            sock.close()
+            raise UsageError(f"cannot listen on {self.listen[0]}:{self.listen[1]} to record traffic: {e.strerror}") from None
+        sock.listen(256)
+        sock.setblocking(False)
+        self.listen = (self.listen[0], sock.getsockname()[1])  # the port chosen when none was given
+        self._sock = sock
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.out, "a", buffering=1)
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="asanlab-recorder", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(self._handle, sock=self._sock)
+            ready.set()
+
+        self._loop.run_until_complete(serve())
+        self._loop.run_forever()
+
+    def _write(self, event: dict) -> None:
+        event["t"] = round(time.monotonic() - self._t0, 6)
+        self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        self.connections += 1
+        cid = self.connections
+        peer = writer.get_extra_info("peername")
+        self._write({"c": cid, "open": f"{peer[0]}:{peer[1]}" if peer else ""})
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            self._write({"c": cid, "close": "app"})  # the app was not listening
+            writer.close()
+            self._tasks.discard(task)
+            return
+        closed: list[str] = []
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, direction: str, who: str) -> None:
+            try:
+                while True:
+                    data = await src.read(CHUNK)
+                    if not data:
+                        break
+                    if direction == "in":
+                        self.bytes_in += len(data)
+                    self._write({"c": cid, direction: base64.b64encode(data).decode()})
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                if not closed:
+                    closed.append(who)
+                    self._write({"c": cid, "close": who})
+                try:
+                    dst.write_eof() if dst.can_write_eof() else dst.close()
+                except OSError:
+                    pass
+
+        try:
+            await asyncio.gather(pump(reader, up_writer, "in", "client"), pump(up_reader, writer, "out", "app"))
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+            self._tasks.discard(task)
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.sleep(0)
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
+            pass  # the loop is going away; what was written is kept
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._file is not None:
+            self._file.close()
+        self._loop = None

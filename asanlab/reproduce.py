@@ -1,0 +1,166 @@
+"""`asanlab reproduce`: a recorded session's traffic sent again to a fresh container of its image,
+several times, and for each finding how often it came back.
+
+Each run is an ordinary `run` (its own session, kind "reproduce") with a companion that replays
+the recording: the connections one after another in the order they opened, each connection's bytes
+exactly as the app received them, and its answers read until the app has answered every request
+of that connection or closed it.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import session as sessions, traffic
+from .errors import UsageError
+from .events import Event, Reporter, null_reporter
+from .findings import Finding, failing
+from .run import Companion, DriverContext, RunOptions, run
+
+READY_TIMEOUT = 60.0  # seconds for the fresh app to accept a connection
+ANSWER_TIMEOUT = 10.0  # seconds of silence after which a connection's answer is given up
+
+
+@dataclass
+class Replayed:
+    connections: int = 0
+    requests: int = 0
+    failed_connections: int = 0  # refused or reset: the app was not there, or died
+
+
+class Replay:
+    """The companion's driver: sends the recording once, then returns (which stops the app)."""
+
+    def __init__(self, conns: list[traffic.Connection], port: int):
+        self.conns, self.port = conns, port
+        self.result = Replayed()
+
+    def __call__(self, ctx: DriverContext) -> None:
+        if not self._wait_ready(ctx):
+            return
+        for conn in self.conns:
+            if ctx.stop.is_set():
+                return
+            expected = len(traffic.requests_of(conn))
+            data = conn.inbound
+            if not data:
+                continue
+            self.result.connections += 1
+            self.result.requests += expected
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=ANSWER_TIMEOUT) as sock:
+                    sock.sendall(data)
+                    _read_answers(sock, expected)
+            except OSError:
+                self.result.failed_connections += 1
+
+    def _wait_ready(self, ctx: DriverContext) -> bool:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline and not ctx.stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                time.sleep(0.2)
+        ctx.reporter(Event("reproduce.warning", f"the app did not accept a connection within {READY_TIMEOUT:.0f} s"))
+        return False
+
+
+def _read_answers(sock: socket.socket, expected: int) -> None:
+    """Read until `expected` HTTP answers came, the app closed, or it went silent."""
+    import h11
+
+    client = h11.Connection(h11.CLIENT)
+    answered = 0
+    while answered < expected:
+        try:
+            client.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+            client.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            return
+        while True:
+            try:
+                event = client.next_event()
+            except h11.RemoteProtocolError:
+                return
+            if event is h11.NEED_DATA:
+                try:
+                    chunk = sock.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                client.receive_data(chunk)
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                answered += 1
+                if client.our_state is not h11.DONE or client.their_state is not h11.DONE:
+                    return
+                client.start_next_cycle()
+                break
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return
+
+
+@dataclass
+class Outcome:
+    runs: int
+    seen: dict[str, int] = field(default_factory=dict)  # signature -> runs it came back in
+    findings: dict[str, Finding] = field(default_factory=dict)  # signature -> one example
+    original: list[str] = field(default_factory=list)  # the recorded session's failing signatures
+    sessions: list[str] = field(default_factory=list)
+    replayed: list[Replayed] = field(default_factory=list)
+
+    def rate(self, signature: str) -> str:
+        return f"{self.seen.get(signature, 0)} of {self.runs}"
+
+    def to_dict(self) -> dict:
+        return {"runs": self.runs, "sessions": self.sessions,
+                "replayed": [vars(r) for r in self.replayed],
+                "findings": [{"signature": sig, "id": f.id, "category": f.category, "kind": f.kind,
+                              "came_back": self.seen.get(sig, 0), "in_original": sig in self.original}
+                             for sig, f in self.findings.items()],
+                "gone": [sig for sig in self.original if sig not in self.seen]}
+
+
+def plan(ref: str) -> tuple[sessions.Session, list[traffic.Connection]]:
+    """The session and its recording; a clear error for a session that cannot be reproduced."""
+    s = sessions.load(ref)
+    conns = traffic.load(s.path)
+    if not any(c.sent for c in conns):
+        raise UsageError(f"session {s.id}: its recording holds no request", hint="send traffic during `asanlab run --record`")
+    if not Path(s.data.get("app") or "").is_file():
+        raise UsageError(f"session {s.id}: its app {s.data.get('app')} is not there any more")
+    return s, conns
+
+
+def reproduce(client, s: sessions.Session, conns: list[traffic.Connection], *, runs: int, image: str,
+              image_id: str | None, agent: str | None, port: int, env: list[str] | None = None,
+              grace: float = 15.0, recipe=None, reporter: Reporter = null_reporter) -> Outcome:
+    original = [f.signature for f in failing(sessions.analyse(s)[1])]
+    cport = (s.data.get("traffic") or {}).get("port") or "9501/tcp"
+    masked = [k for k, v in (s.data.get("user_env") or {}).items() if v == "***"]
+    if masked:
+        reporter(Event("reproduce.warning", f"{', '.join(masked)} were masked in the session: give them again with -e"))
+    base_env = [f"{k}={v}" for k, v in (s.data.get("user_env") or {}).items() if v != "***"]
+    out = Outcome(runs=runs, original=original)
+    for n in range(1, runs + 1):
+        replay = Replay(conns, port)
+        opts = RunOptions(app=Path(s.data["app"]), image=image, image_id=image_id, args=list(s.data.get("args") or []),
+                          ports=[f"127.0.0.1:{port}:{cport.split('/')[0]}"], env=base_env + list(env or []),
+                          grace=grace, recipe=recipe, agent=agent,
+                          companion=Companion(kind="reproduce", driver=replay,
+                                              info={"reproduce": {"of": s.id, "run": n, "runs": runs}}))
+        result = run(client, opts, reporter=reporter)
+        out.sessions.append(result.session.id)
+        out.replayed.append(replay.result)
+        for f in failing(result.findings):
+            out.seen[f.signature] = out.seen.get(f.signature, 0) + 1
+            out.findings.setdefault(f.signature, f)
+        reporter(Event("reproduce.progress", f"run {n}/{runs}: {replay.result.requests} request(s) replayed on "
+                                             f"{replay.result.connections} connection(s); "
+                                             f"{len(failing(result.findings))} finding(s)"))
+    return out

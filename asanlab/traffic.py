@@ -1,0 +1,181 @@
+"""Recorded traffic: what each client sent the app and what it answered, per connection, and the
+HTTP/1.1 requests read from it (h11). Pure: no sockets, no Docker.
+
+A recording is a JSON-lines file (session traffic/connections.jsonl), one event per line:
+
+    {"c": 1, "t": 0.012, "open": "172.17.0.1:40312"}     a client connected (t: seconds since start)
+    {"c": 1, "t": 0.013, "in": "<base64>"}               bytes the client sent
+    {"c": 1, "t": 0.020, "out": "<base64>"}              bytes the app answered
+    {"c": 1, "t": 0.500, "close": "client"}              who closed first: client or app
+
+Bytes are kept as they came, so a replay sends exactly what the app received: keep-alive,
+pipelining and chunked bodies included. Requests are parsed from them when needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h11
+
+from .errors import UsageError
+
+FILE = "connections.jsonl"
+
+
+@dataclass
+class Connection:
+    id: int
+    opened: float
+    peer: str = ""
+    sent: list[tuple[float, bytes]] = field(default_factory=list)  # client -> app
+    answered: list[tuple[float, bytes]] = field(default_factory=list)  # app -> client
+    closed_by: str | None = None  # None: still open when the recording ended
+
+    @property
+    def inbound(self) -> bytes:
+        return b"".join(b for _, b in self.sent)
+
+
+@dataclass
+class HttpRequest:
+    connection: int
+    index: int  # its place on its connection, from 0
+    time: float  # when its first byte arrived
+    method: str
+    target: str
+    headers: list[tuple[str, str]]  # names lower-cased (h11)
+    body: bytes
+    raw: bytes  # exactly the bytes the app received for it
+    status: int | None = None  # the app's answer; None: never answered (in flight when it stopped)
+
+    @property
+    def line(self) -> str:
+        return f"{self.method} {self.target}"
+
+
+def read(path: Path) -> list[Connection]:
+    """The connections of a recording, in the order they opened. Lines cut by an interruption are
+    skipped: what was recorded before them stays."""
+    conns: dict[int, Connection] = {}
+    with open(path, errors="replace") as fh:
+        for line in fh:
+            try:
+                e = json.loads(line)
+                c, t = int(e["c"]), float(e["t"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            conn = conns.setdefault(c, Connection(c, t))
+            if "open" in e:
+                conn.opened, conn.peer = t, str(e["open"])
+            elif "in" in e or "out" in e:
+                try:
+                    data = base64.b64decode(e.get("in") or e.get("out") or "", validate=True)
+                except ValueError:
+                    continue
+                (conn.sent if "in" in e else conn.answered).append((t, data))
+            elif "close" in e:
+                conn.closed_by = str(e["close"])
+    return sorted(conns.values(), key=lambda c: (c.opened, c.id))
+
+
+def requests_of(conn: Connection) -> list[HttpRequest]:
+    """The HTTP/1.1 requests a connection carried, each with the app's status when it answered.
+    Bytes that are not HTTP/1.1 end the list (say, a WebSocket after its upgrade)."""
+    out: list[HttpRequest] = []
+    server = h11.Connection(h11.SERVER)
+    inbound = conn.inbound
+    offset = 0  # bytes of the inbound stream taken by earlier requests
+    given = 0  # bytes handed to h11 so far
+    start_time: float | None = None
+    current: dict | None = None
+    for t, data in conn.sent:
+        server.receive_data(data)
+        given += len(data)
+        while True:
+            try:
+                event = server.next_event()
+            except h11.RemoteProtocolError:
+                return _with_statuses(out, conn)
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                break
+            if isinstance(event, h11.Request):
+                start_time = t if start_time is None else start_time
+                current = {"method": event.method.decode("latin-1"), "target": event.target.decode("latin-1"),
+                           "headers": [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers],
+                           "body": [], "time": start_time}
+            elif isinstance(event, h11.Data) and current is not None:
+                current["body"].append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage) and current is not None:
+                end = given - len(server.trailing_data[0])  # what h11 took; the rest is the next request's
+                out.append(HttpRequest(conn.id, len(out), current["time"], current["method"], current["target"],
+                                       current["headers"], b"".join(current["body"]), inbound[offset:end]))
+                offset, current, start_time = end, None, None
+                if server.our_state is not h11.SEND_RESPONSE:
+                    return _with_statuses(out, conn)
+                # h11 reads the next request only after a response: a stand-in, never sent anywhere.
+                server.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
+                server.send(h11.EndOfMessage())
+                if server.our_state is not h11.DONE or server.their_state is not h11.DONE:
+                    return _with_statuses(out, conn)
+                server.start_next_cycle()
+            elif isinstance(event, h11.ConnectionClosed):
+                return _with_statuses(out, conn)
+    return _with_statuses(out, conn)
+
+
+def _with_statuses(requests: list[HttpRequest], conn: Connection) -> list[HttpRequest]:
+    """The app's answers, in order: HTTP/1.1 answers a connection's requests in the order sent."""
+    client = h11.Connection(h11.CLIENT)
+    answers = iter(conn.answered)
+    statuses: list[int] = []
+    for req in requests:  # the client side must have sent a request before it reads an answer
+        try:
+            client.send(h11.Request(method=req.method, target=req.target or "/",
+                                    headers=[("host", "x")] + [(k, v) for k, v in req.headers if k.lower() == "connection"]))
+            client.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            break
+        answered = False
+        while not answered:
+            try:
+                event = client.next_event()
+            except h11.RemoteProtocolError:
+                event = None
+            if event is h11.NEED_DATA:
+                chunk = next(answers, None)
+                if chunk is None:
+                    break
+                client.receive_data(chunk[1])
+                continue
+            if isinstance(event, h11.Response):
+                statuses.append(event.status_code)
+            elif isinstance(event, h11.EndOfMessage):
+                answered = True
+                if client.our_state is h11.DONE and client.their_state is h11.DONE:
+                    client.start_next_cycle()
+                else:
+                    break
+            elif event is None or isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                break
+        if not answered:
+            break
+    for req, status in zip(requests, statuses):
+        req.status = status
+    return requests
+
+
+def all_requests(conns: list[Connection]) -> list[HttpRequest]:
+    """Every request of the recording, by arrival time."""
+    return sorted((r for c in conns for r in requests_of(c)), key=lambda r: (r.time, r.connection, r.index))
+
+
+def load(session_path: Path) -> list[Connection]:
+    path = session_path / "traffic" / FILE
+    if not path.is_file():
+        raise UsageError(f"{session_path.name}: the session has no recorded traffic",
+                         hint="record it with `asanlab run APP --record`")
+    return read(path)

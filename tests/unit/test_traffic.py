@@ -1,0 +1,127 @@
+"""The recording proxy (asanlab/proxy.py) in front of a real HTTP server on 127.0.0.1, and the
+requests read back from what it recorded (asanlab/traffic.py)."""
+
+import http.server
+import socket
+import threading
+import time
+
+import requests
+
+from asanlab import proxy, traffic
+
+
+class Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+
+    def do_GET(self):
+        self._answer(b"")
+
+    def do_POST(self):
+        if self.headers.get("Transfer-Encoding") == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        else:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._answer(body)
+
+    def _answer(self, body: bytes):
+        status = 404 if self.path == "/missing" else 200
+        out = b"got " + self.path.encode() + b" " + body
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_every_byte_is_recorded_and_read_back_as_requests(tmp_path):
+    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    port = free_port()
+    rec = proxy.Recorder(("127.0.0.1", port), ("127.0.0.1", app.server_address[1]), tmp_path / "traffic" / traffic.FILE)
+    rec.start()
+    try:
+        with requests.Session() as s:  # one keep-alive connection, three requests
+            assert s.get(f"http://127.0.0.1:{port}/a?x=1").text == "got /a?x=1 "
+            assert s.post(f"http://127.0.0.1:{port}/b", data=iter([b"he", b"llo"])).text == "got /b hello"  # chunked
+            assert s.get(f"http://127.0.0.1:{port}/missing").status_code == 404
+        with socket.create_connection(("127.0.0.1", port)) as c:  # two pipelined requests, then one unanswered
+            c.sendall(b"GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while got.count(b"HTTP/1.1 200") < 2:
+                got += c.recv(4096)
+        time.sleep(0.2)
+    finally:
+        rec.stop()
+        app.shutdown()
+    conns = traffic.read(tmp_path / "traffic" / traffic.FILE)
+    assert len(conns) == 2 and rec.connections == 2
+    first = traffic.requests_of(conns[0])
+    assert [(r.line, r.status) for r in first] == [("GET /a?x=1", 200), ("POST /b", 200), ("GET /missing", 404)]
+    assert first[1].body == b"hello" and ("transfer-encoding", "chunked") in first[1].headers
+    assert b"".join(r.raw for r in first) == conns[0].inbound  # exactly what the app received
+    pipelined = traffic.requests_of(conns[1])
+    assert [(r.line, r.status, r.index) for r in pipelined] == [("GET /p1", 200, 0), ("GET /p2", 200, 1)]
+    assert [r.line for r in traffic.all_requests(conns)] == ["GET /a?x=1", "POST /b", "GET /missing", "GET /p1", "GET /p2"]
+
+
+def test_a_request_the_app_never_answered_has_no_status(tmp_path):
+    path = tmp_path / traffic.FILE
+    import base64, json
+    lines = [{"c": 1, "t": 0, "open": "1.2.3.4:5"},
+             {"c": 1, "t": 0.1, "in": base64.b64encode(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGET /crash HTTP/1.1\r\nHost: x\r\n\r\n").decode()},
+             {"c": 1, "t": 0.2, "out": base64.b64encode(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").decode()},
+             {"c": 1, "t": 0.3, "close": "app"}]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n{\"c\": 1, \"t\": 0.4, \"in\": \"cut")
+    [conn] = traffic.read(path)
+    assert conn.closed_by == "app"
+    assert [(r.line, r.status) for r in traffic.requests_of(conn)] == [("GET /ok", 200), ("GET /crash", None)]
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path):
+    import pytest
+    from asanlab.errors import UsageError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        rec = proxy.Recorder(("127.0.0.1", busy.getsockname()[1]), ("127.0.0.1", 1), tmp_path / "t.jsonl")
+        with pytest.raises(UsageError, match="cannot listen on 127.0.0.1"):
+            rec.start()
+    assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_reproduce_refuses_a_session_without_a_recording_before_docker(state):
+    import pytest
+    from asanlab import reproduce, session
+    from asanlab.errors import UsageError
+
+    app = state / "a.php"
+    app.write_text("<?php\n")
+    s = session.create({"command": ["php", "/app/a.php"], "app": str(app)})
+    with pytest.raises(UsageError, match="has no recorded traffic") as e:
+        reproduce.plan(s.id)
+    assert e.value.exit_code == 2 and "--record" in e.value.hint
+    (s.path / "traffic").mkdir()
+    (s.path / "traffic" / traffic.FILE).write_text('{"c": 1, "t": 0, "open": "1.2.3.4:5"}\n')
+    with pytest.raises(UsageError, match="holds no request"):
+        reproduce.plan(s.id)
+    (s.path / "traffic" / traffic.FILE).write_text('{"c": 1, "t": 0, "in": "R0VUIC8gSFRUUC8xLjENCg0K"}\n')
+    app.unlink()
+    with pytest.raises(UsageError, match="is not there any more"):
+        reproduce.plan(s.id)
