@@ -235,7 +235,7 @@ def test_soak_worker_restarts_start_new_series(swoole_recipe, docker_client):
 
 PHP_LEAKS = """<?php
 // PHP-level leaks as the guides list them, one kind per run (LEAK_KIND), in Swoole's defaults:
-// process mode, coroutines on (COROUTINE=0 turns them off), two workers.
+// process mode (MODE=base for base), coroutines on (COROUTINE=0 turns them off), two workers.
 class Registry
 {
     public static array $seen = [];
@@ -266,7 +266,7 @@ class RequestContext
     public static array $byCoroutine = [];
 }
 $events = new Events();
-$server = new Swoole\\Http\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
+$server = new Swoole\\Http\\Server("0.0.0.0", 9501, getenv("MODE") === "base" ? SWOOLE_BASE : SWOOLE_PROCESS);
 $server->set(["worker_num" => 2, "enable_coroutine" => getenv("COROUTINE") !== "0", "log_level" => SWOOLE_LOG_WARNING]);
 $server->on("request", function ($request, $response) use ($events) {
     $uri = $request->server["request_uri"];
@@ -291,10 +291,11 @@ HOLDERS = {"global": "$orders", "static": "Registry::$seen", "function-static": 
            "context": "RequestContext::$byCoroutine", "socket": "$sockets"}
 
 
-@pytest.mark.parametrize("kind,coroutine", [("global", "1"), ("static", "1"), ("function-static", "1"),
-                                            ("timer", "1"), ("global", "0"), ("listener", "1"), ("context", "1"),
-                                            ("cycle", "1"), ("socket", "1")])
-def test_soak_names_the_php_line_that_grows(swoole_recipe, docker_client, kind, coroutine):
+@pytest.mark.parametrize("kind,coroutine,mode", [
+    ("global", "1", "process"), ("static", "1", "process"), ("function-static", "1", "process"),
+    ("timer", "1", "process"), ("global", "0", "process"), ("global", "1", "base"), ("listener", "1", "process"),
+    ("context", "1", "process"), ("cycle", "1", "process"), ("socket", "1", "process")])
+def test_soak_names_the_php_line_that_grows(swoole_recipe, docker_client, kind, coroutine, mode):
     """The growing live heap traced to the PHP line that allocated it (asanlab's agent samples
     allocations with the PHP stack), exactly, whatever Swoole's coroutine mode."""
     folder, env = swoole_recipe
@@ -302,7 +303,7 @@ def test_soak_names_the_php_line_that_grows(swoole_recipe, docker_client, kind, 
     (folder / "phpleak" / "server.php").write_text(PHP_LEAKS)
     port = free_port()
     proc = subprocess.run([sys.executable, "-m", "asanlab", "soak", "phpleak/server.php", "--recipe", "swoole.yml",
-                           "-p", f"{port}:9501", "-e", f"LEAK_KIND={kind}", "-e", f"COROUTINE={coroutine}",
+                           "-p", f"{port}:9501", "-e", f"LEAK_KIND={kind}", "-e", f"COROUTINE={coroutine}", "-e", f"MODE={mode}",
                            "--url", f"http://127.0.0.1:{port}/order", "--checkpoints", "1000,4000,8000",
                            "--format", "json", "--grace", "30"],
                           cwd=folder, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)
@@ -321,7 +322,7 @@ def test_soak_names_the_php_line_that_grows(swoole_recipe, docker_client, kind, 
         assert a["descriptors"]["verdict"] == "LEAK", a["descriptors"]
         assert a["descriptors"]["growing"][0]["site"] == "udp to 127.0.0.1:9", a["descriptors"]["growing"]
     load = a.get("load") or {}
-    print(f"{kind} coroutine={coroutine}: {top['bytes_per_request']:.1f} B/request at {top['path']}; "
+    print(f"{kind} coroutine={coroutine} {mode}: {top['bytes_per_request']:.1f} B/request at {top['path']}; "
           f"{load.get('sent', 0) / max(load.get('seconds', 0), 1e-9):.0f} req/s")
     assert containers_of(docker_client, json.loads(proc.stdout)["session"]) == []
 
@@ -420,3 +421,72 @@ def test_soak_names_a_descriptor_leak_and_the_workers_it_silences(swoole_recipe,
     assert last["requests"] == 8000 and last["total"] is None and last["by_role"]["worker"] is None, last
     assert any("stopped answering asanlab's agent" in e and "3000 open file descriptors" in e for e in a["events"])
     assert a["failed_requests"], a["load"]
+
+
+ARMED = """<?php
+// A double free that needs two requests on one connection: /arm keeps a block, /fire frees it
+// twice. Swoole's defaults: process mode, coroutines on, two workers (a connection stays on one).
+$libc = FFI::cdef("void *malloc(size_t); void free(void *);");
+$server = new Swoole\\Http\\Server("0.0.0.0", 9501);
+$server->set(["worker_num" => 2, "log_level" => SWOOLE_LOG_WARNING]);
+$armed = [];
+$server->on("request", function ($request, $response) use ($libc, &$armed) {
+    $uri = $request->server["request_uri"];
+    $fd = $request->fd;
+    if ($uri === "/arm") {
+        $armed[$fd] = $libc->malloc(16);
+    } elseif ($uri === "/fire" && isset($armed[$fd])) {
+        $libc->free($armed[$fd]);
+        $libc->free($armed[$fd]);
+    }
+    $response->end("ok\\n");
+});
+$server->start();
+"""
+
+
+def test_run_records_the_traffic_and_reproduce_brings_the_crash_back(swoole_recipe, docker_client):
+    """`run --record` keeps what the clients sent; `reproduce` sends it again to fresh containers
+    and says how often each finding came back; the request the worker died on has no answer."""
+    folder, env = swoole_recipe
+    (folder / "armed").mkdir(exist_ok=True)
+    (folder / "armed" / "server.php").write_text(ARMED)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", "armed/server.php", "--recipe", "swoole.yml",
+                             "-p", f"{port}:9501", "--record", "--format", "json", "--grace", "30"], cwd=folder,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", 120)
+        with requests.Session() as s:  # one keep-alive connection: one worker
+            for _ in range(3):
+                assert s.get(f"http://127.0.0.1:{port}/hello", timeout=10).text == "ok\n"
+            assert s.get(f"http://127.0.0.1:{port}/arm", timeout=10).text == "ok\n"
+            with pytest.raises(requests.RequestException):
+                s.get(f"http://127.0.0.1:{port}/fire", timeout=10)  # the worker dies on it
+        time.sleep(2)
+        assert requests.get(f"http://127.0.0.1:{port}/after", timeout=10).text == "ok\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    recorded = json.loads(out)
+    [double_free] = [f for f in recorded["findings"] if f["kind"] == "double-free"]
+    sid = recorded["session"]["id"]
+    from asanlab import traffic
+
+    conns = traffic.read(folder / ".asanlab" / "sessions" / sid / "traffic" / traffic.FILE)
+    lines = [(r.line, r.status) for r in traffic.all_requests(conns)]
+    assert ("GET /arm", 200) in lines and ("GET /fire", None) in lines and ("GET /after", 200) in lines, lines
+
+    again = subprocess.run([sys.executable, "-m", "asanlab", "reproduce", sid, "--runs", "2", "--format", "json",
+                            "--grace", "30"], cwd=folder, env={**os.environ, **env}, capture_output=True, text=True,
+                           timeout=900)
+    assert again.returncode == 1, again.stderr[-3000:]
+    result = json.loads(again.stdout)
+    came = {f["signature"]: f["came_back"] for f in result["findings"]}
+    assert came.get(double_free["signature"]) == 2, (result, again.stderr[-2000:])
+    assert all(r["requests"] == len(lines) for r in result["replayed"]), result["replayed"]
+    for s in result["sessions"]:
+        assert containers_of(docker_client, s) == []
