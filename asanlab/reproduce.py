@@ -2,9 +2,9 @@
 several times, and for each finding how often it came back.
 
 Each run is an ordinary `run` (its own session, kind "reproduce") with a companion that replays
-the recording: the connections one after another in the order they opened, each connection's bytes
-exactly as the app received them, and its answers read until the app has answered every request
-of that connection or closed it.
+the recording once the app accepts connections: the connections one after another in the order
+they opened, and on each its requests byte for byte as the app received them, each sent after the
+app answered the one before (as the client did), until the app closes the connection.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import h11
 
 from . import session as sessions, traffic
 from .errors import UsageError
@@ -44,65 +46,82 @@ class Replay:
         for conn in self.conns:
             if ctx.stop.is_set():
                 return
-            expected = len(traffic.requests_of(conn))
-            data = conn.inbound
-            if not data:
+            requests = traffic.requests_of(conn)
+            rest = conn.inbound[sum(len(r.raw) for r in requests):]  # bytes after the last request (or not HTTP)
+            if not requests and not rest:
                 continue
             self.result.connections += 1
-            self.result.requests += expected
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=ANSWER_TIMEOUT) as sock:
-                    sock.sendall(data)
-                    _read_answers(sock, expected)
+                    answers = _Answers(sock)
+                    # As the client did: one request, its answer, the next (pipelining changes timing).
+                    for r in requests:
+                        sock.sendall(r.raw)
+                        self.result.requests += 1
+                        if not answers.read_one(r.method):
+                            break
+                    else:
+                        if rest:
+                            sock.sendall(rest)
             except OSError:
                 self.result.failed_connections += 1
 
     def _wait_ready(self, ctx: DriverContext) -> bool:
+        """Until the app itself accepts a connection. Docker's proxy accepts on the published port
+        at once and closes the connection when the app is not listening yet: a connection that
+        stays open is the app's. Nothing is sent: the app sees only the recording."""
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline and not ctx.stop.is_set():
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return True
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.settimeout(0.5)
+                    try:
+                        if sock.recv(1) == b"":
+                            raise ConnectionResetError
+                    except socket.timeout:
+                        return True  # still open after half a second: the app holds it
             except OSError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         ctx.reporter(Event("reproduce.warning", f"the app did not accept a connection within {READY_TIMEOUT:.0f} s"))
         return False
 
 
-def _read_answers(sock: socket.socket, expected: int) -> None:
-    """Read until `expected` HTTP answers came, the app closed, or it went silent."""
-    import h11
+class _Answers:
+    """The app's answers on one connection, read one at a time (h11)."""
 
-    client = h11.Connection(h11.CLIENT)
-    answered = 0
-    while answered < expected:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.client = h11.Connection(h11.CLIENT)
+
+    def read_one(self, method: str) -> bool:
+        """Read the answer to a request of this method; False when the app closed or went silent."""
         try:
-            client.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
-            client.send(h11.EndOfMessage())
+            self.client.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
+            self.client.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
-            return
+            return False
         while True:
             try:
-                event = client.next_event()
+                event = self.client.next_event()
             except h11.RemoteProtocolError:
-                return
+                return False
             if event is h11.NEED_DATA:
                 try:
-                    chunk = sock.recv(65536)
+                    chunk = self.sock.recv(65536)
                 except OSError:
-                    return
+                    return False
                 if not chunk:
-                    return
-                client.receive_data(chunk)
+                    return False
+                self.client.receive_data(chunk)
                 continue
             if isinstance(event, h11.EndOfMessage):
-                answered += 1
-                if client.our_state is not h11.DONE or client.their_state is not h11.DONE:
-                    return
-                client.start_next_cycle()
-                break
+                if self.client.our_state is not h11.DONE or self.client.their_state is not h11.DONE:
+                    return False
+                self.client.start_next_cycle()
+                return True
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                return
+                return False
 
 
 @dataclass
