@@ -17,6 +17,7 @@ import yaml
 
 from . import containers
 from .docker_client import docker_errors
+from .layout import IMAGE_EXTENSIONS
 from .session import Session
 
 PROBE = ("echo '$ php -v'; php -v 2>&1; echo; echo '$ php -m'; php -m 2>&1; "
@@ -36,7 +37,7 @@ def _image_facts(client, session: Session) -> str:
         except ImageNotFound:
             return (f"image {image_id} is no longer on this machine: rebuild it from the recipe to add "
                     "php -v / php --ri\n")
-        extensions = (image.labels or {}).get("org.asanlab.extensions", "")
+        extensions = (image.labels or {}).get(IMAGE_EXTENSIONS, "")
         names = " ".join(e.rsplit("-", 1)[0] for e in extensions.split(",") if e)
         probe = containers.call(client, image_id, ["sh", "-c", PROBE], role="bundle", timeout=120,
                                 environment={"ASANLAB_EXTENSIONS": names, "ASAN_OPTIONS": "detect_leaks=0"}).output

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .render import LABEL_PREFIX
+from .layout import CONTAINER_OWNER, CONTAINER_ROLE, CONTAINER_SESSION, CONTAINER_SESSION_PATH
 
 KEEP_ENV = "ASANLAB_KEEP_CONTAINER"
 
 
-OWNER = f"{LABEL_PREFIX}.owner"  # host:pid:start of the asanlab process that made it
-SESSION_PATH = f"{LABEL_PREFIX}.session-path"
+OWNER = CONTAINER_OWNER
+SESSION_PATH = CONTAINER_SESSION_PATH
 
 
 def owner() -> str:
@@ -43,9 +43,9 @@ def owner_is_gone(value: str) -> bool:
 
 
 def labels(role: str, session: str | None = None, session_path: str | None = None) -> dict[str, str]:
-    out = {f"{LABEL_PREFIX}.role": role, OWNER: owner()}
+    out = {CONTAINER_ROLE: role, OWNER: owner()}
     if session:
-        out[f"{LABEL_PREFIX}.session"] = session
+        out[CONTAINER_SESSION] = session
     if session_path:
         out[SESSION_PATH] = session_path
     return out
@@ -100,5 +100,5 @@ def remove(container) -> None:
 
 def orphans(client) -> list:
     """asanlab's app containers whose asanlab was killed (SIGKILL, a crash, a closed terminal)."""
-    found = client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.role=run"})
+    found = client.containers.list(all=True, filters={"label": f"{CONTAINER_ROLE}=run"})
     return [c for c in found if owner_is_gone(c.labels.get(OWNER, ""))]

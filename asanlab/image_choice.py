@@ -9,6 +9,7 @@ from typing import Any, Callable
 from .docker_client import client
 from .errors import AsanlabError, UsageError
 from .events import Event, Reporter, null_reporter
+from .layout import IMAGE_AGENT
 
 
 class PullPolicy(str, Enum):
@@ -69,4 +70,4 @@ def agent_path(image_ref: str, docker: Callable[[], Any] = client) -> str | None
 
     found = find_image(docker(), image_ref)
     labels = (found.labels or {}) if found is not None else {}
-    return labels.get("org.asanlab.agent")
+    return labels.get(IMAGE_AGENT)

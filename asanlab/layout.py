@@ -1,4 +1,5 @@
-"""Where things are inside the containers asanlab starts: one definition of each path."""
+"""Where things are inside the images and containers asanlab makes, and the labels it puts on
+them: one definition of each."""
 
 APP_DIR = "/app"  # the app's folder, mounted read-only
 LOG_DIR = "/asanlab/logs"  # the sanitizers' log_path folder: session raw/sanitizer
@@ -6,3 +7,15 @@ CONFIG_DIR = "/asanlab/config"  # asanlab's files for the run (prepend, suppress
 AGENT_DIR = "/asanlab/agent"  # the soak's trigger and the agents' answers: session agent
 PHP_STACK_DIR = "/asanlab/php"  # the agent's PHP backtraces of sanitizer errors: session raw/php
 STATE_DIR = "/asanlab/state"  # what the app's PHP says of itself to asanlab (sigterm.php's mark): session state
+AGENT_PATH = "/opt/asanlab/lib/asanlab-agent.so"  # asanlab's agent in every image it builds (images/agent)
+
+LABEL_PREFIX = "org.asanlab"
+# On images (render.py writes them into the Dockerfile; others read them).
+IMAGE_DIGEST = f"{LABEL_PREFIX}.digest"  # the content digest the tag sha-<digest[:20]> names
+IMAGE_AGENT = f"{LABEL_PREFIX}.agent"  # where the agent is: an image without it has no PHP side
+IMAGE_EXTENSIONS = f"{LABEL_PREFIX}.extensions"
+# On containers (containers.py).
+CONTAINER_ROLE = f"{LABEL_PREFIX}.role"  # run, check, symbolize, bundle
+CONTAINER_OWNER = f"{LABEL_PREFIX}.owner"  # host:pid:start of the asanlab process that made it
+CONTAINER_SESSION = f"{LABEL_PREFIX}.session"
+CONTAINER_SESSION_PATH = f"{LABEL_PREFIX}.session-path"

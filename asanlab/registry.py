@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InfraError, UsageError
+from .layout import IMAGE_DIGEST
 from .events import Event, Reporter, null_reporter
 from .recipe import Recipe
 from .render import Rendered, render
@@ -146,7 +147,7 @@ def pull(client, remote: Remote, rendered: Rendered | None, *, reporter: Reporte
     except APIError as e:
         raise _explain(what, registry, str(e.explanation or e)) from None
     if rendered is not None:
-        label = (image.labels or {}).get("org.asanlab.digest", "")
+        label = (image.labels or {}).get(IMAGE_DIGEST, "")
         if label != rendered.digest:
             # A tag in a registry can be overwritten: the label says what was really built.
             client.images.remove(image.id, force=True)

@@ -15,12 +15,11 @@ from pathlib import Path
 import jinja2
 
 from . import __version__
+from .layout import AGENT_PATH, IMAGE_AGENT, IMAGE_DIGEST, IMAGE_EXTENSIONS, LABEL_PREFIX
 from .recipe import Recipe, version_tuple
 from .sources import Fetched, plan  # planning reads only the lock file
 
-LABEL_PREFIX = "org.asanlab"
 # Where images keep the soak agent (images/agent); the image label of the same name says it is there.
-AGENT_PATH = "/opt/asanlab/lib/asanlab-agent.so"
 
 BASE_BUILD_PACKAGES = ("make", "pkg-config", "autoconf", "file", "xz-utils", "bzip2", "ca-certificates",
                        "libc6-dev", "libffi-dev")
@@ -204,11 +203,11 @@ def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
     digest = h.hexdigest()
     labels = {
         f"{LABEL_PREFIX}.version": __version__,
-        f"{LABEL_PREFIX}.digest": digest,
+        IMAGE_DIGEST: digest,
         f"{LABEL_PREFIX}.recipe": recipe.name,
         f"{LABEL_PREFIX}.php": recipe.php.version,
-        f"{LABEL_PREFIX}.extensions": ",".join(f"{e.name}-{e.version}" for e in recipe.all_extensions),
-        f"{LABEL_PREFIX}.agent": AGENT_PATH,
+        IMAGE_EXTENSIONS: ",".join(f"{e.name}-{e.version}" for e in recipe.all_extensions),
+        IMAGE_AGENT: AGENT_PATH,
         # What is compiled in. Not `leak`: LeakSanitizer is part of ASan in every image, and the
         # recipe's `leak:` only sets detect_leaks when a run starts, so two recipes that differ in it
         # build the same image (one digest) and must label it the same.

@@ -131,7 +131,11 @@ def main() -> int:
                           ("asanlab run, fast unwinder", fast_env),
                           ("asanlab run, fast + agent origins", {**fast_env, **origins} if agent else None),
                           ("asanlab soak's defaults", soak_env),
-                          ("asanlab soak + agent sampling", with_agent)):
+                          ("asanlab soak + agent sampling", with_agent),
+                          # A candidate for soak: no 0xbe fill of each new block (ASan fills up to 4 KiB).
+                          ("soak + agent, max_malloc_fill_size=0",
+                           {**with_agent, "ASAN_OPTIONS": with_agent["ASAN_OPTIONS"] + ":max_malloc_fill_size=0"}
+                           if with_agent else None)):
             if env is None:
                 continue
             env = {**env, "ASAN_OPTIONS": env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}
