@@ -444,8 +444,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
                 error = driver.error
         if recorder is not None:
             recorder.stop()
-            s.data["traffic"] = {**s.data.get("traffic", {}), "connections": recorder.connections,
-                                 "bytes_in": recorder.bytes_in}
+            s.data["traffic"] = {**s.data.get("traffic", {}), **_traffic_summary(recorder, s, reporter)}
         watcher.stop.set()
         if watcher.is_alive():
             watcher.join(timeout=5)
@@ -492,6 +491,20 @@ def _start_recorder(container, recorded: tuple[str, tuple[str, int]], s: session
     reporter(Event("run.recording", f"recording what clients send to {ip}:{port} (-> {cport}) in {s.path / 'traffic'}",
                    {"port": cport, "listen": f"{ip}:{port}"}))
     return recorder
+
+
+def _traffic_summary(recorder, s: sessions.Session, reporter: Reporter) -> dict:
+    """What was recorded, and the requests the app never answered: the one a worker died on is
+    among them."""
+    from . import traffic
+
+    requests = traffic.all_requests(traffic.read(recorder.out))
+    unanswered = [f"{r.line} (connection {r.connection})" for r in requests if r.status is None]
+    reporter(Event("run.recorded", f"recorded {len(requests)} request(s) on {recorder.connections} connection(s)"
+                   + (f"; never answered: {', '.join(unanswered[:5])}" if unanswered else ""),
+                   {"requests": len(requests), "unanswered": len(unanswered)}))
+    return {"connections": recorder.connections, "bytes_in": recorder.bytes_in, "requests": len(requests),
+            "unanswered": unanswered[:100]}
 
 
 def _close(s: sessions.Session, *, status: str, stop_reason: str, exit_code: int | None, error: str | None,

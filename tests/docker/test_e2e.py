@@ -106,7 +106,11 @@ def test_run_captures_leak_and_double_free(built, work, docker_client):
     # asanlab's agent named the PHP line of the double free (demo.php line 20), in the forked child.
     php = df["example"]["php"]
     assert {"function": "{main}", "file": "/app/app.php", "line": 20} in php["frames"], php
-    assert leak["example"]["php"] is None  # LeakSanitizer's exit report has no PHP moment
+    # The leak, reported at exit, names the PHP code that allocated it (the agent's origins).
+    origin = leak["example"]["php"]
+    assert [(f["function"], f["file"], f["line"]) for f in origin["frames"][1:]] == \
+        [("leak_blocks", "/app/app.php", 10), ("{main}", "/app/app.php", 14)], origin
+    assert origin["allocated_objects"] == origin["listed_objects"] == 3, origin
     # The two processes (the script and its forked child) each left their own log.
     assert df["pids"] != leak["pids"]
     # Live one-line summaries appeared while it ran.

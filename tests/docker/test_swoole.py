@@ -482,6 +482,9 @@ def test_run_records_the_traffic_and_reproduce_brings_the_crash_back(swoole_reci
     conns = traffic.read(folder / ".asanlab" / "sessions" / sid / "traffic" / traffic.FILE)
     lines = [(r.line, r.status) for r in traffic.all_requests(conns)]
     assert ("GET /arm", 200) in lines and ("GET /fire", None) in lines and ("GET /after", 200) in lines, lines
+    stored = read_json(folder / ".asanlab" / "sessions" / sid / "session.json")["traffic"]
+    assert stored["requests"] == len(lines) and [u.split(" (")[0] for u in stored["unanswered"]] == ["GET /fire"], stored
+    assert "never answered: GET /fire" in err
 
     again = subprocess.run([sys.executable, "-m", "asanlab", "reproduce", sid, "--runs", "2", "--format", "json",
                             "--grace", "30"], cwd=folder, env={**os.environ, **env}, capture_output=True, text=True,
