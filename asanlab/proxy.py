@@ -20,6 +20,7 @@ from pathlib import Path
 from .errors import UsageError
 
 CHUNK = 64 * 1024
+READY_TIMEOUT = 120.0  # seconds a client's connection waits for the app to listen
 
 
 class Recorder:
@@ -36,6 +37,8 @@ class Recorder:
         self._file = None
         self._t0 = time.monotonic()
         self._tasks: set[asyncio.Task] = set()
+        self._ready = False
+        self._ready_lock: asyncio.Lock | None = None
 
     def start(self) -> None:
         # Bound here, in the caller's thread, so that a port in use is an error the caller sees.
@@ -63,6 +66,7 @@ class Recorder:
         asyncio.set_event_loop(self._loop)
 
         async def serve() -> None:
+            self._ready_lock = asyncio.Lock()
             self._server = await asyncio.start_server(self._handle, sock=self._sock)
             ready.set()
 
@@ -73,9 +77,39 @@ class Recorder:
         event["t"] = round(time.monotonic() - self._t0, 6)
         self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
 
+    async def _app_ready(self) -> None:
+        """Until the app itself accepts connections. Docker's proxy accepts on the published port at
+        once and closes each connection while the app is not listening: a client's request would be
+        recorded as sent and lost. So a connection is held here until a probe connection stays open
+        (the app's), then forwarded: early clients wait instead of failing, and what is recorded is
+        what the app received. The app sees one empty connection, the probe."""
+        if self._ready:
+            return
+        async with self._ready_lock:
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not self._ready and time.monotonic() < deadline:
+                try:
+                    probe_reader, probe_writer = await asyncio.open_connection(*self.upstream)
+                except OSError:
+                    await asyncio.sleep(0.2)
+                    continue
+                try:
+                    closed = await asyncio.wait_for(probe_reader.read(1), 0.5) == b""
+                except asyncio.TimeoutError:
+                    closed = False
+                except OSError:
+                    closed = True
+                probe_writer.close()
+                if closed:
+                    await asyncio.sleep(0.2)
+                else:
+                    self._ready = True
+            self._ready = True  # past the deadline: forward anyway, as Docker would
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
+        await self._app_ready()
         self.connections += 1
         cid = self.connections
         peer = writer.get_extra_info("peername")

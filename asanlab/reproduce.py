@@ -36,8 +36,9 @@ class Replayed:
 class Replay:
     """The companion's driver: sends the recording once, then returns (which stops the app)."""
 
-    def __init__(self, conns: list[traffic.Connection], port: int):
+    def __init__(self, conns: list[traffic.Connection], port: int, keep: set[tuple[int, int]] | None = None):
         self.conns, self.port = conns, port
+        self.keep = keep  # (connection, index) of the requests to send; None: all, and any bytes after them
         self.result = Replayed()
 
     def __call__(self, ctx: DriverContext) -> None:
@@ -48,6 +49,9 @@ class Replay:
                 return
             requests = traffic.requests_of(conn)
             rest = conn.inbound[sum(len(r.raw) for r in requests):]  # bytes after the last request (or not HTTP)
+            if self.keep is not None:
+                requests = [r for r in requests if (conn.id, r.index) in self.keep]
+                rest = b""
             if not requests and not rest:
                 continue
             self.result.connections += 1
@@ -145,10 +149,11 @@ class Outcome:
                 "gone": [sig for sig in self.original if sig not in self.seen]}
 
 
-def plan(ref: str) -> tuple[sessions.Session, list[traffic.Connection]]:
-    """The session and its recording; a clear error for a session that cannot be reproduced."""
+def plan(ref: str, recording: Path | None = None) -> tuple[sessions.Session, list[traffic.Connection]]:
+    """The session and its recording (or another, such as a minimized one); a clear error for a
+    session that cannot be reproduced."""
     s = sessions.load(ref)
-    conns = traffic.load(s.path)
+    conns = traffic.load(s.path, recording)
     if not any(c.sent for c in conns):
         raise UsageError(f"session {s.id}: its recording holds no request", hint="send traffic during `asanlab run --record`")
     if not Path(s.data.get("app") or "").is_file():
@@ -156,30 +161,93 @@ def plan(ref: str) -> tuple[sessions.Session, list[traffic.Connection]]:
     return s, conns
 
 
-def reproduce(client, s: sessions.Session, conns: list[traffic.Connection], *, runs: int, image: str,
-              image_id: str | None, agent: str | None, port: int, env: list[str] | None = None,
-              grace: float = 15.0, recipe=None, reporter: Reporter = null_reporter) -> Outcome:
+@dataclass
+class Target:
+    """How one replay starts: the session's app, arguments and environment in an image."""
+
+    client: object
+    session: sessions.Session
+    image: str
+    image_id: str | None
+    agent: str | None
+    port: int
+    env: list[str] = field(default_factory=list)
+    grace: float = 15.0
+    recipe: object | None = None
+    reporter: Reporter = null_reporter
+
+    def replay(self, conns: list[traffic.Connection], info: dict,
+               keep: set[tuple[int, int]] | None = None) -> tuple[list[Finding], Replayed, str]:
+        """One fresh container, the recording (or only the requests in `keep`) sent once: its failing
+        findings, what was sent, and its session id."""
+        s = self.session
+        cport = (s.data.get("traffic") or {}).get("port") or "9501/tcp"
+        base_env = [f"{k}={v}" for k, v in (s.data.get("user_env") or {}).items() if v != "***"]
+        replay = Replay(conns, self.port, keep)
+        opts = RunOptions(app=Path(s.data["app"]), image=self.image, image_id=self.image_id,
+                          args=list(s.data.get("args") or []), ports=[f"127.0.0.1:{self.port}:{cport.split('/')[0]}"],
+                          env=base_env + list(self.env), grace=self.grace, recipe=self.recipe, agent=self.agent,
+                          companion=Companion(kind="reproduce", driver=replay, info={"reproduce": {"of": s.id, **info}}))
+        result = run(self.client, opts, reporter=self.reporter)
+        return failing(result.findings), replay.result, result.session.id
+
+
+def reproduce(target: Target, conns: list[traffic.Connection], *, runs: int) -> Outcome:
+    s, reporter = target.session, target.reporter
     original = [f.signature for f in failing(sessions.analyse(s)[1])]
-    cport = (s.data.get("traffic") or {}).get("port") or "9501/tcp"
     masked = [k for k, v in (s.data.get("user_env") or {}).items() if v == "***"]
     if masked:
         reporter(Event("reproduce.warning", f"{', '.join(masked)} were masked in the session: give them again with -e"))
-    base_env = [f"{k}={v}" for k, v in (s.data.get("user_env") or {}).items() if v != "***"]
     out = Outcome(runs=runs, original=original)
     for n in range(1, runs + 1):
-        replay = Replay(conns, port)
-        opts = RunOptions(app=Path(s.data["app"]), image=image, image_id=image_id, args=list(s.data.get("args") or []),
-                          ports=[f"127.0.0.1:{port}:{cport.split('/')[0]}"], env=base_env + list(env or []),
-                          grace=grace, recipe=recipe, agent=agent,
-                          companion=Companion(kind="reproduce", driver=replay,
-                                              info={"reproduce": {"of": s.id, "run": n, "runs": runs}}))
-        result = run(client, opts, reporter=reporter)
-        out.sessions.append(result.session.id)
-        out.replayed.append(replay.result)
-        for f in failing(result.findings):
+        found, replayed, sid = target.replay(conns, {"run": n, "runs": runs})
+        out.sessions.append(sid)
+        out.replayed.append(replayed)
+        for f in found:
             out.seen[f.signature] = out.seen.get(f.signature, 0) + 1
             out.findings.setdefault(f.signature, f)
-        reporter(Event("reproduce.progress", f"run {n}/{runs}: {replay.result.requests} request(s) replayed on "
-                                             f"{replay.result.connections} connection(s); "
-                                             f"{len(failing(result.findings))} finding(s)"))
+        reporter(Event("reproduce.progress", f"run {n}/{runs}: {replayed.requests} request(s) replayed on "
+                                             f"{replayed.connections} connection(s); {len(found)} finding(s)"))
     return out
+
+
+def minimize(target: Target, conns: list[traffic.Connection], signature: str) -> list[traffic.HttpRequest]:
+    """The fewest requests (each connection's kept in their order) whose replay still gives the
+    finding `signature`: delta debugging (ddmin) over the recording's requests, one replay per
+    candidate, each candidate tried once."""
+    requests = traffic.all_requests(conns)
+    tried: dict[frozenset, bool] = {}
+    runs = 0
+
+    def fails(subset: list[traffic.HttpRequest]) -> bool:
+        nonlocal runs
+        key = frozenset((r.connection, r.index) for r in subset)
+        if key not in tried:
+            runs += 1
+            found, _, _ = target.replay(conns, {"minimize": runs}, keep=set(key))
+            tried[key] = any(f.signature == signature for f in found)
+            target.reporter(Event("reproduce.minimize", f"try {runs}: {len(subset)} request(s): "
+                                                        f"{'still there' if tried[key] else 'gone'}"))
+        return tried[key]
+
+    if not fails(requests):
+        raise UsageError("the finding did not come back from the whole recording: nothing to shrink",
+                         hint="see how often it comes back with `asanlab reproduce ID --runs 10`")
+    items, n = requests, 2
+    while len(items) >= 2:
+        chunks = [items[i * len(items) // n:(i + 1) * len(items) // n] for i in range(n)]
+        for chunk in chunks:
+            if chunk and fails(chunk):
+                items, n = chunk, 2
+                break
+        else:
+            for chunk in chunks:
+                rest = [r for r in items if r not in chunk]
+                if rest and fails(rest):
+                    items, n = rest, max(n - 1, 2)
+                    break
+            else:
+                if n >= len(items):
+                    break
+                n = min(len(items), n * 2)
+    return items

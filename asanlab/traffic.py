@@ -173,8 +173,27 @@ def all_requests(conns: list[Connection]) -> list[HttpRequest]:
     return sorted((r for c in conns for r in requests_of(c)), key=lambda r: (r.time, r.connection, r.index))
 
 
-def load(session_path: Path) -> list[Connection]:
-    path = session_path / "traffic" / FILE
+def write(path: Path, conns: list[Connection], keep: set[tuple[int, int]]) -> None:
+    """A recording of only the requests in `keep` ((connection, index)), each connection's in their
+    order and at their first times: what `reproduce --recording` replays."""
+    lines = []
+    for conn in conns:
+        kept = [r for r in requests_of(conn) if (conn.id, r.index) in keep]
+        if not kept:
+            continue
+        lines.append({"c": conn.id, "t": conn.opened, "open": conn.peer})
+        lines += [{"c": conn.id, "t": r.time, "in": base64.b64encode(r.raw).decode()} for r in kept]
+        lines.append({"c": conn.id, "t": kept[-1].time, "close": "client"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(x, separators=(",", ":")) + "\n" for x in lines))
+    tmp.replace(path)
+
+
+def load(session_path: Path, recording: Path | None = None) -> list[Connection]:
+    path = recording or session_path / "traffic" / FILE
+    if recording is not None and not path.is_file():
+        raise UsageError(f"{recording}: no such recording")
     if not path.is_file():
         raise UsageError(f"{session_path.name}: the session has no recorded traffic",
                          hint="record it with `asanlab run APP --record`")

@@ -29,13 +29,20 @@ def reproduce(
     grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL after each replay.",
                                          callback=_ranged("--grace", 0, 3600))] = 15.0,
     fmt: Annotated[TextOrJson, typer.Option("--format", help="text or json.")] = TextOrJson.text,
+    recording: Annotated[Optional[Path], typer.Option(help="Replay this recording instead of the session's (for "
+                                                             "example its traffic/minimized.jsonl).")] = None,
+    minimize: Annotated[Optional[str], typer.Option("--minimize", metavar="ID|SIGNATURE",
+                                                    help="Shrink the recording to the fewest requests that still give "
+                                                         "this finding (its id or signature), one replay per try; "
+                                                         "writes them to the session's traffic/minimized.jsonl.")]
+        = None,
 ) -> None:
     """Replay a recorded session's traffic RUNS times and say, for each finding, how often it came back."""
-    from ..reproduce import plan, reproduce as do_reproduce
+    from ..reproduce import Target, plan, reproduce as do_reproduce
 
     from docker.errors import DockerException
 
-    s, conns = plan(ref)
+    s, conns = plan(ref, recording)
     docker = client()
     ref_image = image or (s.data.get("image") or {}).get("id") or ""
     try:
@@ -47,10 +54,13 @@ def reproduce(
     recipe_path = Path(s.data.get("recipe_path") or "")
     r = recipes.load(recipe_path) if s.data.get("recipe_path") and recipe_path.is_file() else None
     reporter = ConsoleReporter(err)
+    target = Target(docker, s, ref_image, found.id, agent_path(ref_image, client), _free_port(), env=env or [],
+                    grace=grace, recipe=r, reporter=reporter)
     try:
-        outcome = do_reproduce(docker, s, conns, runs=runs, image=ref_image, image_id=found.id,
-                               agent=agent_path(ref_image, client), port=_free_port(), env=env or [], grace=grace,
-                               recipe=r, reporter=reporter)
+        if minimize is not None:
+            _minimize(target, conns, minimize, fmt)
+            return
+        outcome = do_reproduce(target, conns, runs=runs)
     finally:
         reporter.close()
     if fmt is TextOrJson.json:
@@ -67,6 +77,30 @@ def reproduce(
         if not outcome.findings:
             out.print("  no finding came back", markup=False)
     raise typer.Exit(EXIT_FINDINGS if outcome.seen else EXIT_OK)
+
+
+def _minimize(target, conns, wanted: str, fmt: TextOrJson) -> None:
+    from .. import session as sessions, traffic
+    from ..reproduce import minimize
+
+    findings = sessions.analyse(target.session)[1]
+    match = [f for f in findings if wanted in (f.id, f.signature)]
+    if not match:
+        raise UsageError(f"no finding {wanted!r} in session {target.session.id}",
+                         hint="`asanlab replay ID` lists the findings with their ids")
+    kept = minimize(target, conns, match[0].signature)
+    keep = {(r.connection, r.index) for r in kept}
+    path = target.session.path / "traffic" / "minimized.jsonl"
+    traffic.write(path, conns, keep)
+    if fmt is TextOrJson.json:
+        out.print(json.dumps({"session": target.session.id, "signature": match[0].signature, "file": str(path),
+                              "requests": [{"connection": r.connection, "index": r.index, "request": r.line}
+                                           for r in kept]}, indent=2), markup=False)
+    else:
+        out.print(f"{len(kept)} request(s) still give {match[0].signature} (written to {path}):", markup=False)
+        for r in kept:
+            out.print(f"  connection {r.connection} #{r.index}: {r.line}", markup=False)
+    raise typer.Exit(EXIT_FINDINGS)
 
 
 def _free_port() -> int:

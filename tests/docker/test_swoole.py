@@ -496,3 +496,20 @@ def test_run_records_the_traffic_and_reproduce_brings_the_crash_back(swoole_reci
     assert all(r["requests"] == len(lines) for r in result["replayed"]), result["replayed"]
     for s in result["sessions"]:
         assert containers_of(docker_client, s) == []
+
+    # Shrunk by delta debugging to the two requests that make it, on their one connection.
+    shrunk = subprocess.run([sys.executable, "-m", "asanlab", "reproduce", sid, "--minimize", double_free["id"],
+                             "--format", "json", "--grace", "30"], cwd=folder, env={**os.environ, **env},
+                            capture_output=True, text=True, timeout=1800)
+    assert shrunk.returncode == 1, shrunk.stderr[-3000:]
+    kept = json.loads(shrunk.stdout)
+    assert [r["request"] for r in kept["requests"]] == ["GET /arm", "GET /fire"], (kept, shrunk.stderr[-2000:])
+    assert len({r["connection"] for r in kept["requests"]}) == 1
+    print(shrunk.stderr.count("try "), "replays to shrink", len(lines), "requests")
+    again = subprocess.run([sys.executable, "-m", "asanlab", "reproduce", sid, "--recording", kept["file"], "--runs",
+                            "1", "--format", "json", "--grace", "30"], cwd=folder, env={**os.environ, **env},
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 1, again.stderr[-3000:]
+    result = json.loads(again.stdout)
+    assert {f["signature"]: f["came_back"] for f in result["findings"]}.get(double_free["signature"]) == 1, result
+    assert result["replayed"][0]["requests"] == 2

@@ -125,3 +125,20 @@ def test_reproduce_refuses_a_session_without_a_recording_before_docker(state):
     app.unlink()
     with pytest.raises(UsageError, match="is not there any more"):
         reproduce.plan(s.id)
+
+
+def test_a_shrunk_recording_keeps_only_the_requests_asked_for(tmp_path):
+    import base64, json
+    path = tmp_path / traffic.FILE
+    two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    lines = [{"c": 1, "t": 0, "open": "p:1"}, {"c": 1, "t": 0.1, "in": base64.b64encode(two).decode()},
+             {"c": 2, "t": 0.2, "open": "p:2"},
+             {"c": 2, "t": 0.3, "in": base64.b64encode(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n").decode()}]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    conns = traffic.read(path)
+    out = tmp_path / "min" / "minimized.jsonl"
+    traffic.write(out, conns, {(1, 1)})
+    [conn] = traffic.read(out)
+    [req] = traffic.requests_of(conn)
+    assert (conn.id, req.line, req.body) == (1, "POST /b", b"hi")
+    assert conn.inbound == two[two.index(b"POST"):]
