@@ -211,10 +211,12 @@ def reproduce(target: Target, conns: list[traffic.Connection], *, runs: int) -> 
     return out
 
 
-def minimize(target: Target, conns: list[traffic.Connection], signature: str) -> list[traffic.HttpRequest]:
+def minimize(target: Target, conns: list[traffic.Connection], signature: str,
+             tries: int = 1) -> list[traffic.HttpRequest]:
     """The fewest requests (each connection's kept in their order) whose replay still gives the
-    finding `signature`: delta debugging (ddmin) over the recording's requests, one replay per
-    candidate, each candidate tried once."""
+    finding `signature`: delta debugging (ddmin) over the recording's requests. A candidate keeps
+    the finding when it comes back in any of up to `tries` replays (for a finding that comes back
+    only some of the time); each candidate is judged once."""
     requests = traffic.all_requests(conns)
     tried: dict[frozenset, bool] = {}
     runs = 0
@@ -223,10 +225,14 @@ def minimize(target: Target, conns: list[traffic.Connection], signature: str) ->
         nonlocal runs
         key = frozenset((r.connection, r.index) for r in subset)
         if key not in tried:
-            runs += 1
-            found, _, _ = target.replay(conns, {"minimize": runs}, keep=set(key))
-            tried[key] = any(f.signature == signature for f in found)
-            target.reporter(Event("reproduce.minimize", f"try {runs}: {len(subset)} request(s): "
+            tried[key] = False
+            for _ in range(tries):
+                runs += 1
+                found, _, _ = target.replay(conns, {"minimize": runs}, keep=set(key))
+                if any(f.signature == signature for f in found):
+                    tried[key] = True
+                    break
+            target.reporter(Event("reproduce.minimize", f"try {len(tried)} ({runs} replays): {len(subset)} request(s): "
                                                         f"{'still there' if tried[key] else 'gone'}"))
         return tried[key]
 

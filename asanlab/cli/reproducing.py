@@ -29,6 +29,9 @@ def reproduce(
     grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL after each replay.",
                                          callback=_ranged("--grace", 0, 3600))] = 15.0,
     fmt: Annotated[TextOrJson, typer.Option("--format", help="text or json.")] = TextOrJson.text,
+    tries: Annotated[int, typer.Option(help="With --minimize: replays of each candidate before it counts as not "
+                                            "giving the finding (for a finding that comes back only some of the "
+                                            "time).", callback=_ranged("--tries", 1, 100))] = 1,
     recording: Annotated[Optional[Path], typer.Option(help="Replay this recording instead of the session's (for "
                                                              "example its traffic/minimized.jsonl).")] = None,
     minimize: Annotated[Optional[str], typer.Option("--minimize", metavar="ID|SIGNATURE",
@@ -58,7 +61,7 @@ def reproduce(
                     grace=grace, recipe=r, reporter=reporter)
     try:
         if minimize is not None:
-            _minimize(target, conns, minimize, fmt)
+            _minimize(target, conns, minimize, fmt, tries)
             return
         outcome = do_reproduce(target, conns, runs=runs)
     finally:
@@ -79,7 +82,7 @@ def reproduce(
     raise typer.Exit(EXIT_FINDINGS if outcome.seen else EXIT_OK)
 
 
-def _minimize(target, conns, wanted: str, fmt: TextOrJson) -> None:
+def _minimize(target, conns, wanted: str, fmt: TextOrJson, tries: int) -> None:
     from .. import session as sessions, traffic
     from ..reproduce import minimize
 
@@ -88,7 +91,7 @@ def _minimize(target, conns, wanted: str, fmt: TextOrJson) -> None:
     if not match:
         raise UsageError(f"no finding {wanted!r} in session {target.session.id}",
                          hint="`asanlab replay ID` lists the findings with their ids")
-    kept = minimize(target, conns, match[0].signature)
+    kept = minimize(target, conns, match[0].signature, tries)
     keep = {(r.connection, r.index) for r in kept}
     path = target.session.path / "traffic" / "minimized.jsonl"
     traffic.write(path, conns, keep)

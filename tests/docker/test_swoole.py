@@ -505,7 +505,7 @@ def test_run_records_the_traffic_and_reproduce_brings_the_crash_back(swoole_reci
     kept = json.loads(shrunk.stdout)
     assert [r["request"] for r in kept["requests"]] == ["GET /arm", "GET /fire"], (kept, shrunk.stderr[-2000:])
     assert len({r["connection"] for r in kept["requests"]}) == 1
-    print(shrunk.stderr.count("try "), "replays to shrink", len(lines), "requests")
+    print(shrunk.stderr.count("try "), "tries to shrink", len(lines), "requests")
     again = subprocess.run([sys.executable, "-m", "asanlab", "reproduce", sid, "--recording", kept["file"], "--runs",
                             "1", "--format", "json", "--grace", "30"], cwd=folder, env={**os.environ, **env},
                            capture_output=True, text=True, timeout=900)
