@@ -7,6 +7,8 @@ coroutines on, measured with `ab -k -c 32` in this one run:
    every malloc, for complete allocation stacks), `run`'s with the fast unwinder, each of these two
    with asanlab's agent recording which PHP code allocated each block (what `run` preloads), the one
    `asanlab soak` sets (frame pointers), and soak's with asanlab's agent sampling allocations;
+4. `run --record`: the same requests through asanlab's recording proxy (asanlab/proxy.py), in front of
+   release (what the proxy alone can carry) and of `run`'s ASan variant (what recording costs);
 for the default recipe (compiler.optimize: 1, php.debug: false), at the -O levels in OPT_LEVELS
 (e.g. OPT_LEVELS=1,0 to see what -O0 costs), and with php.debug: true too when DEBUG=1. Target:
 soak within 2.5x of release, run within 4x (ratio of requests per second).
@@ -56,7 +58,8 @@ def ab(port: int, n: int) -> float:
     return float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
 
 
-def measure(client, image: str, env: dict[str, str], cmd: list[str]) -> float:
+def measure(client, image: str, env: dict[str, str], cmd: list[str], record: bool = False) -> float:
+    """ab against the app; with `record`, through asanlab's recording proxy (run --record)."""
     port = free_port()
     c = client.containers.run(image, cmd, detach=True, environment=env, ports={"9501/tcp": ("127.0.0.1", port)},
                               volumes={str(SPEED): {"bind": "/app", "mode": "ro"}}, labels={"org.asanlab.role": "bench"},
@@ -74,8 +77,21 @@ def measure(client, image: str, env: dict[str, str], cmd: list[str]) -> float:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{image} did not answer:\n{c.logs().decode(errors='replace')[-2000:]}")
             time.sleep(0.3)
-        ab(port, max(REQUESTS // 10, 1000))  # warm-up: caches, quarantine
-        return ab(port, REQUESTS)
+        recorder = None
+        if record:
+            from asanlab.proxy import Recorder
+
+            target = tempfile.mkdtemp(prefix="asanlab-speed-rec-")
+            recorder = Recorder(("127.0.0.1", free_port()), ("127.0.0.1", port), Path(target) / "connections.jsonl")
+            recorder.start()
+            port = recorder.listen[1]
+        try:
+            ab(port, max(REQUESTS // 10, 1000))  # warm-up: caches, quarantine
+            return ab(port, REQUESTS)
+        finally:
+            if recorder is not None:
+                recorder.stop()
+                shutil.rmtree(target, ignore_errors=True)
     finally:
         c.remove(force=True)
 
@@ -112,7 +128,9 @@ def main() -> int:
         images[level, debug] = (r, build(r, client).image_ref)
     cmd = ["php", "/app/hello.php"]
     plain = {"USE_ZEND_ALLOC": "0", "ASAN_OPTIONS": "log_path=/tmp/asan:detect_leaks=1"}
-    variants = [("release (Debian PHP 8.2 -O2, Swoole -O2)", "asanlab-bench/release:swoole", {})]
+    variants = [("release (Debian PHP 8.2 -O2, Swoole -O2)", "asanlab-bench/release:swoole", {}, False),
+                # What the recording proxy alone can carry: the fastest app behind it.
+                ("release through the recording proxy", "asanlab-bench/release:swoole", {}, True)]
     for level, debug in BUILDS:
         label = f"-O{level}" + (" debug" if debug else "") + \
             (" (default)" if level == recipes.DEFAULT_OPTIMIZE and not debug else "")
@@ -140,14 +158,18 @@ def main() -> int:
                 continue
             env = {**env, "ASAN_OPTIONS": env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}
             env.pop("UBSAN_OPTIONS", None)
-            variants.append((f"ASan {label:<19} {name}", image, env))
+            variants.append((f"ASan {label:<19} {name}", image, env, False))
+        if agent:  # what `run --record` costs on top of `run`
+            env = {**run_env, **origins, "ASAN_OPTIONS": run_env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}
+            env.pop("UBSAN_OPTIONS", None)
+            variants.append((f"ASan {label:<19} asanlab run --record", image, env, True))
     runs: list[list[float]] = [[] for _ in variants]
     for n in range(ROUNDS):
-        for i, (_, image, env) in enumerate(variants):
-            runs[i].append(measure(docker, image, env, cmd))
+        for i, (_, image, env, record) in enumerate(variants):
+            runs[i].append(measure(docker, image, env, cmd, record))
         print(f"round {n + 1}/{ROUNDS} done", flush=True)
     release = statistics.median(runs[0])
-    for (label, _, _), rps in zip(variants, runs):
+    for (label, _, _, _), rps in zip(variants, runs):
         median = statistics.median(rps)
         print(f"{label:<62} {median:9.0f} req/s  {release / median:5.2f}x  (runs {min(rps):.0f}-{max(rps):.0f})"
               + ("   target <= 2.5x" if "soak" in label else "   target <= 4x" if "run" in label else ""))
