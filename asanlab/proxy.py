@@ -109,6 +109,16 @@ class Recorder:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
+        try:
+            await self._forward(reader, writer)
+        except asyncio.CancelledError:
+            # stop(): ended, not failed. A cancelled handler task makes asyncio log a traceback
+            # (Python 3.11's streams check its exception): returning leaves nothing to log.
+            writer.close()
+        finally:
+            self._tasks.discard(task)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._app_ready()
         self.connections += 1
         cid = self.connections
@@ -119,7 +129,6 @@ class Recorder:
         except OSError:
             self._write({"c": cid, "close": "app"})  # the app was not listening
             writer.close()
-            self._tasks.discard(task)
             return
         closed: list[str] = []
 
@@ -150,7 +159,6 @@ class Recorder:
         finally:
             for w in (writer, up_writer):
                 w.close()
-            self._tasks.discard(task)
 
     def stop(self) -> None:
         if self._loop is None:

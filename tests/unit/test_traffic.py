@@ -142,3 +142,23 @@ def test_a_shrunk_recording_keeps_only_the_requests_asked_for(tmp_path):
     [req] = traffic.requests_of(conn)
     assert (conn.id, req.line, req.body) == (1, "POST /b", b"hi")
     assert conn.inbound == two[two.index(b"POST"):]
+
+
+def test_stopping_with_connections_open_logs_nothing(tmp_path, caplog):
+    """A client still connected when the run ends: its connection is closed, its bytes are kept,
+    and asyncio has no cancelled task to complain about on the user's terminal."""
+    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    rec = proxy.Recorder(("127.0.0.1", 0), ("127.0.0.1", app.server_address[1]), tmp_path / traffic.FILE)
+    rec.start()
+    try:
+        with socket.create_connection(("127.0.0.1", rec.listen[1])) as c:
+            c.sendall(b"GET /open HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"got /open" in c.recv(4096)
+            rec.stop()  # the client has not closed
+            assert c.recv(4096) == b""
+    finally:
+        app.shutdown()
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text
+    [conn] = traffic.read(tmp_path / traffic.FILE)
+    assert [r.line for r in traffic.requests_of(conn)] == ["GET /open"]
