@@ -165,9 +165,17 @@ static void write_holder(const char *kind, const char *name, zval *v) {
     fprintf(out, "holder %s\t%s\t%ld\t%zu\n", kind, name, n, bytes);
 }
 
-/* A root, and for an object or a small string-keyed array, each of its members on its own line
- * first (so each member's bytes are its own, and the root's line adds only the rest). */
-static void census_root(const char *kind, const char *name, zval *v) {
+static int is_small_array(zval *v) {
+    ZVAL_DEREF(v);
+    if (Z_TYPE_P(v) == IS_INDIRECT) v = Z_INDIRECT_P(v);
+    return Z_TYPE_P(v) == IS_ARRAY && zend_hash_num_elements(Z_ARRVAL_P(v)) <= 64;
+}
+
+/* A holder, and for an object or a small string-keyed array, each of its members on its own line
+ * first (so each member's bytes are its own, and the holder's line adds only the rest). A member
+ * that is itself a small string-keyed array is taken apart once more (`$events->listeners['order']`:
+ * a list of listeners per event grows one level down). */
+static void census_holder(const char *kind, const char *name, zval *v, int depth) {
     zval *d = v;
     ZVAL_DEREF(d);
     if (Z_TYPE_P(d) == IS_INDIRECT) d = Z_INDIRECT_P(d);
@@ -198,11 +206,15 @@ static void census_root(const char *kind, const char *name, zval *v) {
             }
             if (sep[0] == '[') snprintf(child, sizeof child, "%s['%s']", name, ZSTR_VAL(key));
             else snprintf(child, sizeof child, "%s->%s", name, ZSTR_VAL(key));
-            write_holder(kind, child, m);
+            if (depth == 0 && is_small_array(m)) census_holder(kind, child, m, 1);
+            else write_holder(kind, child, m);
         } ZEND_HASH_FOREACH_END();
     }
     write_holder(kind, name, v);
 }
+
+/* A root: a global, a static property, a function's static variable. */
+static void census_root(const char *kind, const char *name, zval *v) { census_holder(kind, name, v, 0); }
 
 static void census_statics(zend_function *f, zend_class_entry *scope) {
     if (f->type != ZEND_USER_FUNCTION || !ZEND_MAP_PTR(f->op_array.static_variables_ptr)) return;
