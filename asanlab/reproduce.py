@@ -47,7 +47,7 @@ class Replay:
         for conn in self.conns:
             if ctx.stop.is_set():
                 return
-            requests = traffic.requests_of(conn)
+            requests = conn.requests
             rest = conn.inbound[sum(len(r.raw) for r in requests):]  # bytes after the last request (or not HTTP)
             if self.keep is not None:
                 requests = [r for r in requests if (conn.id, r.index) in self.keep]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import h11
@@ -38,6 +39,11 @@ class Connection:
     @property
     def inbound(self) -> bytes:
         return b"".join(b for _, b in self.sent)
+
+    @cached_property
+    def requests(self) -> list["HttpRequest"]:
+        """Its requests, parsed once: a reproduction replays the same recording many times."""
+        return requests_of(self)
 
 
 @dataclass
@@ -170,7 +176,7 @@ def _with_statuses(requests: list[HttpRequest], conn: Connection) -> list[HttpRe
 
 def all_requests(conns: list[Connection]) -> list[HttpRequest]:
     """Every request of the recording, by arrival time."""
-    return sorted((r for c in conns for r in requests_of(c)), key=lambda r: (r.time, r.connection, r.index))
+    return sorted((r for c in conns for r in c.requests), key=lambda r: (r.time, r.connection, r.index))
 
 
 def write(path: Path, conns: list[Connection], keep: set[tuple[int, int]]) -> None:
@@ -178,7 +184,7 @@ def write(path: Path, conns: list[Connection], keep: set[tuple[int, int]]) -> No
     order and at their first times: what `reproduce --recording` replays."""
     lines = []
     for conn in conns:
-        kept = [r for r in requests_of(conn) if (conn.id, r.index) in keep]
+        kept = [r for r in conn.requests if (conn.id, r.index) in keep]
         if not kept:
             continue
         lines.append({"c": conn.id, "t": conn.opened, "open": conn.peer})
