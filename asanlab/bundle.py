@@ -55,7 +55,9 @@ def write(session: Session, out: Path, report_text: str, findings_json: str, cli
                        "command.txt     how the app was run (image, command, environment, ports)\n"
                        "recipe.yml      the recipe the image was built from\n"
                        "session.json    everything asanlab recorded\n"
-                       "raw/            every sanitizer log and the app's output, verbatim\n").encode(),
+                       "raw/            every sanitizer log and the app's output, verbatim\n"
+                       "reproducer/     when the traffic was minimized: the requests that bring the finding back;\n"
+                       "                `asanlab reproduce reproducer/` runs them\n").encode(),
         "report.txt": report_text.encode(),
         "findings.json": findings_json.encode(),
         "environment.txt": _image_facts(client, session).encode(),
@@ -70,6 +72,10 @@ def write(session: Session, out: Path, report_text: str, findings_json: str, cli
     for p in sorted(raw.rglob("*")) if raw.exists() else []:
         if p.is_file():
             files[f"raw/{p.relative_to(raw)}"] = p.read_bytes()
+    repro = session.path / "reproducer"
+    for p in sorted(repro.rglob("*")) if repro.is_dir() else []:
+        if p.is_file():
+            files[f"reproducer/{p.relative_to(repro)}"] = p.read_bytes()
     prefix = f"asanlab-{session.id}"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,96 +14,141 @@ from .. import recipe as recipes
 from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
-from ..image_choice import agent_path
+from ..image_choice import agent_path, image_for
 from .common import EXIT_CODES, TextOrJson, _ranged, app, err, out
 
 
 @app.command(epilog=EXIT_CODES)
 def reproduce(
-    ref: Annotated[str, typer.Argument(metavar="ID|latest", help="A session recorded with `asanlab run --record`.")],
+    ref: Annotated[str, typer.Argument(metavar="ID|latest|BUNDLE",
+                                       help="A session recorded with `asanlab run --record`, or a reproducer "
+                                            "bundle's folder (written by --minimize).")],
     runs: Annotated[int, typer.Option(help="How many times to replay the recording, each in a fresh container.",
                                       callback=_ranged("--runs", 1, 1000))] = 10,
-    image: Annotated[Optional[str], typer.Option(help="Another image (a fix to verify) instead of the session's.")]
+    image: Annotated[Optional[str], typer.Option(help="Another image (a fix to verify) instead of the recorded one.")]
         = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="Build (or reuse) this recipe's image and replay there "
+                                                        "(a fix to verify).")] = None,
     env: Annotated[Optional[list[str]], typer.Option("-e", "--env", help="KEY=VALUE for the app, added to the "
-                                                                         "session's.")] = None,
+                                                                         "recorded ones.")] = None,
     grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL after each replay.",
                                          callback=_ranged("--grace", 0, 3600))] = 15.0,
     fmt: Annotated[TextOrJson, typer.Option("--format", help="text or json.")] = TextOrJson.text,
-    tries: Annotated[int, typer.Option(help="With --minimize: replays of each candidate before it counts as not "
-                                            "giving the finding (for a finding that comes back only some of the "
-                                            "time).", callback=_ranged("--tries", 1, 100))] = 1,
-    recording: Annotated[Optional[Path], typer.Option(help="Replay this recording instead of the session's (for "
-                                                             "example its traffic/minimized.jsonl).")] = None,
+    tries: Annotated[int, typer.Option(help="With --minimize: replays of each candidate; a candidate must bring the "
+                                            "finding back as often as the whole recording did in as many replays "
+                                            "(for a finding that comes back only some of the time).",
+                                       callback=_ranged("--tries", 1, 100))] = 1,
+    recording: Annotated[Optional[Path], typer.Option(help="Replay this recording instead (for example a bundle's "
+                                                             "recording.jsonl).")] = None,
     minimize: Annotated[Optional[str], typer.Option("--minimize", metavar="ID|SIGNATURE",
                                                     help="Shrink the recording to the fewest requests that still give "
-                                                         "this finding (its id or signature), one replay per try; "
-                                                         "writes them to the session's traffic/minimized.jsonl.")]
+                                                         "this finding (its id or signature), and write them with "
+                                                         "what runs them as a reproducer bundle (reproducer/ in the "
+                                                         "session).")]
         = None,
 ) -> None:
     """Replay a recorded session's traffic RUNS times and say, for each finding, how often it came back."""
-    from ..reproduce import Target, plan, reproduce as do_reproduce
+    from ..reproduce.source import load
+    from ..reproduce.target import Target, reproduce as do_reproduce
 
-    from docker.errors import DockerException
-
-    s, conns = plan(ref, recording)
-    docker = client()
-    ref_image = image or (s.data.get("image") or {}).get("id") or ""
-    try:
-        found = docker.images.get(ref_image)
-    except DockerException:
-        raise UsageError(f"image {ref_image[:40] or '(none recorded)'} is not on this machine",
-                         hint="build the session's recipe again (`asanlab build`) or pull it, or give --image") from None
-    # The recipe's run-time options (sanitizer options, suppressions) as the recorded run had them.
-    recipe_path = Path(s.data.get("recipe_path") or "")
-    r = recipes.load(recipe_path) if s.data.get("recipe_path") and recipe_path.is_file() else None
+    if image and recipe:
+        raise UsageError("--image and --recipe both name the image: give one")
+    src = load(ref, recording)
     reporter = ConsoleReporter(err)
-    target = Target(docker, s, ref_image, found.id, agent_path(ref_image, client), _free_port(), env=env or [],
-                    grace=grace, recipe=r, reporter=reporter)
     try:
+        image_ref, image_id, r = _image(src, image, recipe, reporter)
+        target = Target(client(), src, image_ref, image_id, agent_path(image_ref, client), _free_port(),
+                        env=env or [], grace=grace, recipe=r, reporter=reporter)
         if minimize is not None:
-            _minimize(target, conns, minimize, fmt, tries)
+            _minimize(target, minimize, fmt, tries)
             return
-        outcome = do_reproduce(target, conns, runs=runs)
+        outcome = do_reproduce(target, runs=runs)
     finally:
         reporter.close()
     if fmt is TextOrJson.json:
-        out.print(json.dumps({"session": s.id, "image": ref_image, **outcome.to_dict()}, indent=2), markup=False)
+        out.print(json.dumps({"source": src.id, "image": image_ref, **outcome.to_dict()}, indent=2), markup=False)
     else:
-        out.print(f"reproduce {s.id} in {ref_image[:40]}: {runs} run(s), sessions {', '.join(outcome.sessions)}",
+        out.print(f"reproduce {src.id} in {image_ref[:40]}: {runs} run(s), sessions {', '.join(outcome.sessions)}",
                   markup=False)
         for sig, f in outcome.findings.items():
-            mark = "" if sig in outcome.original else "  (not in the recorded session)"
+            mark = "" if sig in outcome.original else "  (not in the recording's findings)"
             out.print(f"  came back {outcome.rate(sig):>9}  {f.category}  {sig}  id {f.id}{mark}", markup=False)
         for sig in outcome.original:
             if sig not in outcome.seen:
                 out.print(f"  gone in {runs} of {runs}  {sig}", markup=False)
         if not outcome.findings:
             out.print("  no finding came back", markup=False)
+        died = Counter(u for rep in outcome.replayed for u in rep.unanswered)
+        for line, n in died.most_common(5):
+            out.print(f"  no answer to {line} in {n} of {runs} run(s) (the request a worker died on?)", markup=False)
     raise typer.Exit(EXIT_FINDINGS if outcome.seen else EXIT_OK)
 
 
-def _minimize(target, conns, wanted: str, fmt: TextOrJson, tries: int) -> None:
-    from .. import session as sessions, traffic
-    from ..reproduce import minimize
+def _image(src, image: str | None, recipe_file: Path | None, reporter):
+    """(reference, ID, recipe) to replay in: --recipe's image, --image, or the recorded one."""
+    if recipe_file is not None:
+        r = recipes.load(recipe_file)
+        ref, image_id = image_for(r, None, reporter)
+        return ref, image_id, r
+    # The recorded recipe's run-time options (sanitizer options, suppressions) as the run had them.
+    r = recipes.load(src.recipe_path) if src.recipe_path and src.recipe_path.is_file() else None
+    if image:
+        return image, _image_id(image), r
+    for ref in [src.image_id, *src.image_refs]:
+        if ref and _image_id(ref, missing_ok=True):
+            return ref, _image_id(ref), r
+    shown = (src.image_refs or [src.image_id or "(none recorded)"])[0]
+    how = f"`asanlab reproduce {src.id} --recipe {src.bundle / 'recipe.yml'}` builds it" \
+        if src.bundle is not None and src.recipe_path else "build the recipe again (`asanlab build`) or pull it"
+    raise UsageError(f"image {shown[:71]} is not on this machine", hint=f"{how}, or give --image")
 
-    findings = sessions.analyse(target.session)[1]
-    match = [f for f in findings if wanted in (f.id, f.signature)]
+
+def _image_id(ref: str, missing_ok: bool = False) -> str | None:
+    from docker.errors import DockerException
+
+    try:
+        return client().images.get(ref).id
+    except DockerException:
+        if missing_ok:
+            return None
+        raise UsageError(f"image {ref[:71]} is not on this machine",
+                         hint="build it (`asanlab build RECIPE`) or pull it") from None
+
+
+def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
+    from ..reproduce import reproducer
+    from ..reproduce.minimize import minimize
+    from ..traffic import all_requests
+
+    src = target.source
+    match = [e for e in src.expected if wanted in (e.id, e.signature)]
     if not match:
-        raise UsageError(f"no finding {wanted!r} in session {target.session.id}",
+        raise UsageError(f"no failing finding {wanted!r} in {src.id}",
                          hint="`asanlab replay ID` lists the findings with their ids")
-    kept = minimize(target, conns, match[0].signature, tries)
-    keep = {(r.connection, r.index) for r in kept}
-    path = target.session.path / "traffic" / "minimized.jsonl"
-    traffic.write(path, conns, keep)
+    wanted_sig = match[0].signature
+    shrunk = minimize(all_requests(src.conns), lambda keep: any(
+        f.signature == wanted_sig for f in target.replay(src.conns, {"minimize": wanted_sig}, keep=keep)[0]),
+        tries=tries, reporter=target.reporter)
+    finding = None
+    if src.session is not None:
+        from ..session import analyse
+
+        finding = next((f.to_dict() for f in analyse(src.session)[1] if f.signature == wanted_sig), None)
+    folder = reproducer.write(src, shrunk, match[0], finding)
     if fmt is TextOrJson.json:
-        out.print(json.dumps({"session": target.session.id, "signature": match[0].signature, "file": str(path),
+        out.print(json.dumps({"source": src.id, "signature": wanted_sig, "bundle": str(folder),
+                              "file": str(folder / "recording.jsonl"),
+                              "rate": {"hits": shrunk.hits, "original_hits": shrunk.original_hits, "tries": tries},
+                              "candidates": shrunk.candidates, "replays": shrunk.replays,
                               "requests": [{"connection": r.connection, "index": r.index, "request": r.line}
-                                           for r in kept]}, indent=2), markup=False)
+                                           for r in shrunk.requests]}, indent=2), markup=False)
     else:
-        out.print(f"{len(kept)} request(s) still give {match[0].signature} (written to {path}):", markup=False)
-        for r in kept:
+        rate = f" ({shrunk.hits} of {tries}; the whole recording {shrunk.original_hits} of {tries})" if tries > 1 else ""
+        out.print(f"{len(shrunk.requests)} of {sum(len(c.requests) for c in src.conns)} request(s) still give "
+                  f"{wanted_sig}{rate}, found in {shrunk.replays} replays:", markup=False)
+        for r in shrunk.requests:
             out.print(f"  connection {r.connection} #{r.index}: {r.line}", markup=False)
+        out.print(f"reproducer bundle: {folder}  (run it: asanlab reproduce {folder})", markup=False)
     raise typer.Exit(EXIT_FINDINGS)
 
 

@@ -11,7 +11,9 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -491,6 +493,8 @@ def test_run_records_the_traffic_and_reproduce_brings_the_crash_back(swoole_reci
     came = {f["signature"]: f["came_back"] for f in result["findings"]}
     assert came.get(double_free["signature"]) == 2, (result, again.stderr[-2000:])
     assert all(r["requests"] == len(lines) for r in result["replayed"]), result["replayed"]
+    # The request a worker died on is named in every run.
+    assert all(any(u.startswith("GET /fire") for u in r["unanswered"]) for r in result["replayed"]), result
     for s in result["sessions"]:
         assert containers_of(docker_client, s) == []
 
@@ -502,11 +506,24 @@ def test_run_records_the_traffic_and_reproduce_brings_the_crash_back(swoole_reci
     kept = json.loads(shrunk.stdout)
     assert [r["request"] for r in kept["requests"]] == ["GET /arm", "GET /fire"], (kept, shrunk.stderr[-2000:])
     assert len({r["connection"] for r in kept["requests"]}) == 1
-    print(shrunk.stderr.count("try "), "tries to shrink", len(lines), "requests")
-    again = subprocess.run([sys.executable, "-m", "asanlab", "reproduce", sid, "--recording", kept["file"], "--runs",
-                            "1", "--format", "json", "--grace", "30"], cwd=folder, env={**os.environ, **env},
+    print(kept["replays"], "replays to shrink", len(lines), "requests")
+    # The reproducer bundle runs on its own: its copy of the app, its recording, the recorded image.
+    bundle = Path(kept["bundle"])
+    assert bundle == folder / ".asanlab" / "sessions" / sid / "reproducer"
+    assert (bundle / "app" / "server.php").read_text() == ARMED
+    assert [json.loads(x)["url"] for x in (bundle / "requests.jsonl").read_text().splitlines()] == ["/arm", "/fire"]
+    again = subprocess.run([sys.executable, "-m", "asanlab", "reproduce", str(bundle), "--runs", "1",
+                            "--format", "json", "--grace", "30"], cwd=folder, env={**os.environ, **env},
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 1, again.stderr[-3000:]
     result = json.loads(again.stdout)
     assert {f["signature"]: f["came_back"] for f in result["findings"]}.get(double_free["signature"]) == 1, result
     assert result["replayed"][0]["requests"] == 2
+    # And it travels in the session's bug-report bundle.
+    archive = folder / "report.tar.gz"
+    done = subprocess.run([sys.executable, "-m", "asanlab", "replay", sid, "--bundle", str(archive)], cwd=folder,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert f"asanlab-{sid}/reproducer/bundle.json" in names and f"asanlab-{sid}/reproducer/app/server.php" in names

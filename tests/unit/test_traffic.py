@@ -106,27 +106,6 @@ def test_a_port_in_use_is_a_clear_error(tmp_path):
     assert not (tmp_path / "t.jsonl").exists()
 
 
-def test_reproduce_refuses_a_session_without_a_recording_before_docker(state):
-    import pytest
-    from asanlab import reproduce, session
-    from asanlab.errors import UsageError
-
-    app = state / "a.php"
-    app.write_text("<?php\n")
-    s = session.create({"command": ["php", "/app/a.php"], "app": str(app)})
-    with pytest.raises(UsageError, match="has no recorded traffic") as e:
-        reproduce.plan(s.id)
-    assert e.value.exit_code == 2 and "--record" in e.value.hint
-    (s.path / "traffic").mkdir()
-    (s.path / "traffic" / traffic.FILE).write_text('{"c": 1, "t": 0, "open": "1.2.3.4:5"}\n')
-    with pytest.raises(UsageError, match="holds no request"):
-        reproduce.plan(s.id)
-    (s.path / "traffic" / traffic.FILE).write_text('{"c": 1, "t": 0, "in": "R0VUIC8gSFRUUC8xLjENCg0K"}\n')
-    app.unlink()
-    with pytest.raises(UsageError, match="is not there any more"):
-        reproduce.plan(s.id)
-
-
 def test_a_shrunk_recording_keeps_only_the_requests_asked_for(tmp_path):
     import base64, json
     path = tmp_path / traffic.FILE
