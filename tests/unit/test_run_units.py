@@ -52,12 +52,16 @@ def test_leak_checker_off():
 
 
 def test_secrets_are_masked_in_the_session():
-    assert run._masked({"DB_PASSWORD": "x", "API_TOKEN": "y", "MODE": "z"}) == \
+    from asanlab.run.environment import masked
+
+    assert masked({"DB_PASSWORD": "x", "API_TOKEN": "y", "MODE": "z"}) == \
            {"DB_PASSWORD": "***", "API_TOKEN": "***", "MODE": "z"}
 
 
 def test_abnormal_exit_line():
-    m = run.ABNORMAL_EXIT.search("[2026-11-26 10:00:00 $1.0]\tWARNING\tServer::check_worker_exit_status(): "
+    from asanlab.run.watch import ABNORMAL_EXIT
+
+    m = ABNORMAL_EXIT.search("[2026-11-26 10:00:00 $1.0]\tWARNING\tServer::check_worker_exit_status(): "
                                  "worker(pid=8, id=1) abnormal exit, status=0, signal=11")
     assert m and m.group("pid") == "8" and m.group("signal") == "11"
 

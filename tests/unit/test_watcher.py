@@ -4,7 +4,7 @@ finished writing it, from logs read a piece at a time (real reports, cut at awkw
 from pathlib import Path
 
 from asanlab.events import Collect
-from asanlab.run import _Watcher
+from asanlab.run.watch import Watcher
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -17,7 +17,7 @@ def body(name: str) -> bytes:
 def test_reports_announced_once_as_they_complete(tmp_path):
     log = tmp_path / "sanitizer.7"
     events = Collect()
-    w = _Watcher(tmp_path, events)
+    w = Watcher(tmp_path, events)
     data = body("double-free.log") + (FIXTURES / "soak" / "worker-profiles.log").read_bytes() + b"\n"
     cut1, cut2 = len(body("double-free.log")) // 2, len(data) - 300
     with open(log, "wb") as f:

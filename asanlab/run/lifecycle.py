@@ -1,0 +1,159 @@
+"""`asanlab run`: the app in an instrumented container, every sanitizer report captured, a session kept.
+
+Whatever ends the run (the app exiting, Ctrl-C, SIGTERM, --timeout, an error), the app gets
+SIGTERM and a grace period so LeakSanitizer can write its reports, the logs are collected, the
+session is saved and the container is removed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .. import containers
+from .. import session as sessions
+from ..errors import InfraError, UsageError
+from ..events import Event, Reporter, null_reporter
+from ..layout import APP_DIR, CONFIG_DIR, LOG_DIR, PHP_STACK_DIR, STATE_DIR
+from .environment import ORIGIN_LSAN_OPTIONS, SIGTERM_PREPEND, environment, masked
+from .options import DriverContext, RunOptions, RunResult, parse_env, parse_ports
+from .recording import recorded_port, start_recorder, traffic_summary
+from .session_end import close_session
+from .stop import StopRequest, recover_orphans, stop_container
+from .watch import CompanionThread, OutputCopier, Watcher
+
+# Seconds after asanlab's own stop (timeout + grace) when the container stops itself: asanlab,
+# alive, is done by then.
+DEADLINE_MARGIN = 10
+
+
+def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunResult:
+    from docker.errors import DockerException
+
+    app = opts.app.resolve()
+    if not app.is_file():
+        raise UsageError(f"{opts.app}: no such PHP file")
+    user_env = parse_env(opts.env)
+    ports = parse_ports(opts.ports)
+    recipe = opts.recipe
+    suppressions = (list(recipe.runtime.suppressions) if recipe is not None else []) + opts.suppressions
+    extra = opts.companion
+    origins = bool(opts.agent) and (extra is None or extra.php_origins)
+    # report_objects: LeakSanitizer lists each leaked object's address, joined with the agent's
+    # php-origin.<pid> on the host (asanlab/php_stack.py).
+    env = environment(recipe, user_env, bool(suppressions), extra.asan_options if extra else None,
+                      lsan_options=ORIGIN_LSAN_OPTIONS if origins else None)
+    mounts = {"state": STATE_DIR, **(extra.mounts if extra else {})}
+    if opts.agent:
+        preload = " ".join(p for p in (opts.agent, env.get("LD_PRELOAD")) if p)
+        env.update({"LD_PRELOAD": preload, "ASANLAB_PHP_TRACE_DIR": PHP_STACK_DIR})
+        if origins:
+            env["ASANLAB_PHP_ORIGINS"] = "1"
+        mounts[sessions.PHP_STACK_SUBDIR] = PHP_STACK_DIR
+    if opts.agent and opts.timeout:
+        # Kept inside the container too, for when asanlab is killed: the agent in PID 1 stops the
+        # app a little after asanlab would have (images/agent/asanlab-agent.c, check_deadline).
+        env.update({"ASANLAB_DEADLINE": f"{time.time() + opts.timeout + opts.grace + DEADLINE_MARGIN:.0f}",
+                    "ASANLAB_DEADLINE_GRACE": f"{opts.grace:.0f}"})
+    env.update(extra.env if extra else {})
+    command = ["php", "-d", f"auto_prepend_file={SIGTERM_PREPEND}", f"{APP_DIR}/{app.name}", *opts.args]
+    recover_orphans(client, reporter)  # a killed asanlab's container would hold its port and its session
+    s = sessions.create({
+        "kind": extra.kind if extra else "run", "app": str(app), "command": command, "image": {"ref": opts.image, "id": opts.image_id},
+        "recipe": recipe.raw if recipe is not None else None,
+        "recipe_digest": recipe.digest() if recipe is not None else None,
+        "recipe_path": str(recipe.path) if recipe is not None and recipe.path else None,
+        "environment": masked(env), "user_env": masked(user_env), "args": list(opts.args),
+        "ports": {k: list(v) for k, v in ports.items()},
+        "timeout": opts.timeout, "grace": opts.grace, "owner": containers.owner(), **(extra.info if extra else {}),
+    })
+    config = s.path / "config"
+    config.mkdir()
+    (config / "sigterm.php").write_bytes((Path(__file__).parent.parent / "data" / "sigterm.php").read_bytes())
+    if suppressions:
+        (config / "lsan.supp").write_text("\n".join(suppressions) + "\n")
+    volumes = {str(app.parent): {"bind": APP_DIR, "mode": "ro"},
+               str(s.sanitizer_dir): {"bind": LOG_DIR, "mode": "rw"},
+               str(config): {"bind": CONFIG_DIR, "mode": "ro"}}
+    for sub, target in mounts.items():
+        (s.path / sub).mkdir(parents=True, exist_ok=True)
+        volumes[str(s.path / sub)] = {"bind": target, "mode": "rw"}
+    reporter(Event("run.session", f"session {s.id} in {s.path}", {"id": s.id, "path": str(s.path)}))
+    recorded = recorded_port(ports, reporter) if opts.record else None
+    if recorded is not None:  # Docker publishes on a free loopback port; the recorder takes the user's
+        ports = {**ports, recorded[0]: ("127.0.0.1", None)}
+    recorder = None
+    stop_reason, exit_code, error = "exited", None, None
+    watcher = Watcher(s.sanitizer_dir, reporter)
+    output: OutputCopier | None = None
+    driver: CompanionThread | None = None
+    try:
+        with StopRequest() as stop, containers.temporary(
+            client, opts.image, role="run", session=s.id, session_path=str(s.path), command=command,
+            working_dir=APP_DIR,
+            environment=env, ports=ports or None,
+            volumes=volumes,
+            # ptrace is what LeakSanitizer's final check uses to suspend threads on kernels or seccomp
+            # profiles that forbid it by default; nothing else is added.
+            cap_add=["SYS_PTRACE"],
+        ) as container:
+            s.data["container"] = container.name
+            s.save()
+            # Attached before it starts, as `docker run` does: the output comes from the container's
+            # streams, not from the daemon's log files, whose rotation (max-size) would end a
+            # followed log stream early and lose the rest.
+            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
+            try:
+                container.start()
+            except DockerException as e:
+                raise InfraError(f"the container did not start: {getattr(e, 'explanation', None) or e}") from None
+            if recorded is not None:
+                recorder = start_recorder(container, recorded, s, reporter)
+            output = OutputCopier(stream, s.output_log, reporter)
+            output.start()
+            watcher.start()
+            deadline = time.monotonic() + opts.timeout if opts.timeout else None
+            reporter(Event("run.started", f"running {' '.join(command)} in {opts.image}", {"container": container.name}))
+            if extra is not None:
+                driver = CompanionThread(extra.driver, DriverContext(container, s, stop.event, reporter), stop)
+                driver.start()
+            while True:
+                container.reload()
+                if container.status in ("exited", "dead"):
+                    break
+                if deadline and time.monotonic() > deadline:
+                    stop.request("timeout")
+                if stop.event.wait(0.25):
+                    stop_reason = stop.reason or "interrupted"
+                    stop_container(container, 1.0 if stop.hurry else opts.grace, stop, reporter,
+                          started=s.path / "state" / "php-started")
+                    break
+            exit_code = container.wait(timeout=60).get("StatusCode")
+            output.join(timeout=10)
+    except BaseException as e:  # errors and a second interrupt still save what was captured
+        stop_reason = "error"
+        error = e
+    finally:
+        if driver is not None:
+            stop.event.set()  # the app is gone or stopping: the driver must not wait for it
+            driver.join(timeout=30)
+            if driver.error is not None and error is None:
+                error = driver.error
+        if recorder is not None:
+            recorder.stop()
+            s.data["traffic"] = {**s.data.get("traffic", {}), **traffic_summary(recorder, s, reporter)}
+        watcher.stop.set()
+        if watcher.is_alive():
+            watcher.join(timeout=5)
+        watcher.scan()
+        findings = close_session(s, status="failed" if error is not None else "finished", stop_reason=stop_reason,
+                          exit_code=exit_code, error=str(error) if error is not None else None,
+                          abnormal=output.abnormal if output else [])
+    if error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            raise InfraError(f"interrupted; the session was saved in {s.path}")
+        if isinstance(error, DockerException):
+            raise InfraError(f"docker: {getattr(error, 'explanation', None) or error}; "
+                             f"the session was saved in {s.path}") from None
+        raise error
+    return RunResult(s, findings, exit_code, stop_reason)

@@ -1,0 +1,53 @@
+"""`run --record`: the recording proxy in front of the app's first published TCP port, and what
+it recorded, summed up at the end."""
+
+from __future__ import annotations
+
+from .. import session as sessions
+from ..errors import InfraError
+from ..events import Event, Reporter
+
+
+def recorded_port(ports: dict, reporter: Reporter) -> tuple[str, tuple[str, int]] | None:
+    """The published port whose traffic is recorded: the first TCP one, as (container port, where
+    the user asked for it)."""
+    tcp = [k for k in ports if k.endswith("/tcp")]
+    if not tcp:
+        reporter(Event("run.warning", "--record: no TCP port is published (-p): nothing to record"))
+        return None
+    if len(tcp) > 1:
+        reporter(Event("run.warning", f"--record: only {tcp[0]} is recorded; {', '.join(tcp[1:])} pass unrecorded"))
+    return tcp[0], ports[tcp[0]]
+
+
+def start_recorder(container, recorded: tuple[str, tuple[str, int]], s: sessions.Session, reporter: Reporter):
+    from ..proxy import Recorder
+    from ..traffic import FILE
+
+    cport, (ip, port) = recorded
+    container.reload()
+    published = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(cport) or []
+    if not published:
+        raise InfraError(f"--record: Docker did not publish {cport}")
+    recorder = Recorder((ip, port), ("127.0.0.1", int(published[0]["HostPort"])), s.path / "traffic" / FILE)
+    recorder.start()
+    ip, port = recorder.listen
+    s.data["traffic"] = {"port": cport, "listen": f"{ip}:{port}", "file": f"traffic/{FILE}"}
+    s.save()
+    reporter(Event("run.recording", f"recording what clients send to {ip}:{port} (-> {cport}) in {s.path / 'traffic'}",
+                   {"port": cport, "listen": f"{ip}:{port}"}))
+    return recorder
+
+
+def traffic_summary(recorder, s: sessions.Session, reporter: Reporter) -> dict:
+    """What was recorded, and the requests the app never answered: the one a worker died on is
+    among them."""
+    from .. import traffic
+
+    requests = traffic.all_requests(traffic.read(recorder.out))
+    unanswered = [f"{r.line} (connection {r.connection})" for r in requests if r.status is None]
+    reporter(Event("run.recorded", f"recorded {len(requests)} request(s) on {recorder.connections} connection(s)"
+                   + (f"; never answered: {', '.join(unanswered[:5])}" if unanswered else ""),
+                   {"requests": len(requests), "unanswered": len(unanswered)}))
+    return {"connections": recorder.connections, "bytes_in": recorder.bytes_in, "requests": len(requests),
+            "unanswered": unanswered[:100]}

@@ -1,0 +1,139 @@
+"""The threads that watch a running app: its sanitizer logs (each report announced as it is
+written), its output (copied verbatim, Swoole's abnormal-exit lines noted), and a companion's work."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..events import Event, Reporter
+from ..findings import Category, category
+from ..reports import _starts_report, parse
+from .options import DriverContext
+from .stop import StopRequest
+
+ABNORMAL_EXIT = re.compile(r"(worker|task_worker|manager)?\(?pid=(?P<pid>\d+), id=(?P<id>\d+)\)? abnormal exit, "
+                           r"status=(?P<status>-?\d+), signal=(?P<signal>\d+)")
+
+
+class Watcher(threading.Thread):
+    """Tells the user about each sanitizer report as soon as its process has written it.
+
+    Reads only what each log gained since the last look, and holds only the report being written:
+    a soak's logs grow by live-heap profiles of megabytes, which are not reports and are skipped.
+    """
+
+    def __init__(self, folder: Path, reporter: Reporter) -> None:
+        super().__init__(daemon=True)
+        self.folder, self.reporter = folder, reporter
+        self.state: dict[str, LogState] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.3):
+            self.scan()
+
+    def scan(self) -> None:
+        if not self.folder.exists():
+            return
+        for f in sorted(self.folder.iterdir()):
+            st = self.state.setdefault(f.name, LogState())
+            try:
+                with open(f, "rb") as fh:
+                    fh.seek(st.offset)
+                    data = fh.read()
+            except FileNotFoundError:
+                continue
+            end = data.rfind(b"\n")
+            if end < 0:
+                continue
+            st.offset += end + 1
+            for line in data[:end].decode(errors="replace").split("\n"):
+                starts = (line[:2] == "==" or "runtime error: " in line) and _starts_report(line)
+                if starts and st.block:
+                    self._announce(f.name, st, final=True)
+                if starts or st.block:
+                    st.block.append(line)
+            if st.block:
+                self._announce(f.name, st, final=False)
+
+    def _announce(self, name: str, st: "LogState", final: bool) -> None:
+        reports = [r for r in parse("\n".join(st.block), name) if r.complete]
+        new = reports[st.announced:]
+        st.announced = len(reports)
+        if final:
+            st.block, st.announced = [], 0
+        errors = [r for r in new if not r.is_leak]
+        for r in errors:
+            where = next((fr.describe() for fr in r.frames if fr.function), "")
+            self.reporter(Event("run.finding", f"pid {r.pid}: {r.tool}: {r.kind} {where}".rstrip(),
+                                {"pid": r.pid, "kind": r.kind, "file": name}))
+        leaks = [r for r in new if r.is_leak]
+        if leaks:
+            runtime = [r for r in leaks if category(r) is Category.LEAK]
+            total = sum(r.leaked_bytes or 0 for r in leaks)
+            self.reporter(Event("run.finding",
+                                f"pid {leaks[0].pid}: LeakSanitizer: {len(leaks)} leak record(s), {total} bytes; "
+                                f"{len(runtime)} outside start-up",
+                                {"pid": leaks[0].pid, "kind": "leak", "records": len(leaks),
+                                 "runtime": len(runtime), "file": name}))
+
+
+@dataclass
+class LogState:
+    offset: int = 0  # bytes read, up to the last complete line
+    block: list[str] = field(default_factory=list)  # the lines of the report being written
+    announced: int = 0  # complete reports of that block already announced
+
+
+class OutputCopier(threading.Thread):
+    """Copies the container's output to raw/output.log verbatim and emits it line by line."""
+
+    def __init__(self, stream, path: Path, reporter: Reporter) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.path, self.reporter = stream, path, reporter
+        self.abnormal: list[dict] = []
+
+    def run(self) -> None:
+        pending = b""
+        with open(self.path, "ab") as out:
+            try:
+                for chunk in self.stream:
+                    out.write(chunk)
+                    out.flush()
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for raw in lines:
+                        self._line(raw.decode(errors="replace"))
+            except Exception as e:  # the stream ends with the container; a broken stream loses nothing on disk
+                self.reporter(Event("run.warning", f"output stream ended: {e.__class__.__name__}"))
+            if pending:
+                self._line(pending.decode(errors="replace"))
+
+    def _line(self, line: str) -> None:
+        m = ABNORMAL_EXIT.search(line)
+        if m:
+            self.abnormal.append({"line": line.strip(), "pid": int(m.group("pid")), "status": int(m.group("status")),
+                                  "signal": int(m.group("signal"))})
+        self.reporter(Event("run.output", line))
+
+
+class CompanionThread(threading.Thread):
+    """Runs a companion's work beside the app (soak's load, reproduce's replay); when it returns (or
+    fails) the run stops."""
+
+    def __init__(self, work: Callable[[DriverContext], None], ctx: DriverContext, stop: StopRequest) -> None:
+        super().__init__(daemon=True)
+        self.work, self.ctx, self.stop = work, ctx, stop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.work(self.ctx)
+            self.stop.request("finished")
+        except BaseException as e:
+            self.error = e
+            self.stop.request("error")
