@@ -2,7 +2,7 @@
 PYTHON ?= python3
 SUITE ?= bookworm
 
-.PHONY: install base-image demo test unit bench bench-parse bench-speed
+.PHONY: install base-image demo test unit bench bench-parse bench-speed bench-reproduce
 
 install:
 	$(PYTHON) -m pip install --quiet -e '.[test]'
@@ -37,3 +37,7 @@ bench-parse: install
 bench-speed: install base-image
 	@command -v ab >/dev/null || (apt-get update -qq && apt-get install -y -qq apache2-utils >/dev/null)
 	$(PYTHON) bench/asan_speed_bench.py
+
+# Minimization of 1,000 recorded requests to the ones that crash a real Swoole server (reproduce --minimize).
+bench-reproduce: install base-image
+	$(PYTHON) bench/reproduce_bench.py

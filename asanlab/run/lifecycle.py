@@ -35,49 +35,12 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
         raise UsageError(f"{opts.app}: no such PHP file")
     user_env = parse_env(opts.env)
     ports = parse_ports(opts.ports)
-    recipe = opts.recipe
-    suppressions = (list(recipe.runtime.suppressions) if recipe is not None else []) + opts.suppressions
-    extra = opts.companion
-    origins = bool(opts.agent) and (extra is None or extra.php_origins)
-    # report_objects: LeakSanitizer lists each leaked object's address, joined with the agent's
-    # php-origin.<pid> on the host (asanlab/php_stack.py).
-    env = environment(recipe, user_env, bool(suppressions), extra.asan_options if extra else None,
-                      lsan_options=ORIGIN_LSAN_OPTIONS if origins else None)
-    mounts = {"state": STATE_DIR, **(extra.mounts if extra else {})}
-    if opts.agent:
-        preload = " ".join(p for p in (opts.agent, env.get("LD_PRELOAD")) if p)
-        env.update({"LD_PRELOAD": preload, "ASANLAB_PHP_TRACE_DIR": PHP_STACK_DIR})
-        if origins:
-            env["ASANLAB_PHP_ORIGINS"] = "1"
-        mounts[sessions.PHP_STACK_SUBDIR] = PHP_STACK_DIR
-    if opts.agent and opts.timeout:
-        # Kept inside the container too, for when asanlab is killed: the agent in PID 1 stops the
-        # app a little after asanlab would have (images/agent/asanlab-agent.c, check_deadline).
-        env.update({"ASANLAB_DEADLINE": f"{time.time() + opts.timeout + opts.grace + DEADLINE_MARGIN:.0f}",
-                    "ASANLAB_DEADLINE_GRACE": f"{opts.grace:.0f}"})
-    env.update(extra.env if extra else {})
+    suppressions = (list(opts.recipe.runtime.suppressions) if opts.recipe is not None else []) + opts.suppressions
+    env, mounts = _environment(opts, user_env, bool(suppressions))
     command = ["php", "-d", f"auto_prepend_file={SIGTERM_PREPEND}", f"{APP_DIR}/{app.name}", *opts.args]
     recover_orphans(client, reporter)  # a killed asanlab's container would hold its port and its session
-    s = sessions.create({
-        "kind": extra.kind if extra else "run", "app": str(app), "command": command, "image": {"ref": opts.image, "id": opts.image_id},
-        "recipe": recipe.raw if recipe is not None else None,
-        "recipe_digest": recipe.digest() if recipe is not None else None,
-        "recipe_path": str(recipe.path) if recipe is not None and recipe.path else None,
-        "environment": masked(env), "user_env": masked(user_env), "args": list(opts.args),
-        "ports": {k: list(v) for k, v in ports.items()},
-        "timeout": opts.timeout, "grace": opts.grace, "owner": containers.owner(), **(extra.info if extra else {}),
-    })
-    config = s.path / "config"
-    config.mkdir()
-    (config / "sigterm.php").write_bytes((Path(__file__).parent.parent / "data" / "sigterm.php").read_bytes())
-    if suppressions:
-        (config / "lsan.supp").write_text("\n".join(suppressions) + "\n")
-    volumes = {str(app.parent): {"bind": APP_DIR, "mode": "ro"},
-               str(s.sanitizer_dir): {"bind": LOG_DIR, "mode": "rw"},
-               str(config): {"bind": CONFIG_DIR, "mode": "ro"}}
-    for sub, target in mounts.items():
-        (s.path / sub).mkdir(parents=True, exist_ok=True)
-        volumes[str(s.path / sub)] = {"bind": target, "mode": "rw"}
+    s = _new_session(opts, app, command, env, user_env, ports)
+    volumes = _volumes(s, app, suppressions, mounts)
     reporter(Event("run.session", f"session {s.id} in {s.path}", {"id": s.id, "path": str(s.path)}))
     recorded = recorded_port(ports, reporter) if opts.record else None
     if recorded is not None:  # Docker publishes on a free loopback port; the recorder takes the user's
@@ -112,22 +75,11 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
             output = OutputCopier(stream, s.output_log, reporter)
             output.start()
             watcher.start()
-            deadline = time.monotonic() + opts.timeout if opts.timeout else None
             reporter(Event("run.started", f"running {' '.join(command)} in {opts.image}", {"container": container.name}))
-            if extra is not None:
-                driver = CompanionThread(extra.driver, DriverContext(container, s, stop.event, reporter), stop)
+            if opts.companion is not None:
+                driver = CompanionThread(opts.companion.driver, DriverContext(container, s, stop.event, reporter), stop)
                 driver.start()
-            while True:
-                container.reload()
-                if container.status in ("exited", "dead"):
-                    break
-                if deadline and time.monotonic() > deadline:
-                    stop.request("timeout")
-                if stop.event.wait(0.25):
-                    stop_reason = stop.reason or "interrupted"
-                    stop_container(container, 1.0 if stop.hurry else opts.grace, stop, reporter,
-                          started=s.path / "state" / "php-started")
-                    break
+            stop_reason = _until_it_ends(container, opts, stop, s, reporter)
             exit_code = container.wait(timeout=60).get("StatusCode")
             output.join(timeout=10)
     except BaseException as e:  # errors and a second interrupt still save what was captured
@@ -147,8 +99,8 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
             watcher.join(timeout=5)
         watcher.scan()
         findings = close_session(s, status="failed" if error is not None else "finished", stop_reason=stop_reason,
-                          exit_code=exit_code, error=str(error) if error is not None else None,
-                          abnormal=output.abnormal if output else [])
+                                 exit_code=exit_code, error=str(error) if error is not None else None,
+                                 abnormal=output.abnormal if output else [])
     if error is not None:
         if isinstance(error, KeyboardInterrupt):
             raise InfraError(f"interrupted; the session was saved in {s.path}")
@@ -157,3 +109,74 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
                              f"the session was saved in {s.path}") from None
         raise error
     return RunResult(s, findings, exit_code, stop_reason)
+
+
+def _until_it_ends(container, opts: RunOptions, stop: StopRequest, s: sessions.Session, reporter: Reporter) -> str:
+    """Wait for the app to exit, or stop it when asked (an interrupt, the timeout, the companion
+    done): why it ended."""
+    deadline = time.monotonic() + opts.timeout if opts.timeout else None
+    while True:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            return "exited"
+        if deadline and time.monotonic() > deadline:
+            stop.request("timeout")
+        if stop.event.wait(0.25):
+            stop_container(container, 1.0 if stop.hurry else opts.grace, stop, reporter,
+                           started=s.path / "state" / "php-started")
+            return stop.reason or "interrupted"
+
+
+def _environment(opts: RunOptions, user_env: dict[str, str], suppressions: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The app's environment, and the session subfolders mounted read-write (subfolder -> path)."""
+    extra = opts.companion
+    origins = bool(opts.agent) and (extra is None or extra.php_origins)
+    # report_objects: LeakSanitizer lists each leaked object's address, joined with the agent's
+    # php-origin.<pid> on the host (asanlab/php_stack.py).
+    env = environment(opts.recipe, user_env, suppressions, extra.asan_options if extra else None,
+                      lsan_options=ORIGIN_LSAN_OPTIONS if origins else None)
+    mounts = {"state": STATE_DIR, **(extra.mounts if extra else {})}
+    if opts.agent:
+        preload = " ".join(p for p in (opts.agent, env.get("LD_PRELOAD")) if p)
+        env.update({"LD_PRELOAD": preload, "ASANLAB_PHP_TRACE_DIR": PHP_STACK_DIR})
+        if origins:
+            env["ASANLAB_PHP_ORIGINS"] = "1"
+        mounts[sessions.PHP_STACK_SUBDIR] = PHP_STACK_DIR
+    if opts.agent and opts.timeout:
+        # Kept inside the container too, for when asanlab is killed: the agent in PID 1 stops the
+        # app a little after asanlab would have (images/agent/asanlab-agent.c, check_deadline).
+        env.update({"ASANLAB_DEADLINE": f"{time.time() + opts.timeout + opts.grace + DEADLINE_MARGIN:.0f}",
+                    "ASANLAB_DEADLINE_GRACE": f"{opts.grace:.0f}"})
+    env.update(extra.env if extra else {})
+    return env, mounts
+
+
+def _new_session(opts: RunOptions, app: Path, command: list[str], env: dict[str, str], user_env: dict[str, str],
+                 ports: dict) -> sessions.Session:
+    recipe, extra = opts.recipe, opts.companion
+    return sessions.create({
+        "kind": extra.kind if extra else "run", "app": str(app), "command": command,
+        "image": {"ref": opts.image, "id": opts.image_id},
+        "recipe": recipe.raw if recipe is not None else None,
+        "recipe_digest": recipe.digest() if recipe is not None else None,
+        "recipe_path": str(recipe.path) if recipe is not None and recipe.path else None,
+        "environment": masked(env), "user_env": masked(user_env), "args": list(opts.args),
+        "ports": {k: list(v) for k, v in ports.items()},
+        "timeout": opts.timeout, "grace": opts.grace, "owner": containers.owner(), **(extra.info if extra else {}),
+    })
+
+
+def _volumes(s: sessions.Session, app: Path, suppressions: list[str], mounts: dict[str, str]) -> dict:
+    """The app's folder read-only, the session's log, config and mounted subfolders."""
+    config = s.path / "config"
+    config.mkdir()
+    (config / "sigterm.php").write_bytes((Path(__file__).parent.parent / "data" / "sigterm.php").read_bytes())
+    if suppressions:
+        (config / "lsan.supp").write_text("\n".join(suppressions) + "\n")
+    volumes = {str(app.parent): {"bind": APP_DIR, "mode": "ro"},
+               str(s.sanitizer_dir): {"bind": LOG_DIR, "mode": "rw"},
+               str(config): {"bind": CONFIG_DIR, "mode": "ro"}}
+    for sub, target in mounts.items():
+        (s.path / sub).mkdir(parents=True, exist_ok=True)
+        volumes[str(s.path / sub)] = {"bind": target, "mode": "rw"}
+    return volumes
