@@ -18,7 +18,6 @@ recording's. Pure: the replay is a function given in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import comb
 from typing import Callable
 
 from ..errors import UsageError
@@ -117,12 +116,10 @@ def minimize(requests: list[HttpRequest], test: Test, *, tries: int = 1,
 def hits_needed(whole: int, tries: int, alpha: float = 0.05) -> int:
     """The fewest hits in `tries` replays (at least one) that Fisher's exact test (one-sided, at
     `alpha`) cannot tell from `whole` hits in as many: below it, the candidate's rate is lower."""
+    from scipy.stats import fisher_exact
+
     for k in range(1, whole + 1):
-        # P(a candidate at the same rate scores <= k): hypergeometric, k + whole hits in 2 * tries.
-        total = k + whole
-        p = sum(comb(tries, i) * comb(tries, total - i) for i in range(0, k + 1) if total - i <= tries) \
-            / comb(2 * tries, total)
-        if p >= alpha:
+        if fisher_exact([[k, tries - k], [whole, tries - whole]], alternative="less").pvalue >= alpha:
             return k
     return max(whole, 1)
 
