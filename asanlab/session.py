@@ -15,15 +15,15 @@ from typing import Any
 
 from . import __version__
 from .errors import SessionError
-from .valgrind import is_valgrind_xml
-from .findings import Finding, group
-from .reports import Notice, Report, iter_parse_chunks, parse, scan_notices
-from .sources import atomic_write
+from .reports.valgrind import is_valgrind_xml
+from .reports.findings import Finding, group
+from .reports.sanitizers import Notice, Report, iter_parse_chunks, parse, scan_notices
+from .image.sources import atomic_write
 from .state import state_dir
 
 SCHEMA = 1
 SANITIZER_DIR = "raw/sanitizer"  # what the container's sanitizers write, one file per process
-PHP_STACK_SUBDIR = "raw/php"  # the agent's PHP backtraces of those reports (asanlab/php_stack.py)
+PHP_STACK_SUBDIR = "raw/php"  # the agent's PHP backtraces of those reports (asanlab/reports/php_stack.py)
 OUTPUT_LOG = "raw/output.log"  # the app's stdout and stderr, verbatim
 SYMBOLS = "symbols.json"  # frames resolved by `replay --symbolize`, reused by every later replay
 
@@ -158,7 +158,7 @@ def session_notices(s: Session) -> list[Notice]:
 
 def symbolize(s: Session, client) -> int:
     """Resolve the session's module+offset frames in its image; keep the answers beside the raw logs."""
-    from . import symbolize as sym
+    from .reports import symbolize as sym
 
     if not s.sanitizer_dir.is_dir() and not s.output_log.exists():
         # "0 findings" from logs that are not there would be a lie.
@@ -180,8 +180,8 @@ def symbolize(s: Session, client) -> int:
 
 
 def analyse(s: Session) -> tuple[list[Report], list[Finding]]:
-    from . import php_stack
-    from .symbolize import apply, load_cache
+    from .reports import php_stack
+    from .reports.symbolize import apply, load_cache
 
     if not s.sanitizer_dir.is_dir() and not s.output_log.exists():
         # "0 findings" from logs that are not there would be a lie.

@@ -7,7 +7,7 @@ coroutines on, measured with `ab -k -c 32` in this one run:
    every malloc, for complete allocation stacks), `run`'s with the fast unwinder, each of these two
    with asanlab's agent recording which PHP code allocated each block (what `run` preloads), the one
    `asanlab soak` sets (frame pointers), and soak's with asanlab's agent sampling allocations;
-4. `run --record`: the same requests through asanlab's recording proxy (asanlab/proxy.py), in front of
+4. `run --record`: the same requests through asanlab's recording proxy (asanlab/run/proxy.py), in front of
    release (what the proxy alone can carry) and of `run`'s ASan variant (what recording costs);
 for the default recipe (compiler.optimize: 1, php.debug: false), at the -O levels in OPT_LEVELS
 (e.g. OPT_LEVELS=1,0 to see what -O0 costs), and with php.debug: true too when DEBUG=1. Target:
@@ -79,7 +79,7 @@ def measure(client, image: str, env: dict[str, str], cmd: list[str], record: boo
             time.sleep(0.3)
         recorder = None
         if record:
-            from asanlab.proxy import Recorder
+            from asanlab.run.proxy import Recorder
 
             target = tempfile.mkdtemp(prefix="asanlab-speed-rec-")
             recorder = Recorder(("127.0.0.1", free_port()), ("127.0.0.1", port), Path(target) / "connections.jsonl")
@@ -105,11 +105,11 @@ def main() -> int:
               "and ab (apache2-utils)")
         return 0
     sys.path.insert(0, str(REPO))
-    from asanlab import recipe as recipes
-    from asanlab.build import build
+    from asanlab.image import recipe as recipes
+    from asanlab.image.build import build
     from asanlab.docker_client import client
     from asanlab.run import environment
-    from asanlab.soak import asan_options
+    from asanlab.soak.driver import asan_options
 
     work = Path(tempfile.mkdtemp(prefix="asanlab-speed-"))
     shutil.copy(src, work / "swoole.tar.gz")

@@ -46,7 +46,7 @@ def asanlab(*args: str, env: dict | None = None) -> float:
 
 
 def plain_docker_build(recipe: Path, tag: str) -> float:
-    from asanlab import recipe as recipes, render, sources
+    from asanlab.image import recipe as recipes, render, sources
 
     r = recipes.load(recipe)
     rendered = render.render(r, sources.fetch_all(r))
@@ -61,7 +61,7 @@ def check_seconds(recipe: Path, image: str) -> float:
     """asanlab's instrumentation check of the built image, run again on its own to show its share."""
     import docker
 
-    from asanlab import check, recipe as recipes
+    from asanlab.image import check, recipe as recipes
 
     started = time.monotonic()
     result = check.run_checks(docker.from_env(), image, recipes.load(recipe))
@@ -103,7 +103,7 @@ def main() -> int:
             base, mid = statistics.median(plain), statistics.median(cold)
             print(f"baseline  plain docker build --no-cache        {base:7.1f} s   1.00x  (median of {ROUNDS})")
             print(f"cold      asanlab build --no-cache             {mid:7.1f} s   {mid / base:.2f}x  (target <= 1.05x)")
-            from asanlab import recipe as recipes, render
+            from asanlab.image import recipe as recipes, render
 
             image = render.render(recipes.load(RECIPE), None).readable_ref
             print(f"          of which the instrumentation check  {check_seconds(RECIPE, image):7.1f} s")

@@ -41,7 +41,7 @@ def make_log(path: Path, size_mb: int) -> None:
 def measure(path: Path) -> None:
     """Runs in a child process so that its max RSS is the parser's alone."""
     sys.path.insert(0, str(REPO))
-    from asanlab.findings import group
+    from asanlab.reports.findings import group
     from asanlab.session import read_file
 
     size = path.stat().st_size / (1 << 20)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from .. import __version__
-from ..image_choice import PullPolicy
+from ..image.choice import PullPolicy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="PHP and Swoole under AddressSanitizer, LeakSanitizer and UBSan: "

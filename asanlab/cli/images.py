@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import recipe as recipes
+from ..image import recipe as recipes
 from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import UsageError
@@ -37,8 +37,8 @@ def build(
 
     A recipe with a matrix builds each of its cells, one after another (or only --cell).
     """
-    from ..build import build as do_build
-    from ..render import render
+    from ..image.build import build as do_build
+    from ..image.render import render
 
     base = recipes.load(recipe_path)
     cells = _cells(base, cell)
@@ -46,7 +46,7 @@ def build(
         for c in cells:
             out.print(render(c.recipe).dockerfile, end="", markup=False)
         return
-    from .. import registry
+    from ..image import registry
 
     if push_to is not None:
         registry.check_prefix(push_to)
@@ -128,8 +128,8 @@ def push(
                                                                    "127.0.0.1:5000/asanlab or ghcr.io/org/asanlab.")],
 ) -> None:
     """Push an image built here, under its content-addressed tag and its readable tag."""
-    from .. import registry
-    from ..build import find_image
+    from ..image import registry
+    from ..image.build import find_image
 
     registry.check_prefix(to)
     docker = client()
@@ -163,7 +163,7 @@ def pull(
                                                   help="Registry and path the recipe's image was pushed to.")] = None,
 ) -> None:
     """Pull the image a recipe describes (exactly: by content tag, checked by its digest label), or any image."""
-    from .. import registry
+    from ..image import registry
 
     reporter = ConsoleReporter(err)
     try:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from .. import text
+from ..reports import text
 from .common import Format, out
 
 
 def _print_findings(session: dict | None, findings, fmt: Format, show_all: bool, full: bool = False,
                     notices: list | None = None) -> None:
-    from .. import export
+    from ..reports import export
 
     if fmt is Format.json:
         body = text.render_json(session, findings, notices)
@@ -48,8 +48,8 @@ def _print_coloured(body: str) -> None:
 
 
 def _print_soak(s, analysis: dict | None) -> None:
-    from .. import plot, soak_report
-    from ..soak import read_samples
+    from ..soak import plot, report as soak_report
+    from ..soak.driver import read_samples
 
     if analysis is None:
         sys.stdout.write("soak: no memory sample was taken\n")

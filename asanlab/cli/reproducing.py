@@ -10,11 +10,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import recipe as recipes
+from ..image import recipe as recipes
 from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
-from ..image_choice import agent_path, image_for
+from ..image.choice import agent_path, image_for
 from .common import EXIT_CODES, TextOrJson, _ranged, app, err, out
 
 
@@ -118,7 +118,7 @@ def _image_id(ref: str, missing_ok: bool = False) -> str | None:
 def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
     from ..reproduce import reproducer
     from ..reproduce.minimize import minimize
-    from ..traffic import all_requests
+    from ..run.traffic import all_requests
 
     src = target.source
     match = [e for e in src.expected if wanted in (e.id, e.signature)]

@@ -7,14 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import gate, recipe as recipes, session as sessions
+from ..reports import gate
+from ..image import recipe as recipes
+from .. import session as sessions
 from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import UsageError
-from ..gate import FailOn
-from ..image_choice import agent_path, image_for
-from .common import (EXIT_CODES, FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption, SuppressionsOption,
-                     _ranged, app, err)
+from ..reports.gate import FailOn
+from ..image.choice import agent_path, image_for
+from .common import EXIT_CODES, FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption, SuppressionsOption, _ranged, app, err
 from .printing import _print_findings
 
 
@@ -74,7 +75,7 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
     if (recipe_path is None) == (image is None):
         raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
     gate.policy_for(fail_on, bool(baseline))
-    from .. import suppressions as supp
+    from ..reports import suppressions as supp
 
     rules = supp.read(suppression_files or [])
     # Read the baseline first: a wrong id should stop the run before anything is built or started.

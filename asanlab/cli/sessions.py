@@ -8,13 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import gate, session as sessions, text
+from ..reports import gate, text
+from .. import session as sessions
 from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import AsanlabError, UsageError
-from ..gate import FailOn
-from .common import (BASELINE_HELP, EXIT_CODES, FAIL_ON_HELP, REPLAY_FAIL_ON_HELP, Format, TextOrJson, app, err,
-                     out)
+from ..reports.gate import FailOn
+from .common import BASELINE_HELP, EXIT_CODES, FAIL_ON_HELP, REPLAY_FAIL_ON_HELP, Format, TextOrJson, app, err, out
 from .printing import _print_findings, _print_soak
 
 
@@ -22,7 +22,7 @@ def _suppressed(findings, files: list[Path] | None):
     """Findings minus the leaks the suppression files match; says how many were hidden."""
     if not files:
         return findings
-    from .. import suppressions as supp
+    from ..reports import suppressions as supp
 
     kept, hidden = supp.apply(findings, supp.read(files))
     if hidden:
@@ -95,7 +95,7 @@ def replay(
     baseline_findings = gate.load_baseline(baseline, client) if baseline else None
     soaked = None
     if s.data.get("kind") == "soak":
-        from ..soak import analyse_session
+        from ..soak.driver import analyse_session
 
         soaked = analyse_session(s)
         if fmt is Format.text:
@@ -132,7 +132,7 @@ def report(
     fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=FAIL_ON_HELP)] = None,
 ) -> None:
     """Read sanitizer logs from anywhere (a production debug run, a CI artifact), without a session."""
-    from ..findings import group
+    from ..reports.findings import group
 
     gate.policy_for(fail_on, bool(baseline))
     missing = [p for p in paths if not p.exists()]
@@ -148,7 +148,7 @@ def report(
                 yield from sessions.read_file(f, str(f))
 
     rules_files = suppressions or []
-    from .. import suppressions as supp
+    from ..reports import suppressions as supp
 
     supp.read(rules_files)  # a bad file stops here, before any log is read
     baseline_findings = gate.load_baseline(baseline, client) if baseline else None  # so does a wrong id

@@ -10,15 +10,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import gate, recipe as recipes, session as sessions
+from ..reports import gate
+from ..image import recipe as recipes
+from .. import session as sessions
 from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import UsageError
 from ..events import Event
-from ..growth import DEFAULT_BUDGET, Criteria
-from ..image_choice import agent_path, image_for
-from .common import (Format, PullOption, PullPolicy, RegistryOption, SuppressionsOption, TextOrJson, _ranged, app,
-                     err)
+from ..soak.growth import DEFAULT_BUDGET, Criteria
+from ..image.choice import agent_path, image_for
+from .common import Format, PullOption, PullPolicy, RegistryOption, SuppressionsOption, TextOrJson, _ranged, app, err
 from .printing import _print_findings, _print_soak
 
 
@@ -96,9 +97,9 @@ def soak(
 
     Arguments after `--` go to the app.
     """
-    from .. import load as loads
+    from ..soak import load as loads
     from ..run import RunOptions
-    from ..soak import SoakOptions, analyse_session, parse_checkpoints, soak as do_soak
+    from ..soak.driver import SoakOptions, analyse_session, parse_checkpoints, soak as do_soak
 
     if (recipe_path is None) == (image is None):
         raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
@@ -126,7 +127,7 @@ def soak(
         raise UsageError("--samples must be at least 2")
     if load_client is LoadClient.h2load and (why_not := loads.h2load_unavailable(reqs)):
         raise UsageError(f"--client h2load: {why_not}")
-    from .. import suppressions as supp
+    from ..reports import suppressions as supp
 
     rules = supp.read(suppressions or [])
     reporter = ConsoleReporter(err)

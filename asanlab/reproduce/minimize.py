@@ -22,7 +22,7 @@ from typing import Callable
 
 from ..errors import UsageError
 from ..events import Event, Reporter, null_reporter
-from ..traffic import HttpRequest
+from ..run.traffic import HttpRequest
 
 Key = tuple[int, int]  # (connection, index) of a request
 # Replays the requests whose keys are given in a fresh container: did the finding come back?

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import h11
 
-from .. import traffic
+from ..run import traffic
 from ..events import Event
 from ..run import DriverContext
 

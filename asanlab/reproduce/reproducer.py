@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import traffic
+from ..run import traffic
 from .minimize import Shrunk
 from .source import BUNDLE_FILE, BUNDLE_FORMAT, Expected, Source
 

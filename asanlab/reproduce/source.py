@@ -9,7 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import session as sessions, traffic
+from .. import session as sessions
+from ..run import traffic
 from ..errors import UsageError
 
 BUNDLE_FILE = "bundle.json"  # marks a folder as a reproducer bundle
@@ -76,7 +77,7 @@ def from_session(ref: str, recording: Path | None = None) -> Source:
 
 
 def _failing(s: sessions.Session) -> list[Expected]:
-    from ..findings import failing
+    from ..reports.findings import failing
 
     return [Expected(f.signature, f.id, str(f.category), f.kind) for f in failing(sessions.analyse(s)[1])]
 

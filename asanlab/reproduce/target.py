@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import traffic
+from ..run import traffic
 from ..events import Event, Reporter, null_reporter
-from ..findings import Finding, failing
+from ..reports.findings import Finding, failing
 from ..run import Companion, RunOptions, run
 from .replay import Replay, Replayed
 from .source import Source

@@ -132,7 +132,7 @@ def _environment(opts: RunOptions, user_env: dict[str, str], suppressions: bool)
     extra = opts.companion
     origins = bool(opts.agent) and (extra is None or extra.php_origins)
     # report_objects: LeakSanitizer lists each leaked object's address, joined with the agent's
-    # php-origin.<pid> on the host (asanlab/php_stack.py).
+    # php-origin.<pid> on the host (asanlab/reports/php_stack.py).
     env = environment(opts.recipe, user_env, suppressions, extra.asan_options if extra else None,
                       lsan_options=ORIGIN_LSAN_OPTIONS if origins else None)
     mounts = {"state": STATE_DIR, **(extra.mounts if extra else {})}

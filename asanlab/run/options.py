@@ -13,7 +13,7 @@ from typing import Callable
 from .. import session as sessions
 from ..errors import UsageError
 from ..events import Reporter
-from ..findings import Finding
+from ..reports.findings import Finding
 
 
 @dataclass
@@ -31,7 +31,7 @@ class RunOptions:
     # PHP backtrace of every ASan error (images/agent). None: an image without it, reports stay C only.
     agent: str | None = None
     suppressions: list[str] = field(default_factory=list)  # leak:PATTERN rules from --suppressions
-    # Keep what clients sent the app (asanlab/proxy.py) on its first published TCP port, in the
+    # Keep what clients sent the app (asanlab/run/proxy.py) on its first published TCP port, in the
     # session's traffic/ folder, for `asanlab reproduce`.
     record: bool = False
     companion: "Companion | None" = None  # a command working beside the app (soak), else a plain run

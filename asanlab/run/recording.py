@@ -21,8 +21,8 @@ def recorded_port(ports: dict, reporter: Reporter) -> tuple[str, tuple[str, int]
 
 
 def start_recorder(container, recorded: tuple[str, tuple[str, int]], s: sessions.Session, reporter: Reporter):
-    from ..proxy import Recorder
-    from ..traffic import FILE
+    from .proxy import Recorder
+    from .traffic import FILE
 
     cport, (ip, port) = recorded
     container.reload()
@@ -42,7 +42,7 @@ def start_recorder(container, recorded: tuple[str, tuple[str, int]], s: sessions
 def traffic_summary(recorder, s: sessions.Session, reporter: Reporter) -> dict:
     """What was recorded, and the requests the app never answered: the one a worker died on is
     among them."""
-    from .. import traffic
+    from . import traffic
 
     requests = traffic.all_requests(traffic.read(recorder.out))
     unanswered = [f"{r.line} (connection {r.connection})" for r in requests if r.status is None]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import session as sessions
-from ..findings import Finding, failing
+from ..reports.findings import Finding, failing
 
 
 def close_session(s: sessions.Session, *, status: str, stop_reason: str, exit_code: int | None, error: str | None,

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..events import Event, Reporter
-from ..findings import Category, category
-from ..reports import _starts_report, parse
+from ..reports.findings import Category, category
+from ..reports.sanitizers import _starts_report, parse
 from .options import DriverContext
 from .stop import StopRequest
 

@@ -6,7 +6,7 @@
  * and its bytes (what is reachable from it and from no root counted before it: strings, arrays,
  * objects, what objects hold as the garbage collector sees it). For an object root and a small
  * array with string keys, each property or entry is counted on its own too: `$app->cache`. The host
- * diffs the counts between checkpoints (asanlab/soak_report.py): the holder whose count grows per
+ * diffs the counts between checkpoints (asanlab/soak/report.py): the holder whose count grows per
  * request is named by its path.
  *
  * A census reads PHP's data, so it runs in the PHP thread, between two opcodes: the agent's thread

@@ -6,7 +6,7 @@
  * the PHP code running at that moment: up to SITE_FRAMES frames of EG(current_execute_data),
  * innermost first, each the function and, for PHP code, file:line. A sampled block is forgotten
  * when it is freed. On the soak's profile request the agent writes each site's estimated live
- * bytes and blocks; the host diffs them between checkpoints (asanlab/soak_report.py).
+ * bytes and blocks; the host diffs them between checkpoints (asanlab/soak/report.py).
  *
  * Only the PHP thread samples: other threads (Swoole's reactor threads) do not run PHP, and their
  * reading EG() would race. Nothing here allocates: these hooks run inside the allocator.

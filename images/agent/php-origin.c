@@ -6,7 +6,7 @@
  * frames, innermost first); a free forgets it. At exit, before LeakSanitizer's check, the blocks
  * still recorded are written to php-origin.<pid>. With LSAN_OPTIONS report_objects=1
  * LeakSanitizer lists each leaked object's address, and the host joins the two
- * (asanlab/php_stack.py).
+ * (asanlab/reports/php_stack.py).
  *
  * Nothing here calls malloc: these hooks run inside the allocator. The block table is mmap'd and
  * doubles when 3/4 full; a call path's text is written once, into a fixed arena, when first seen,

@@ -476,7 +476,7 @@ def test_run_records_the_traffic_and_reproduce_brings_the_crash_back(swoole_reci
     recorded = json.loads(out)
     [double_free] = [f for f in recorded["findings"] if f["kind"] == "double-free"]
     sid = recorded["session"]["id"]
-    from asanlab import traffic
+    from asanlab.run import traffic
 
     conns = traffic.read(folder / ".asanlab" / "sessions" / sid / "traffic" / traffic.FILE)
     lines = [(r.line, r.status) for r in traffic.all_requests(conns)]

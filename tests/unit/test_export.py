@@ -5,9 +5,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from asanlab import export
-from asanlab.findings import group
-from asanlab.reports import Frame, parse
+from asanlab.reports import export
+from asanlab.reports.findings import group
+from asanlab.reports.sanitizers import Frame, parse
 
 from .test_reports import FIXTURES, _leak, fixture_text
 
@@ -88,7 +88,7 @@ def test_app_entry_of():
 
 def test_shown_command_leaves_out_asanlabs_prepend():
     from asanlab.run import SIGTERM_PREPEND
-    from asanlab.text import shown_command
+    from asanlab.reports.text import shown_command
 
     assert shown_command(["php", "-d", f"auto_prepend_file={SIGTERM_PREPEND}", "/app/s.php", "--x"]) == "php /app/s.php --x"
     assert shown_command(["php", "-d", "memory_limit=1G", "/app/s.php"]) == "php -d memory_limit=1G /app/s.php"

@@ -1,4 +1,4 @@
-"""The CI gate (asanlab/gate.py) on real sanitizer reports: the pure rule, the baseline loading,
+"""The CI gate (asanlab/reports/gate.py) on real sanitizer reports: the pure rule, the baseline loading,
 and --fail-on/--baseline as report and replay offer them (typer's CliRunner, no Docker)."""
 
 import json
@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from asanlab import gate, session
+from asanlab.reports import gate
+from asanlab import session
 from asanlab.cli import app
 from asanlab.errors import EXIT_FINDINGS, EXIT_OK, DockerUnavailable, SessionError, UsageError
-from asanlab.findings import group
-from asanlab.gate import FailOn
-from asanlab.reports import parse
+from asanlab.reports.findings import group
+from asanlab.reports.gate import FailOn
+from asanlab.reports.sanitizers import parse
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DOUBLE_FREE = FIXTURES / "reports" / "double-free.log"  # one ASan error
@@ -102,7 +103,7 @@ def test_policy_given_as_text():
 
 
 def test_the_gate_imports_without_the_cli_typer_or_docker():
-    code = ("import sys; sys.modules['typer'] = sys.modules['docker'] = None; import asanlab.gate; "
+    code = ("import sys; sys.modules['typer'] = sys.modules['docker'] = None; import asanlab.reports.gate; "
             "assert 'asanlab.cli' not in sys.modules, 'cli imported'; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[2])
@@ -218,9 +219,9 @@ def test_replay_fail_on(state):
 
 def test_replay_of_a_leaking_soak(state, monkeypatch):
     """A soak's LEAK verdict exits 1 with no sanitizer finding at all; --fail-on none exits 0."""
-    import asanlab.soak
+    import asanlab.soak.driver
 
-    monkeypatch.setattr(asanlab.soak, "analyse_session", lambda s: {"verdict": "LEAK"})
+    monkeypatch.setattr(asanlab.soak.driver, "analyse_session", lambda s: {"verdict": "LEAK"})
     s = recorded(kind="soak")
     assert invoke("replay", s.id, "--format", "json").exit_code == EXIT_FINDINGS
     assert invoke("replay", s.id, "--format", "json", "--baseline", s.id).exit_code == EXIT_FINDINGS

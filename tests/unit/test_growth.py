@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from asanlab import growth, soak_report
-from asanlab.growth import INCONCLUSIVE, LEAK, STABLE, Criteria
+from asanlab.soak import growth, report as soak_report
+from asanlab.soak.growth import INCONCLUSIVE, LEAK, STABLE, Criteria
 
 X = [0, 125, 250, 500, 1000] + list(range(2125, 10001, 1125)) + list(range(21250, 100001, 11250))
 
@@ -94,7 +94,7 @@ def test_stable_server_is_stable_overall():
 
 
 def test_plots_draw_every_process(tmp_path):
-    from asanlab import plot
+    from asanlab.soak import plot
 
     samples = [_sample(x, [(1, 0, "master", 2e6), (2, 1, "worker", 3e6 + 100 * x)], checkpoint=x in (1000, 100000))
                for x in X]

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from asanlab.errors import UsageError
-from asanlab.load import H2loadLoader, Loader, Request, make_loader, parse_h2load, requests_from_file
+from asanlab.soak.load import H2loadLoader, Loader, Request, make_loader, parse_h2load, requests_from_file
 
 
 def test_sends_exactly_the_requests_asked_and_counts_statuses(http_folder):
@@ -142,7 +142,7 @@ def test_server_count_is_read_from_the_stats_url_and_a_bad_one_is_said_once(http
     """--stats-url: the app's own request_count, and a URL without it warns once without stopping the soak."""
     import types
 
-    from asanlab.soak import Driver, SoakOptions
+    from asanlab.soak.driver import Driver, SoakOptions
 
     (http_folder.folder / "stats").write_text('{"request_count": 1234, "connection_num": 3}')
     (http_folder.folder / "html").write_text("<html>not json</html>")

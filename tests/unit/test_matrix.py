@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from asanlab import recipe as recipes
+from asanlab.image import recipe as recipes
 from asanlab.errors import RecipeError
 
 BASE = 'name: ci\nphp:\n  version: "8.2.32"\nswoole:\n  version: "6.1.9"\n'
@@ -29,7 +29,7 @@ def test_expansion_skips_incompatible_pairs_with_the_reason(tmp_path):
 
 
 def test_sanitizer_axis_and_distinct_images(tmp_path):
-    from asanlab.render import render
+    from asanlab.image.render import render
 
     path = write(tmp_path, 'name: ci\nphp:\n  version: "8.2.32"\nmatrix:\n  sanitizers:\n'
                            "    - {address: true, leak: true, undefined: false}\n"

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from asanlab import memory, reports, soak
-from asanlab.reports import Frame
+from asanlab.soak import memory, driver as soak
+from asanlab.reports import sanitizers as reports
+from asanlab.reports.sanitizers import Frame
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "soak"
 
@@ -50,7 +51,7 @@ def test_profiles_from_a_real_worker_log():
 
 
 def test_growing_sites_rank_by_bytes_per_request():
-    from asanlab.soak_report import growing_sites
+    from asanlab.soak.report import growing_sites
 
     profiles = memory.parse_profiles((FIXTURES / "worker-profiles.log").read_text())
     sites = growing_sites({10: [(1000, profiles[0]), (20000, profiles[1])]}, warmup=1000)

@@ -1,4 +1,4 @@
-"""The PHP side of sanitizer reports (asanlab/php_stack.py): the agent's blocks matched to their
+"""The PHP side of sanitizer reports (asanlab/reports/php_stack.py): the agent's blocks matched to their
 reports by the ERROR line, and shown in text, JSON, SARIF and JUnit."""
 
 import json
@@ -7,9 +7,10 @@ import xml.etree.ElementTree as ET
 
 import jsonschema
 
-from asanlab import export, php_stack, soak_report, text
-from asanlab.findings import group
-from asanlab.reports import Report, parse
+from asanlab.reports import export, php_stack, text
+from asanlab.soak import report as soak_report
+from asanlab.reports.findings import group
+from asanlab.reports.sanitizers import Report, parse
 
 from .test_export import SCHEMA
 from .test_reports import fixture_text

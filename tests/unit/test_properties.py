@@ -3,7 +3,9 @@ never another exception (which would exit 70 as a bug in asanlab)."""
 
 from hypothesis import given, settings, strategies as st
 
-from asanlab import memory, php_stack, recipe, reports, resources, valgrind
+from asanlab.soak import memory, resources
+from asanlab.reports import php_stack, sanitizers as reports, valgrind
+from asanlab.image import recipe
 from asanlab.errors import AsanlabError
 
 # Text with the characters and words the parsers look for, so the search goes past the first line.

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from asanlab import recipe
+from asanlab.image import recipe
 from asanlab.errors import EXIT_USAGE, RecipeError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,7 +135,7 @@ def test_digest_changes_with_content(tmp_path):
 
 
 def test_shipped_recipes_name_published_php_releases():
-    from asanlab import sources
+    from asanlab.image import sources
 
     for p in sorted((REPO / "recipes").glob("*.yml")):
         r = recipe.load(p)
@@ -202,6 +202,6 @@ def test_a_name_docker_would_refuse_is_refused(tmp_path, name):
                                      ("Debian:bookworm", False), ("debian::x", False), ("debian:", False),
                                      ("a..b", False), ("x y", False), ("", False), ("e1a6ca5f26c0", True)])
 def test_image_references_follow_dockers_grammar(ref, ok):
-    from asanlab import references
+    from asanlab.image import references
 
     assert (references.problem(ref) is None) is ok, references.problem(ref)

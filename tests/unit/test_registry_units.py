@@ -3,7 +3,7 @@ and how Docker's error strings become clear errors (the round trip itself is in 
 
 import pytest
 
-from asanlab import recipe as recipes, registry
+from asanlab.image import recipe as recipes, registry
 from asanlab.errors import InfraError, UsageError
 
 

@@ -1,4 +1,4 @@
-from asanlab import recipe, render
+from asanlab.image import recipe, render
 
 
 def r(body: str):

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from asanlab.findings import category, group, meaningful, signature
-from asanlab import reports
-from asanlab.reports import Frame, Report, parse
+from asanlab.reports.findings import category, group, meaningful, signature
+from asanlab.reports import sanitizers as reports
+from asanlab.reports.sanitizers import Frame, Report, parse
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "reports"
 
@@ -195,7 +195,7 @@ def test_swoole_server_setup_is_folded_but_request_leaks_are_not():
 
 
 def test_infrastructure_notices_are_not_findings():
-    from asanlab.reports import notices
+    from asanlab.reports.sanitizers import notices
 
     text = ("==9==LeakSanitizer has encountered a fatal error.\n"
             "==9==HINT: For debugging, try setting environment variable LSAN_OPTIONS=verbosity=1:log_threads=1\n"
@@ -214,12 +214,12 @@ def test_reports_after_a_stack_switch_are_suspect():
     before = parse(fixture_text("double-free"))
     after = parse(warning + fixture_text("double-free"))
     assert [r.suspect for r in before] == [False] and [r.suspect for r in after] == [True]
-    from asanlab.reports import notices
+    from asanlab.reports.sanitizers import notices
     assert [n.kind for n in notices(warning)] == ["stack-switch"]
 
 
 def test_baseline_keeps_new_and_growing_findings():
-    from asanlab.findings import new_since
+    from asanlab.reports.findings import new_since
 
     base = group(parse(fixture_text("leak")) + parse(fixture_text("double-free")))
     now = group(parse(fixture_text("leak")) + parse(fixture_text("double-free").replace("==1==", "==2==")) +
@@ -230,7 +230,7 @@ def test_baseline_keeps_new_and_growing_findings():
 
 @pytest.mark.parametrize("path", ALL_FIXTURES, ids=lambda p: p.name)
 def test_streaming_parse_equals_whole_parse(path):
-    from asanlab.reports import iter_parse
+    from asanlab.reports.sanitizers import iter_parse
 
     _, text = load_fixture(path)
     if path.suffix == ".xml":
@@ -244,7 +244,7 @@ def test_streaming_parse_equals_whole_parse(path):
        st.lists(st.sampled_from(sorted(p.stem for p in FIXTURES.glob("*.log"))), min_size=1, max_size=5))
 def test_chunked_streaming_equals_whole_parse_wherever_the_chunks_end(sizes, names):
     """A log read in pieces that end anywhere (mid-line, mid-report) parses as the whole log does."""
-    from asanlab.reports import iter_parse_chunks
+    from asanlab.reports.sanitizers import iter_parse_chunks
 
     text = "".join("app output\n" + fixture_text(n).replace("==1==", f"=={i + 2}==") for i, n in enumerate(names))
     text += "tail without a newline"
@@ -258,7 +258,7 @@ def test_chunked_streaming_equals_whole_parse_wherever_the_chunks_end(sizes, nam
 
 
 def test_streaming_marks_reports_after_a_stack_switch():
-    from asanlab.reports import iter_parse
+    from asanlab.reports.sanitizers import iter_parse
 
     text = ("==8==WARNING: ASan is ignoring requested __asan_handle_no_return: stack type: default\n"
             + fixture_text("double-free") + fixture_text("heap-buffer-overflow"))
@@ -296,7 +296,7 @@ def test_ubsan_kinds_from_messages(message, kind):
     ("#10 0x1 in make_order /app/lib/liborders.c:12:5", "user"),
 ])
 def test_frame_classes(line, expected):
-    from asanlab.findings import frame_class
+    from asanlab.reports.findings import frame_class
 
     assert frame_class(reports.parse_frame(line)) == expected
 

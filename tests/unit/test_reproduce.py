@@ -8,7 +8,9 @@ import random
 
 import pytest
 
-from asanlab import load, session, traffic
+from asanlab.soak import load
+from asanlab import session
+from asanlab.run import traffic
 from asanlab.errors import UsageError
 from asanlab.reproduce import reproducer, source
 from asanlab.reproduce.minimize import hits_needed, minimize

@@ -1,7 +1,7 @@
-"""Descriptors named by kind and pattern (asanlab/resources.py), from /proc text captured on Linux
+"""Descriptors named by kind and pattern (asanlab/soak/resources.py), from /proc text captured on Linux
 (a connected UDP client, a bound UDP socket and a listening TCP socket of one process)."""
 
-from asanlab import resources
+from asanlab.soak import resources
 
 UDP = """   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
  4015: 0100007F:CACE 0100007F:0009 01 00000000:00000000 00:00000000 00000000     0        0 26305 2 00000000134ca9e2 0

@@ -2,10 +2,12 @@ import json
 
 import pytest
 
-from asanlab import check, containers, recipe, run, session, text
+from asanlab.image import check, recipe
+from asanlab import containers, run, session
+from asanlab.reports import text
 from asanlab.errors import EXIT_USAGE, SessionError, UsageError
-from asanlab.findings import group
-from asanlab.reports import parse
+from asanlab.reports.findings import group
+from asanlab.reports.sanitizers import parse
 
 from .test_reports import fixture_text
 
@@ -210,12 +212,12 @@ def test_user_sanitizer_options_are_merged_not_replacing():
 def test_a_bug_in_asanlab_is_not_a_finding(tmp_path, cli, monkeypatch):
     """An unexpected exception exits 70 (never 1, which CI reads as findings), in one line that names
     the file holding the traceback."""
-    import asanlab.suppressions
+    import asanlab.reports.suppressions
 
     def broken(files):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(asanlab.suppressions, "read", broken)
+    monkeypatch.setattr(asanlab.reports.suppressions, "read", broken)
     log = tmp_path / "a.log"
     log.write_text("")
     proc = cli("report", log, cwd=tmp_path, env={"ASANLAB_HOME": str(tmp_path / "home")})

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from asanlab import recipe, sources
+from asanlab.image import recipe, sources
 from asanlab.errors import EXIT_INFRA, EXIT_USAGE, SourceError, UsageError
 from asanlab.events import Collect
 

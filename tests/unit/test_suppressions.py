@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from asanlab import findings, reports, suppressions
+from asanlab.reports import findings, sanitizers as reports, suppressions
 from asanlab.errors import UsageError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "reports"
@@ -55,8 +55,8 @@ def test_report_command_hides_suppressed_leaks(tmp_path, cli):
 
 
 def test_a_valgrind_possible_leak_is_a_leak_and_can_be_suppressed():
-    from asanlab.report_types import Frame, Report, Tool
-    from asanlab.findings import Category, group
+    from asanlab.reports.types import Frame, Report, Tool
+    from asanlab.reports.findings import Category, group
 
     r = Report(tool=Tool.VALGRIND, kind="possible-leak", pid=1, frames=[Frame(0, "malloc"), Frame(1, "keep_name")],
                leaked_bytes=13, leaked_objects=1)

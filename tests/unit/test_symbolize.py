@@ -1,5 +1,5 @@
-from asanlab import symbolize
-from asanlab.reports import parse
+from asanlab.reports import symbolize
+from asanlab.reports.sanitizers import parse
 
 UNSYMBOLIZED = """==1==ERROR: AddressSanitizer: attempting double-free on 0x606000013640 in thread T0:
     #0 0x55b933884b52 in free (/opt/php/bin/php+0x1884b52) (BuildId: 5aa5)

@@ -9,7 +9,9 @@ import pytest
 import requests
 from docker.errors import APIError, ImageNotFound
 
-from asanlab import bundle, check, containers, recipe, symbolize
+from asanlab import bundle, containers
+from asanlab.image import check, recipe
+from asanlab.reports import symbolize
 from asanlab.docker_client import docker_errors
 from asanlab.errors import EXIT_INFRA, InfraError, UsageError
 from asanlab.session import Session

@@ -1,5 +1,5 @@
-"""The recording proxy (asanlab/proxy.py) in front of a real HTTP server on 127.0.0.1, and the
-requests read back from what it recorded (asanlab/traffic.py)."""
+"""The recording proxy (asanlab/run/proxy.py) in front of a real HTTP server on 127.0.0.1, and the
+requests read back from what it recorded (asanlab/run/traffic.py)."""
 
 import http.server
 import socket
@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from asanlab import proxy, traffic
+from asanlab.run import proxy, traffic
 
 
 class Echo(http.server.BaseHTTPRequestHandler):

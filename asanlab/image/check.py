@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import containers
-from .docker_client import docker_errors
-from .events import Event, Reporter, null_reporter
+from .. import containers
+from ..docker_client import docker_errors
+from ..events import Event, Reporter, null_reporter
 from .recipe import Recipe
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from .report_types import Frame, Report, Tool
+from .types import Frame, Report, Tool
 
 KINDS = {
     "InvalidRead": ("invalid-read", "READ"),

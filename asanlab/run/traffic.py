@@ -22,7 +22,7 @@ from pathlib import Path
 
 import h11
 
-from .errors import UsageError
+from ..errors import UsageError
 
 FILE = "connections.jsonl"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import jinja2
 
-from . import __version__
-from .layout import AGENT_PATH, IMAGE_AGENT, IMAGE_DIGEST, IMAGE_EXTENSIONS, LABEL_PREFIX
+from .. import __version__
+from ..layout import AGENT_PATH, IMAGE_AGENT, IMAGE_DIGEST, IMAGE_EXTENSIONS, LABEL_PREFIX
 from .recipe import Recipe, version_tuple
 from .sources import Fetched, plan  # planning reads only the lock file
 
@@ -37,7 +37,7 @@ SWOOLE_CFLAGS = ["-DSW_CONTEXT_PROTECT_STACK_PAGE=1"]
 
 def images_dir() -> Path:
     # asanlab/_images links to the repository's images/ folder; a wheel carries a copy.
-    folder = Path(__file__).resolve().parent / "_images"
+    folder = Path(__file__).resolve().parent.parent / "_images"
     if not (folder / "Dockerfile.j2").exists():
         raise FileNotFoundError(f"asanlab's Dockerfile templates are missing from this install ({folder})")
     return folder

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from . import growth, memory, php_stack
+from . import growth, memory
+from ..reports import php_stack
 from .growth import DEFAULT_BUDGET, Criteria, size
 
 SCHEMA = 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from . import __version__
+from .. import __version__
 from .findings import Category, Finding, failing, frame_class, meaningful
-from .report_types import Frame, Tool
+from .types import Frame, Tool
 
 # What `asanlab run` adds to the app's command line (run.SIGTERM_PREPEND lives in this folder).
 ASANLAB_PREPEND = "auto_prepend_file=/asanlab/config/"

@@ -20,8 +20,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import RecipeError
-from . import references, suppressions
+from ..errors import RecipeError
+from . import references
+from ..reports import suppressions
 
 DEFAULT_BASE_IMAGE = "debian:bookworm"
 DEFAULT_COMPILER_VERSION = 14

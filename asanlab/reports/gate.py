@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Sequence
 
-from .errors import EXIT_FINDINGS, EXIT_OK, AsanlabError, SessionError, UsageError
+from ..errors import EXIT_FINDINGS, EXIT_OK, AsanlabError, SessionError, UsageError
 from .findings import Finding, failing, new_since
 
 
@@ -61,12 +61,12 @@ def load_baseline(ref: str, docker: Callable[[], Any]) -> list[Finding]:
     `docker` makes the Docker client (docker_client.client). It is called only when `ref` is not a
     session, so a session id or a copied session folder (a CI artifact) needs no daemon.
     """
-    from . import session as sessions
+    from .. import session as sessions
 
     try:
         s = sessions.load(ref)
     except SessionError as not_a_session:
-        from .build import find_image
+        from ..image.build import find_image
 
         try:
             image = find_image(docker(), ref)

@@ -1,5 +1,5 @@
 """The recording proxy: it listens where the user asked the app to be published and forwards each
-connection to the port Docker published, keeping every byte both ways (asanlab/traffic.py's
+connection to the port Docker published, keeping every byte both ways (asanlab/run/traffic.py's
 format). The app sees what it saw without it: connections from Docker's own proxy.
 
 It runs an asyncio loop in a thread of its own. Each chunk is written as it passes, so an
@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 CHUNK = 64 * 1024
 READY_TIMEOUT = 120.0  # seconds a client's connection waits for the app to listen

@@ -1,5 +1,5 @@
 """What a sanitizer said, as data: a report (ASan error, LeakSanitizer leak, UBSan error, Valgrind
-error) and its stack frames. The parsers (asanlab/reports.py, asanlab/valgrind.py) make them; the
+error) and its stack frames. The parsers (asanlab/reports/sanitizers.py, asanlab/reports/valgrind.py) make them; the
 rest of asanlab reads them. Pure: no parsing, no Docker.
 """
 

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .report_types import Tool
-from .reports import UNKNOWN_MODULE, Frame, Report
+from .types import Tool
+from .sanitizers import UNKNOWN_MODULE, Frame, Report
 
 
 class Category(str, Enum):

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .report_types import Frame, Report, Tool
+from .types import Frame, Report, Tool
 from .valgrind import is_valgrind_xml, parse_xml
 
 PID_PREFIX = re.compile(r"^==(\d+)==")

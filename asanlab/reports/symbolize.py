@@ -13,10 +13,10 @@ import re
 import shlex
 from pathlib import Path
 
-from . import containers
-from .docker_client import docker_errors
-from .errors import UsageError
-from .reports import Report
+from .. import containers
+from ..docker_client import docker_errors
+from ..errors import UsageError
+from .sanitizers import Report
 
 MARK = "@@asanlab-module "
 SYMBOLIZER = "/usr/local/bin/llvm-symbolizer"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 @dataclass(frozen=True)

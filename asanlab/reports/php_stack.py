@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .layout import APP_DIR
+from ..layout import APP_DIR
 
 FILE_PREFIX = "php-backtrace."
 LINE_NUMBER = re.compile(r"[0-9]{1,9}")  # ASCII only: int() would take other scripts' digits

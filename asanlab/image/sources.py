@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 
 import requests
 
-from .errors import SourceError, UsageError
-from .events import Event, Reporter, null_reporter
+from ..errors import SourceError, UsageError
+from ..events import Event, Reporter, null_reporter
 from .recipe import Recipe, Source
 
 LOCK_SCHEMA = 1

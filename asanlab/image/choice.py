@@ -6,10 +6,10 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Callable
 
-from .docker_client import client
-from .errors import AsanlabError, UsageError
-from .events import Event, Reporter, null_reporter
-from .layout import IMAGE_AGENT
+from ..docker_client import client
+from ..errors import AsanlabError, UsageError
+from ..events import Event, Reporter, null_reporter
+from ..layout import IMAGE_AGENT
 
 
 class PullPolicy(str, Enum):

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from . import memory, php_stack
-from .errors import InfraError, UsageError
-from .events import Event, Reporter, null_reporter
-from .layout import AGENT_DIR, APP_DIR
+from . import memory
+from ..reports import php_stack
+from ..errors import InfraError, UsageError
+from ..events import Event, Reporter, null_reporter
+from ..layout import AGENT_DIR, APP_DIR
 from .load import Loader, Request, make_loader
-from .run import Companion, DriverContext, RunOptions, RunResult, run
+from ..run import Companion, DriverContext, RunOptions, RunResult, run
 
 # Measured (bench/asan_speed_bench.py, Swoole hello world): ASan's slow unwinder on every malloc
 # costs 3-5x the requests per second. A soak is about rates over 100k requests, so it unwinds
@@ -321,7 +322,7 @@ def _read_agent_blocks(s, samples: list[dict], prefix: str, parse) -> dict[int, 
 
 def analyse_session(s, *, plots: bool = True) -> dict | None:
     """Judge a stored soak (again): writes soak/analysis.json, samples.csv and memory.png."""
-    from . import plot, soak_report
+    from . import plot, report as soak_report
     from .growth import DEFAULT_BUDGET, Criteria
 
     samples = read_samples(s)
@@ -332,7 +333,7 @@ def analyse_session(s, *, plots: bool = True) -> dict | None:
                         warmup=opts.get("warmup", 0))
     load_file = s.path / "soak" / "load.json"
     load = json.loads(load_file.read_text()) if load_file.exists() else None
-    from .export import app_entry_of
+    from ..reports.export import app_entry_of
 
     entry = app_entry_of(s.data)
     analysis = soak_report.analyse(samples, read_profiles(s, samples), criteria,
@@ -342,7 +343,7 @@ def analyse_session(s, *, plots: bool = True) -> dict | None:
                                    bookkeeping=read_bookkeeping(s, samples),
                                    agent=bool(opts.get("agent")))
     folder = s.path / "soak"
-    from .sources import atomic_write
+    from ..image.sources import atomic_write
 
     try:
         atomic_write(folder / "analysis.json", (json.dumps(analysis, indent=2) + "\n").encode())

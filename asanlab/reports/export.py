@@ -6,10 +6,10 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import PurePosixPath
 
-from . import __version__
+from .. import __version__
 from .findings import Category, Finding, failing, meaningful
-from .layout import APP_DIR
-from .report_types import Frame, Tool
+from ..layout import APP_DIR
+from .types import Frame, Tool
 from .text import title, user_command
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"

@@ -12,7 +12,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 from .findings import Finding
 
 

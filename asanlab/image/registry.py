@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InfraError, UsageError
-from .layout import IMAGE_DIGEST
-from .events import Event, Reporter, null_reporter
+from ..errors import InfraError, UsageError
+from ..layout import IMAGE_DIGEST
+from ..events import Event, Reporter, null_reporter
 from .recipe import Recipe
 from .render import Rendered, render
 from .sources import Fetched, plan

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 from . import resources
-from .findings import meaningful
-from .reports import UNKNOWN_MODULE, Frame, parse_frame
+from ..reports.findings import meaningful
+from ..reports.sanitizers import UNKNOWN_MODULE, Frame, parse_frame
 
 
 @dataclass

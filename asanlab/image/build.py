@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import check
-from .errors import BuildFailed, InfraError
-from .events import Event, Reporter, null_reporter
+from ..errors import BuildFailed, InfraError
+from ..events import Event, Reporter, null_reporter
 from .recipe import Recipe
 from .render import Rendered, render
 from .sources import fetch_all
-from .state import state_dir
+from ..state import state_dir
 
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
 
