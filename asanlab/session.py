@@ -17,7 +17,8 @@ from . import __version__
 from .errors import SessionError
 from .reports.valgrind import is_valgrind_xml
 from .reports.findings import Finding, group
-from .reports.sanitizers import Notice, Report, iter_parse_chunks, parse, scan_notices
+from .reports.notices import Notice, scan_notices
+from .reports.sanitizers import Report, iter_parse_chunks, parse
 from .image.sources import atomic_write
 from .state import state_dir
 

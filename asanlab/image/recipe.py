@@ -8,12 +8,10 @@ the key path and the line.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,8 @@ import yaml
 
 from ..errors import RecipeError
 from . import references
+from .recipe_yaml import (MAX_RECIPE_BYTES, MAX_RECIPE_VALUES, control_characters, expanded_size, explain, fmt_path,
+                          schema, walk)
 from ..reports import suppressions
 
 DEFAULT_BASE_IMAGE = "debian:bookworm"
@@ -129,92 +129,7 @@ def minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
-# ---- YAML with line numbers -------------------------------------------------------------
-
-
-def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], dupes: list[tuple]) -> None:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:
-                dupes.append(path + (key,))
-            seen.add(key)
-            _walk(value_node, path + (key,), lines, dupes)
-            lines[path + (key,)] = key_node.start_mark.line + 1  # the key's line, not its value's
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _walk(item, path + (i,), lines, dupes)
-
-
-def _fmt_path(path: tuple) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _schema() -> dict:
-    return json.loads(resources.files("asanlab").joinpath("data/recipe.schema.json").read_text())
-
-
-def _schema_at(schema: dict, root: dict, path: tuple) -> dict:
-    """The sub-schema that describes the value at path (follows $ref, allOf, items)."""
-    def deref(s: dict) -> dict:
-        while "$ref" in s:
-            s = root["$defs"][s["$ref"].split("/")[-1]]
-        if "allOf" in s:
-            merged: dict = {}
-            for part in s["allOf"]:
-                part = deref(part)
-                merged.setdefault("properties", {}).update(part.get("properties", {}))
-            return merged
-        return s
-
-    s = deref(schema)
-    for part in path:
-        if isinstance(part, int):
-            s = deref(s.get("items", {}))
-        else:
-            s = deref(s.get("properties", {}).get(part, {}))
-    return s
-
-
-def _explain(err: jsonschema.ValidationError, root: dict) -> list[tuple[tuple, str]]:
-    path = tuple(err.absolute_path)
-    if err.validator == "additionalProperties":
-        known = sorted(_schema_at(root, root, path).get("properties", {}))
-        out = []
-        for key in err.instance:
-            if key in known:
-                continue
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f'; did you mean "{close[0]}"?' if close else f"; known keys: {', '.join(known)}"
-            out.append((path + (key,), f"unknown key{hint}"))
-        return out
-    if err.validator == "type":
-        return [(path, f"expected {err.validator_value}, got {type(err.instance).__name__} {err.instance!r}")]
-    if err.validator == "pattern":
-        value = err.instance
-        if isinstance(path[-1] if path else None, int) and "configure" in path:
-            return [(path, f"{value!r} is not a configure flag of the form --name or --name=value "
-                           "(no spaces, quotes or shell characters)")]
-        return [(path, f"{value!r} is not valid here (must match {err.validator_value})")]
-    if err.validator == "required":
-        return [(path, err.message)]
-    if err.validator == "enum":
-        return [(path, f"{err.instance!r} is not one of {', '.join(map(repr, err.validator_value))}")]
-    return [(path, err.message)]
-
-
 # ---- loading ----------------------------------------------------------------------------
-
-
-# A recipe is a page of YAML: far above any real one, far below what hurts.
-MAX_RECIPE_BYTES = 1024 * 1024
-MAX_RECIPE_VALUES = 10_000  # after YAML aliases are expanded
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def load(path: str | Path) -> Recipe:
@@ -233,52 +148,11 @@ def load(path: str | Path) -> Recipe:
     return parse(text, path)
 
 
-def _expanded_size(node: yaml.Node, memo: dict[int, int], limit: int) -> int:
-    """How many values the document holds once aliases are expanded, without expanding them
-    (each node is counted once, then reused): nested aliases can otherwise make gigabytes."""
-    if id(node) in memo:
-        return memo[id(node)]
-    memo[id(node)] = limit + 1  # an alias to a node still being counted: recursion, too large
-    total = 1
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            total += _expanded_size(k, memo, limit) + _expanded_size(v, memo, limit)
-            if total > limit:
-                break
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            total += _expanded_size(item, memo, limit)
-            if total > limit:
-                break
-    memo[id(node)] = total
-    return total
-
-
-def _control_characters(data, path: tuple = ()) -> list[tuple[tuple, str]]:
-    """Every key and string holding a control character (a newline included): no recipe value
-    is multi-line, and each one ends up in a Dockerfile line or a command."""
-    out: list[tuple[tuple, str]] = []
-    if isinstance(data, dict):
-        for k, v in data.items():
-            if not isinstance(k, str):  # `? ` or `1:` in YAML: every recipe key is a name
-                out.append((path + (str(k),), f"key {k!r} is not a name"))
-                continue
-            if _CONTROL.search(k):
-                out.append((path + (k,), f"key {k!r} holds a control character"))
-            out += _control_characters(v, path + (k,))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            out += _control_characters(v, path + (i,))
-    elif isinstance(data, str) and _CONTROL.search(data):
-        out.append((path, f"{data!r} holds a control character (a newline or a tab); values are one line"))
-    return out
-
-
 def parse(text: str, path: Path | None = None) -> Recipe:
     where = str(path) if path else "<recipe>"
     try:
         node = yaml.compose(text)
-        if node is not None and _expanded_size(node, {}, MAX_RECIPE_VALUES) > MAX_RECIPE_VALUES:
+        if node is not None and expanded_size(node, {}, MAX_RECIPE_VALUES) > MAX_RECIPE_VALUES:
             raise RecipeError([f"{where}: more than {MAX_RECIPE_VALUES} values once YAML aliases are expanded; "
                                "a recipe is small"])
         data = yaml.safe_load(text)
@@ -290,20 +164,20 @@ def parse(text: str, path: Path | None = None) -> Recipe:
         raise RecipeError([f"{where}: a recipe is a YAML mapping (name:, php:, ...)"])
     lines: dict[tuple, int] = {}
     dupes: list[tuple] = []
-    _walk(node, (), lines, dupes)
+    walk(node, (), lines, dupes)
 
     def problem(p: tuple, msg: str) -> str:
         line = lines.get(p) or lines.get(p[:-1]) or 1
-        return f"{where}:{line}: {_fmt_path(p)}: {msg}"
+        return f"{where}:{line}: {fmt_path(p)}: {msg}"
 
     problems = [problem(d, "key given twice") for d in dupes]
-    problems += [problem(p, m) for p, m in _control_characters(data)]
+    problems += [problem(p, m) for p, m in control_characters(data)]
     if problems:
         raise RecipeError(problems)
-    schema = _schema()
-    validator = jsonschema.Draft202012Validator(schema)
+    root = schema()
+    validator = jsonschema.Draft202012Validator(root)
     for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
-        problems += [problem(p, m) for p, m in _explain(err, schema)]
+        problems += [problem(p, m) for p, m in explain(err, root)]
     if problems:
         raise RecipeError(problems)
 

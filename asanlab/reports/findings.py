@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .types import Tool
 from .sanitizers import UNKNOWN_MODULE, Frame, Report
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from .notices import strip_pid
 from .types import Frame, Report, Tool
 from .valgrind import is_valgrind_xml, parse_xml
 
-PID_PREFIX = re.compile(r"^==(\d+)==")
 # A return address in no mapped module: the frame-pointer unwinder read garbage (code without frame
 # pointers, such as libffi, called on a Swoole coroutine stack). It and the frames after it differ
 # from one stack to the next.
@@ -89,10 +88,6 @@ def _frame_fields(rest: str, named: bool) -> tuple | None:
     return rest, None, None, None, None, None
 
 
-def _strip_pid(line: str) -> str:
-    return PID_PREFIX.sub("", line, count=1) if line.startswith("==") else line
-
-
 def _asan_kind(rest: str) -> str:
     rest = rest.strip()
     if rest.startswith("attempting double-free"):
@@ -101,54 +96,6 @@ def _asan_kind(rest: str) -> str:
         return "bad-free"
     m = ADDR_KIND.match(rest)
     return m.group("kind").strip() if m else rest.split(" ")[0]
-
-
-@dataclass(frozen=True)
-class Notice:
-    """Something the sanitizer said about itself, not about the app: infrastructure, with a remedy."""
-
-    kind: str
-    message: str
-    remedy: str
-    source: str = ""
-
-
-NOTICES = [
-    ("lsan-fatal", re.compile(r"LeakSanitizer has encountered a fatal error"),
-     "LeakSanitizer could not stop the process's threads: it cannot run under ptrace (a debugger or strace "
-     "attached) or where seccomp forbids ptrace. asanlab adds SYS_PTRACE; detach any debugger."),
-    ("no-symbolizer", re.compile(r"invalid path to external symbolizer|External symbolizer path is set to"),
-     "no llvm-symbolizer in the image: frames stay module+offset. Images built by asanlab ship it; for "
-     "another image set ASAN_SYMBOLIZER_PATH."),
-    ("stack-switch", re.compile(r"ignoring requested __asan_handle_no_return"),
-     "a coroutine switched stacks (Swoole): ASan may report false stack errors after this; reports that "
-     "follow are marked suspect. Build Swoole with --enable-asan (asanlab does) to annotate switches."),
-]
-DEADLYSIGNAL = "AddressSanitizer:DEADLYSIGNAL"
-DEADLYSIGNAL_LOOP = 20
-
-
-def notices(text: str, source: str = "") -> list[Notice]:
-    return scan_notices(text.splitlines(), source)
-
-
-def scan_notices(lines: Iterable[str], source: str = "") -> list[Notice]:
-    """Line by line, so a log of any size is scanned in constant memory."""
-    found: dict[str, Notice] = {}
-    deadly = 0
-    for line in lines:
-        if DEADLYSIGNAL in line:
-            deadly += 1
-        for kind, pattern, remedy in NOTICES:
-            if kind not in found and pattern.search(line):
-                found[kind] = Notice(kind, _strip_pid(line.strip()), remedy, source)
-    out = list(found.values())
-    if deadly >= DEADLYSIGNAL_LOOP:
-        out.append(Notice("deadlysignal-loop", f"{deadly} x {DEADLYSIGNAL}",
-                          "ASan crashed while handling a crash, again and again: typically the kernel's mmap "
-                          "randomization (vm.mmap_rnd_bits above 28) against an older ASan runtime; lower it with "
-                          "`sysctl vm.mmap_rnd_bits=28` or use a newer clang.", source))
-    return out
 
 
 def parse(text: str, source: str = "") -> list[Report]:
@@ -298,7 +245,7 @@ def _parse_asan(lines: list[str], start: int, pid: int, rest: str, source: str, 
                 continue
         if line.startswith("==") and (ASAN_ERROR.match(line) or LSAN_ERROR.match(line)):
             break
-        body = _strip_pid(line)
+        body = strip_pid(line)
         # One test per line on its first letter: the shadow-memory map and its legend are most of
         # what an error report prints besides its frames.
         first = body[:1]
@@ -331,7 +278,7 @@ def _parse_lsan(lines: list[str], i: int, pid: int, source: str, out: list[Repor
     records: list[Report] = []
     finished = False
     while i < len(lines):
-        body = _strip_pid(lines[i])
+        body = strip_pid(lines[i])
         m = LEAK_RECORD.match(body)
         if m:
             start = i
@@ -404,7 +351,7 @@ def _parse_ubsan(lines: list[str], i: int, m: re.Match, source: str, out: list[R
     else:
         i += 1
     if i < len(lines):
-        sm = SUMMARY.match(_strip_pid(lines[i]))
+        sm = SUMMARY.match(strip_pid(lines[i]))
         if sm:
             r.summary = sm.group("text")
             i += 1

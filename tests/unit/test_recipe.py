@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from asanlab.image import recipe
+from asanlab.image import recipe, recipe_yaml
 from asanlab.errors import EXIT_USAGE, RecipeError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,7 +175,7 @@ def test_a_recipe_that_is_no_regular_file_is_refused_without_reading_it(tmp_path
             recipe.load(p)  # a FIFO would block a read forever
         assert why in e.value.problems[0]
     big = tmp_path / "big.yml"
-    big.write_text("#" * (recipe.MAX_RECIPE_BYTES + 1))
+    big.write_text("#" * (recipe_yaml.MAX_RECIPE_BYTES + 1))
     with pytest.raises(RecipeError, match="a recipe is at most"):
         recipe.load(big)
 

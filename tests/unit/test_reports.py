@@ -195,7 +195,7 @@ def test_swoole_server_setup_is_folded_but_request_leaks_are_not():
 
 
 def test_infrastructure_notices_are_not_findings():
-    from asanlab.reports.sanitizers import notices
+    from asanlab.reports.notices import notices
 
     text = ("==9==LeakSanitizer has encountered a fatal error.\n"
             "==9==HINT: For debugging, try setting environment variable LSAN_OPTIONS=verbosity=1:log_threads=1\n"
@@ -214,7 +214,7 @@ def test_reports_after_a_stack_switch_are_suspect():
     before = parse(fixture_text("double-free"))
     after = parse(warning + fixture_text("double-free"))
     assert [r.suspect for r in before] == [False] and [r.suspect for r in after] == [True]
-    from asanlab.reports.sanitizers import notices
+    from asanlab.reports.notices import notices
     assert [n.kind for n in notices(warning)] == ["stack-switch"]
 
 
