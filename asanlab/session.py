@@ -180,7 +180,7 @@ def symbolize(s: Session, client) -> int:
     return len(found)
 
 
-def analyse(s: Session) -> tuple[list[Report], list[Finding]]:
+def reports_and_findings(s: Session) -> tuple[list[Report], list[Finding]]:
     from .reports import php_stack
     from .reports.symbolize import apply, load_cache
 

@@ -131,9 +131,9 @@ def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
         tries=tries, reporter=target.reporter)
     finding = None
     if src.session is not None:
-        from ..session import analyse
+        from ..session import reports_and_findings
 
-        finding = next((f.to_dict() for f in analyse(src.session)[1] if f.signature == wanted_sig), None)
+        finding = next((f.to_dict() for f in reports_and_findings(src.session)[1] if f.signature == wanted_sig), None)
     folder = reproducer.write(src, shrunk, match[0], finding)
     if fmt is TextOrJson.json:
         out.print(json.dumps({"source": src.id, "signature": wanted_sig, "bundle": str(folder),

@@ -90,14 +90,14 @@ def replay(
         n = sessions.symbolize(s, client())
         err.print(f"asanlab: symbolized {n} frame location(s) in {(s.data.get('image') or {}).get('id', '')[:19]}",
                   markup=False)
-    _, findings = sessions.analyse(s)
+    _, findings = sessions.reports_and_findings(s)
     findings = _suppressed(findings, suppressions)
     baseline_findings = gate.load_baseline(baseline, client) if baseline else None
     soaked = None
     if s.data.get("kind") == "soak":
-        from ..soak.driver import analyse_session
+        from ..soak.driver import soak_result
 
-        soaked = analyse_session(s)
+        soaked = soak_result(s)
         if fmt is Format.text:
             _print_soak(s, soaked)
     outcome = gate.decide(findings, baseline_findings, fail_on,

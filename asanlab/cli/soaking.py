@@ -99,7 +99,7 @@ def soak(
     """
     from ..soak import load as loads
     from ..run import RunOptions
-    from ..soak.driver import SoakOptions, analyse_session, parse_checkpoints, soak as do_soak
+    from ..soak.driver import SoakOptions, soak_result, parse_checkpoints, soak as do_soak
 
     if (recipe_path is None) == (image is None):
         raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
@@ -150,7 +150,7 @@ def soak(
         result = do_soak(client(), run_opts, soak_opts, agent_path=agent, settings=settings, reporter=reporter)
     finally:
         reporter.close()
-    analysis = analyse_session(result.session)
+    analysis = soak_result(result.session)
     findings = result.findings
     if fmt is TextOrJson.json:
         sys.stdout.write(json.dumps({"session": result.session.id, "soak": analysis,

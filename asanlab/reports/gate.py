@@ -75,4 +75,4 @@ def load_baseline(ref: str, docker: Callable[[], Any]) -> list[Finding]:
         if image is None:
             raise not_a_session from None
         s = sessions.latest_of_image(image.id, ref)
-    return sessions.analyse(s)[1]
+    return sessions.reports_and_findings(s)[1]

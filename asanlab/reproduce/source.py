@@ -79,7 +79,7 @@ def from_session(ref: str, recording: Path | None = None) -> Source:
 def _failing(s: sessions.Session) -> list[Expected]:
     from ..reports.findings import failing
 
-    return [Expected(f.signature, f.id, str(f.category), f.kind) for f in failing(sessions.analyse(s)[1])]
+    return [Expected(f.signature, f.id, str(f.category), f.kind) for f in failing(sessions.reports_and_findings(s)[1])]
 
 
 def from_bundle(folder: Path, recording: Path | None = None) -> Source:

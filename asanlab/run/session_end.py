@@ -9,7 +9,7 @@ from ..reports.findings import Finding, failing
 def close_session(s: sessions.Session, *, status: str, stop_reason: str, exit_code: int | None, error: str | None,
            abnormal: list[dict]) -> list[Finding]:
     """The session's end: its reports read once more, counts and findings saved."""
-    reports, findings = sessions.analyse(s)
+    reports, findings = sessions.reports_and_findings(s)
     s.data.update({
         "status": status, "ended": sessions.now(), "stop_reason": stop_reason, "exit_code": exit_code,
         "error": error, "abnormal_exits": abnormal, "processes": _processes(reports),

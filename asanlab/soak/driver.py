@@ -320,7 +320,7 @@ def _read_agent_blocks(s, samples: list[dict], prefix: str, parse) -> dict[int, 
     return out
 
 
-def analyse_session(s, *, plots: bool = True) -> dict | None:
+def soak_result(s, *, plots: bool = True) -> dict | None:
     """Judge a stored soak (again): writes soak/analysis.json, samples.csv and memory.png."""
     from . import plot, report as soak_report
     from .growth import DEFAULT_BUDGET, Criteria

@@ -37,7 +37,7 @@ KIND_NAMES = {"global": "a global variable", "static-property": "a static proper
               "static-var": "a function's static variable", "swoole-timers": "callbacks Swoole holds"}
 
 
-def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Profile]]], criteria: Criteria,
+def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Profile]]], criteria: Criteria, *,
             budget: int = DEFAULT_BUDGET, load: dict | None = None, app: str | None = None,
             php_heaps: dict[int, list[tuple[int, list[php_stack.HeapSite]]]] | None = None,
             census: dict[int, list[tuple[int, list[php_stack.Holder]]]] | None = None, agent: bool = True,

@@ -221,7 +221,7 @@ def test_replay_of_a_leaking_soak(state, monkeypatch):
     """A soak's LEAK verdict exits 1 with no sanitizer finding at all; --fail-on none exits 0."""
     import asanlab.soak.driver
 
-    monkeypatch.setattr(asanlab.soak.driver, "analyse_session", lambda s: {"verdict": "LEAK"})
+    monkeypatch.setattr(asanlab.soak.driver, "soak_result", lambda s: {"verdict": "LEAK"})
     s = recorded(kind="soak")
     assert invoke("replay", s.id, "--format", "json").exit_code == EXIT_FINDINGS
     assert invoke("replay", s.id, "--format", "json", "--baseline", s.id).exit_code == EXIT_FINDINGS

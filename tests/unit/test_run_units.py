@@ -103,7 +103,7 @@ def test_session_roundtrip_and_latest(state):
         session.load("latest")
     s = session.create({"command": ["php", "/app/a.php"]})
     (s.sanitizer_dir / "sanitizer.1").write_text(fixture_text("double-free"))
-    reports, findings = session.analyse(s)
+    reports, findings = session.reports_and_findings(s)
     assert [f.kind for f in findings] == ["double-free"]
     s.data["status"] = "finished"
     s.save()
