@@ -8,12 +8,14 @@ AGENT_DIR = "/asanlab/agent"  # the soak's trigger and the agents' answers: sess
 PHP_STACK_DIR = "/asanlab/php"  # the agent's PHP backtraces of sanitizer errors: session raw/php
 STATE_DIR = "/asanlab/state"  # what the app's PHP says of itself to asanlab (sigterm.php's mark): session state
 AGENT_PATH = "/opt/asanlab/lib/asanlab-agent.so"  # asanlab's agent in every image it builds (images/agent)
+GDB_DIR = "/opt/asanlab/gdb"  # php.gdbinit (php-src's .gdbinit) and swoole.gdbinit, from the image's own sources
 
 LABEL_PREFIX = "org.asanlab"
 # On images (render.py writes them into the Dockerfile; others read them).
 IMAGE_DIGEST = f"{LABEL_PREFIX}.digest"  # the content digest the tag sha-<digest[:20]> names
 IMAGE_AGENT = f"{LABEL_PREFIX}.agent"  # where the agent is: an image without it has no PHP side
 IMAGE_EXTENSIONS = f"{LABEL_PREFIX}.extensions"
+IMAGE_TOOLS = f"{LABEL_PREFIX}.tools"  # gdb, valgrind: what `run --valgrind` and crash capture need
 # On containers (containers.py).
 CONTAINER_ROLE = f"{LABEL_PREFIX}.role"  # run, check, symbolize, bundle
 CONTAINER_OWNER = f"{LABEL_PREFIX}.owner"  # host:pid:start of the asanlab process that made it

@@ -14,7 +14,7 @@ from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import UsageError
 from ..reports.gate import FailOn
-from ..image.choice import agent_path, image_for
+from ..image.choice import agent_path, image_for, tools_of
 from .common import EXIT_CODES, FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption, SuppressionsOption, _ranged, app, err
 from .printing import _print_findings
 
@@ -54,6 +54,10 @@ def run(
                                                           "port (and the app's answers) in the session, for "
                                                           "`asanlab reproduce`; asanlab listens there and forwards.")]
         = False,
+    valgrind: Annotated[bool, typer.Option("--valgrind", help="Run every PHP process under Valgrind's memcheck "
+                                                               "(an image built with tools: [valgrind], which has no "
+                                                               "ASan): one XML report per process, read like the "
+                                                               "sanitizers'. Expect it 20-50x slower.")] = False,
 ) -> None:
     """Run a PHP app (a Swoole server or a script) in the instrumented image and capture every report.
 
@@ -62,14 +66,15 @@ def run(
     _run(app_path=app_path, recipe_path=recipe_path, image=image, publish=publish or [], env=env or [],
          timeout=timeout, grace=grace, args=list(ctx.args), all_findings=all_findings, fmt=fmt, baseline=baseline,
          pull_policy=pull_policy, registry_prefix=registry_prefix, fail_on=fail_on,
-         suppression_files=suppressions or [], record=record)
+         suppression_files=suppressions or [], record=record, valgrind=valgrind)
 
 
 def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, publish: list[str] = (),
          env: list[str] = (), timeout: float | None = None, grace: float = 15.0, args: list[str] = (),
          all_findings: bool = False, fmt: Format = Format.text, baseline: str | None = None,
          pull_policy: PullPolicy | None = None, registry_prefix: str | None = None,
-         fail_on: FailOn | None = None, suppression_files: list[Path] | None = None, record: bool = False) -> None:
+         fail_on: FailOn | None = None, suppression_files: list[Path] | None = None, record: bool = False,
+         valgrind: bool = False) -> None:
     from ..run import RunOptions, run as do_run
 
     if (recipe_path is None) == (image is None):
@@ -85,10 +90,15 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
     try:
         # This module's client, passed down, so that a test can replace Docker in one place.
         image_ref, image_id = image_for(r, image, reporter, pull_policy, registry_prefix, docker=client)
+        if valgrind and "valgrind" not in tools_of(image_ref, client):
+            raise UsageError(f"--valgrind: image {image_ref[:71]} has no Valgrind",
+                             hint="build a recipe with `tools: [valgrind]` (a debug image without ASan) and run "
+                                  "with --recipe it")
+        # asanlab's agent reads ASan's reports and allocator: nothing for it to do under Valgrind.
+        agent = None if valgrind else agent_path(image_ref, client)
         result = do_run(client(), RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(args),
                                              ports=list(publish), env=list(env), timeout=timeout, grace=grace, recipe=r,
-                                             suppressions=rules, agent=agent_path(image_ref, client),
-                                             record=record),
+                                             suppressions=rules, agent=agent, record=record, valgrind=valgrind),
                         reporter=reporter)
     finally:
         reporter.close()

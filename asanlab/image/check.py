@@ -1,4 +1,5 @@
-"""Prove a built image is instrumented: ASan checks in every binary, extensions load, canaries caught."""
+"""Prove a built image is instrumented: ASan checks in every binary, extensions load, canaries caught;
+and that the debugging tools a recipe asked for are there and work (gdb's helpers, Valgrind's leak)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ class CheckResult:
     extensions: dict[str, bool] = field(default_factory=dict)
     leak_caught: bool = False
     overflow_caught: bool = False
+    tools: dict[str, bool] = field(default_factory=dict)  # gdb, valgrind -> installed
+    gdbinit: set[str] = field(default_factory=set)  # php, swoole: gdb helper files in the image
+    valgrind_leak_caught: bool = False
     failures: list[str] = field(default_factory=list)
     output: str = ""
 
@@ -37,6 +41,12 @@ def parse_output(text: str, recipe: Recipe) -> CheckResult:
             r.leak_caught = True
         elif line.startswith("overflow-report "):
             r.overflow_caught = True
+        elif len(parts) >= 3 and parts[0] == "tool":
+            r.tools[parts[1]] = parts[2] == "ok"
+        elif len(parts) >= 3 and parts[0] == "gdbinit" and parts[2] == "ok":
+            r.gdbinit.add(parts[1])
+        elif line.startswith("valgrind-leak-report "):
+            r.valgrind_leak_caught = True
     if recipe.sanitizers.address:
         if not r.binaries:
             r.failures.append("no binaries were examined")
@@ -48,6 +58,14 @@ def parse_output(text: str, recipe: Recipe) -> CheckResult:
             r.failures.append("a heap-buffer-overflow canary ran unreported")
         if recipe.sanitizers.leak and not r.leak_caught:
             r.failures.append("a 4243-byte leak canary ran unreported")
+    for tool in recipe.tools:
+        if not r.tools.get(tool):
+            r.failures.append(f"{tool} is not installed")
+    if "gdb" in recipe.tools:
+        wanted = ["php"] + (["swoole"] if recipe.swoole else [])
+        r.failures += [f"gdb's {name}.gdbinit is missing" for name in wanted if name not in r.gdbinit]
+    if "valgrind" in recipe.tools and not r.valgrind_leak_caught:
+        r.failures.append("Valgrind did not report a 4243-byte leak canary")
     ri_output = " ".join(line[len("ri-output "):] for line in text.splitlines() if line.startswith("ri-output "))
     r.failures += [f"`php --ri {name}` failed" + (f": {ri_output[:600]}" if ri_output else "")
                    for name, ok in r.extensions.items() if not ok]
@@ -59,10 +77,14 @@ def run_checks(client, image: str, recipe: Recipe, *, reporter: Reporter = null_
     # A check that cannot run is an infrastructure failure, not an uninstrumented image.
     with docker_errors(f"the instrumentation check could not run in {image[:19]}"):
         text = containers.call(client, image, ["sh", "/opt/asanlab/scripts/check-instrumented.sh", *names],
-                               role="check", timeout=300).output
+                               role="check", timeout=300,
+                               environment={"ASANLAB_TOOLS": " ".join(recipe.tools)}).output
     result = parse_output(text, recipe)
     for path, n in result.binaries.items():
         reporter(Event("check.binary", f"{path}: {n} references to __asan_report_*", {"path": path, "sites": n}))
+    for tool in recipe.tools:
+        reporter(Event("check.tool", f"{tool}: " + ("installed" if result.tools.get(tool) else "MISSING"),
+                       {"tool": tool, "ok": bool(result.tools.get(tool))}))
     reporter(Event("check.done", "instrumentation check passed" if result.ok else
                    "instrumentation check FAILED: " + "; ".join(result.failures),
                    {"ok": result.ok, "failures": result.failures}))

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from ..docker_client import client
 from ..errors import AsanlabError, UsageError
 from ..events import Event, Reporter, null_reporter
-from ..layout import IMAGE_AGENT
+from ..layout import IMAGE_AGENT, IMAGE_TOOLS
 
 
 class PullPolicy(str, Enum):
@@ -71,3 +71,12 @@ def agent_path(image_ref: str, docker: Callable[[], Any] = client) -> str | None
     found = find_image(docker(), image_ref)
     labels = (found.labels or {}) if found is not None else {}
     return labels.get(IMAGE_AGENT)
+
+
+def tools_of(image_ref: str, docker: Callable[[], Any] = client) -> list[str]:
+    """The debugging tools an asanlab image was built with (its org.asanlab.tools label)."""
+    from .build import find_image
+
+    found = find_image(docker(), image_ref)
+    labels = (found.labels or {}) if found is not None else {}
+    return [t for t in labels.get(IMAGE_TOOLS, "").split(",") if t]

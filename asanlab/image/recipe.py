@@ -78,11 +78,16 @@ class Sanitizers:
     undefined: bool = True
 
 
-def sanitizers_of(given: dict | None) -> "Sanitizers":
+TOOLS = ("gdb", "valgrind")
+
+
+def sanitizers_of(given: dict | None, tools: list[str] | tuple[str, ...] = ()) -> "Sanitizers":
     """A recipe's `sanitizers:` mapping, with the defaults of the Sanitizers dataclass (the only
-    place they are written) for the keys it leaves out."""
+    place they are written) for the keys it leaves out. A recipe with `tools: [valgrind]` is a debug
+    image for Valgrind: no sanitizer unless it names one (Valgrind cannot run ASan's processes)."""
     given = given or {}
-    return Sanitizers(**{k: given[k] for k in ("address", "leak", "undefined") if k in given})
+    defaults = {"address": False, "leak": False, "undefined": False} if "valgrind" in (tools or ()) else {}
+    return Sanitizers(**{**defaults, **{k: given[k] for k in ("address", "leak", "undefined") if k in given}})
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ class Recipe:
     runtime: Runtime
     raw: dict[str, Any]  # the YAML as read, for the session's snapshot
     optimize: int = DEFAULT_OPTIMIZE  # -O level of PHP and every extension, debug or not
+    tools: tuple[str, ...] = ()  # gdb, valgrind: installed in the image with what they need
 
     @property
     def all_extensions(self) -> tuple[Extension, ...]:
@@ -193,11 +199,17 @@ def _semantic_problems(data: dict, folder: Path) -> list[tuple[tuple, str]]:
     php_version = data["php"]["version"]
     if version_tuple(php_version) < (8, 0):
         out.append((("php", "version"), f"PHP {php_version} is not supported: asanlab builds PHP 8.0 and newer"))
-    san = sanitizers_of(data.get("sanitizers"))
+    tools = data.get("tools") or []
+    san = sanitizers_of(data.get("sanitizers"), tools)
     if san.leak and not san.address:
         out.append((("sanitizers", "leak"), "the leak checker is part of AddressSanitizer: set address: true or leak: false"))
-    if not (san.address or san.undefined):
-        out.append((("sanitizers",), "no sanitizer enabled: set address or undefined to true"))
+    if "valgrind" in tools and san.address:
+        out.append((("tools",), "Valgrind cannot run a program built with AddressSanitizer (both take over memory "
+                                "allocation and the address space): make a second recipe for Valgrind and leave "
+                                "sanitizers out of it"))
+    if not (san.address or san.undefined or tools):
+        out.append((("sanitizers",), "no sanitizer enabled: set address or undefined to true, or ask for "
+                                     "tools: [gdb, valgrind] for a debug image"))
     swoole = data.get("swoole")
     if swoole:
         line = minor(swoole["version"])
@@ -321,7 +333,8 @@ def _build(data: dict, path: Path | None, folder: Path) -> Recipe:
         ),
         swoole=_extension(data["swoole"], folder, "swoole") if data.get("swoole") else None,
         extensions=tuple(_extension(e, folder) for e in data.get("extensions", ())),
-        sanitizers=sanitizers_of(san),
+        sanitizers=sanitizers_of(san, data.get("tools")),
+        tools=tuple(t for t in TOOLS if t in (data.get("tools") or ())),
         build_packages=tuple(data.get("packages", {}).get("build", ())),
         runtime_packages=tuple(data.get("packages", {}).get("runtime", ())),
         runtime=Runtime(
@@ -343,15 +356,15 @@ class Cell:
     skipped: str | None = None
 
 
-def sanitizer_label(given: dict) -> str:
+def sanitizer_label(given: dict, tools: list[str] | tuple[str, ...] = ()) -> str:
     """The tag part naming a recipe's sanitizers: asan-ubsan, asan-noleak, ubsan, ..."""
-    san = sanitizers_of(given)
+    san = sanitizers_of(given, tools)
     parts = []
     if san.address:
         parts.append("asan" if san.leak else "asan-noleak")
     if san.undefined:
         parts.append("ubsan")
-    return "-".join(parts) or "none"
+    return "-".join(parts) or ("debug" if tools else "none")
 
 
 def expand(r: Recipe) -> list[Cell]:
@@ -373,9 +386,10 @@ def expand(r: Recipe) -> list[Cell]:
         if sw is not None:
             data["swoole"] = {**data.get("swoole", {}), "version": sw}
         data["sanitizers"] = dict(san)
-        name = f"{base['name']}-php{php}" + (f"-swoole{sw}" if sw else "") + f"-{sanitizer_label(san)}"
+        label = sanitizer_label(san, base.get("tools") or ())
+        name = f"{base['name']}-php{php}" + (f"-swoole{sw}" if sw else "") + f"-{label}"
         data["name"] = name
-        axes = {"php": php, "swoole": sw or "", "sanitizers": sanitizer_label(san)}
+        axes = {"php": php, "swoole": sw or "", "sanitizers": label}
         problems = _semantic_problems(data, r.folder)
         if problems:
             cells.append(Cell(name, axes, None, "; ".join(m for _, m in problems)))

@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 
 from .. import __version__
-from ..layout import AGENT_PATH, IMAGE_AGENT, IMAGE_DIGEST, IMAGE_EXTENSIONS, LABEL_PREFIX
+from ..layout import AGENT_PATH, GDB_DIR, IMAGE_AGENT, IMAGE_DIGEST, IMAGE_EXTENSIONS, IMAGE_TOOLS, LABEL_PREFIX
 from .recipe import Recipe, version_tuple
 from .sources import Fetched, plan  # planning reads only the lock file
 
@@ -69,7 +69,10 @@ def php_configure(recipe: Recipe) -> list[str]:
             flags.append("--enable-address-sanitizer")
         if recipe.sanitizers.undefined:
             flags.append("--enable-undefined-sanitizer")
-    if v < (8, 3):
+    if "valgrind" in recipe.tools:
+        # Zend then tells Valgrind about its fibers' stacks (and its allocator, when it is used).
+        flags.append("--with-valgrind")
+    elif v < (8, 3):
         flags.append("--without-valgrind")
     return flags
 
@@ -140,7 +143,7 @@ def readable_tag(recipe: Recipe) -> str:
     parts = [f"php{recipe.php.version}"]
     parts += [f"{e.name}{e.version}" for e in recipe.all_extensions]
     san = [n for n, on in (("asan", recipe.sanitizers.address), ("ubsan", recipe.sanitizers.undefined)) if on]
-    return "-".join(parts + san)[:128]
+    return "-".join(parts + san + list(recipe.tools))[:128]
 
 
 def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
@@ -166,6 +169,8 @@ def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
             "cxxflags": " ".join(ext_cflags + own + (["-fno-sanitize=vptr"] if recipe.sanitizers.undefined else [])),
             # Swoole switches coroutine stacks without telling ASan: images/scripts/swoole-asan-fibers.sh.
             "asan_fibers": ext.name == "swoole" and recipe.sanitizers.address,
+            # Swoole registers its coroutine stacks with Valgrind when its configure finds valgrind.h.
+            "valgrind_stacks": ext.name == "swoole" and "valgrind" in recipe.tools,
         })
         previous = f"ext-{ext.name}"
     php_source = ({"kind": "debian", "package": recipe.php.source.debian} if recipe.php.source.kind == "debian"
@@ -173,12 +178,16 @@ def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
     # libclang-rt has the sanitizer runtimes and headers (Zend includes sanitizer/asan_interface.h).
     v = recipe.compiler_version
     build_packages = [cc, f"llvm-{v}", f"libclang-rt-{v}-dev", *BASE_BUILD_PACKAGES, *recipe.build_packages]
+    if "valgrind" in recipe.tools:
+        build_packages.append("valgrind")  # its headers (valgrind/valgrind.h), for PHP and Swoole
     dockerfile = _environment().get_template("Dockerfile.j2").render(
         asanlab_version=__version__, recipe=recipe, build_packages=build_packages, php_source=php_source,
         cc=cc, cxx=f"clang++-{recipe.compiler_version}", cflags=" ".join(cflags), ldflags="",
         optimize=" ".join(optimize_flags(recipe)),
         php_configure=php_configure(recipe), extensions=extensions, last_build_stage=previous,
-        compiler_version=recipe.compiler_version, agent_path=AGENT_PATH, runtime_packages=[*RUNTIME_PACKAGES, *recipe.runtime_packages],
+        compiler_version=recipe.compiler_version, agent_path=AGENT_PATH,
+        runtime_packages=[*RUNTIME_PACKAGES, *recipe.tools, *recipe.runtime_packages], tools=recipe.tools,
+        swoole_stage=f"ext-{recipe.swoole.name}" if recipe.swoole else None, gdb_dir=GDB_DIR,
     )
     files: dict[str, bytes | Path] = {"Dockerfile": dockerfile.encode()}
     for script in sorted((images_dir() / "scripts").iterdir()):
@@ -213,6 +222,7 @@ def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
         # build the same image (one digest) and must label it the same.
         f"{LABEL_PREFIX}.sanitizers": ",".join(n for n, on in (("address", recipe.sanitizers.address),
                                                               ("undefined", recipe.sanitizers.undefined)) if on),
+        IMAGE_TOOLS: ",".join(recipe.tools),
     }
     # One LABEL line, appended after the digest is taken (it holds the digest): one layer step, where
     # the SDK's labels= argument adds a step per label, about 1.5 s each.

@@ -20,6 +20,7 @@ from .options import DriverContext, RunOptions, RunResult, parse_env, parse_port
 from .recording import recorded_port, start_recorder, traffic_summary
 from .session_end import close_session
 from .stop import StopRequest, recover_orphans, stop_container
+from . import valgrind
 from .watch import CompanionThread, OutputCopier, Watcher
 
 # Seconds after asanlab's own stop (timeout + grace) when the container stops itself: asanlab,
@@ -38,9 +39,11 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     suppressions = (list(opts.recipe.runtime.suppressions) if opts.recipe is not None else []) + opts.suppressions
     env, mounts = _environment(opts, user_env, bool(suppressions))
     command = ["php", "-d", f"auto_prepend_file={SIGTERM_PREPEND}", f"{APP_DIR}/{app.name}", *opts.args]
+    if opts.valgrind:
+        command = valgrind.command(command)
     recover_orphans(client, reporter)  # a killed asanlab's container would hold its port and its session
     s = _new_session(opts, app, command, env, user_env, ports)
-    volumes = _volumes(s, app, suppressions, mounts)
+    volumes = _volumes(s, app, suppressions, mounts, under_valgrind=opts.valgrind)
     reporter(Event("run.session", f"session {s.id} in {s.path}", {"id": s.id, "path": str(s.path)}))
     recorded = recorded_port(ports, reporter) if opts.record else None
     if recorded is not None:  # Docker publishes on a free loopback port; the recorder takes the user's
@@ -166,11 +169,14 @@ def _new_session(opts: RunOptions, app: Path, command: list[str], env: dict[str,
     })
 
 
-def _volumes(s: sessions.Session, app: Path, suppressions: list[str], mounts: dict[str, str]) -> dict:
+def _volumes(s: sessions.Session, app: Path, suppressions: list[str], mounts: dict[str, str], *,
+             under_valgrind: bool = False) -> dict:
     """The app's folder read-only, the session's log, config and mounted subfolders."""
     config = s.path / "config"
     config.mkdir()
     (config / "sigterm.php").write_bytes((Path(__file__).parent.parent / "data" / "sigterm.php").read_bytes())
+    if under_valgrind:
+        (config / "valgrind.supp").write_bytes(valgrind.SHIPPED.read_bytes())
     if suppressions:
         (config / "lsan.supp").write_text("\n".join(suppressions) + "\n")
     volumes = {str(app.parent): {"bind": APP_DIR, "mode": "ro"},

@@ -34,6 +34,8 @@ class RunOptions:
     # Keep what clients sent the app (asanlab/run/proxy.py) on its first published TCP port, in the
     # session's traffic/ folder, for `asanlab reproduce`.
     record: bool = False
+    # Every PHP process under Valgrind's memcheck (an image with tools: [valgrind]; run/valgrind.py).
+    valgrind: bool = False
     companion: "Companion | None" = None  # a command working beside the app (soak), else a plain run
 
 

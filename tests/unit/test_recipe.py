@@ -205,3 +205,23 @@ def test_image_references_follow_dockers_grammar(ref, ok):
     from asanlab.image import references
 
     assert (references.problem(ref) is None) is ok, references.problem(ref)
+
+
+def test_valgrind_and_asan_cannot_share_an_image():
+    body = 'name: x\nphp:\n  version: "8.2.32"\ntools: [valgrind]\nsanitizers:\n  address: true\n'
+    with pytest.raises(RecipeError) as e:
+        recipe.parse(body)
+    assert "<recipe>:4: tools: Valgrind cannot run a program built with AddressSanitizer" in str(e.value)
+
+
+def test_tools_are_named_from_a_known_list():
+    with pytest.raises(RecipeError) as e:
+        recipe.parse('name: x\nphp:\n  version: "8.2.32"\ntools: [strace]\n')
+    assert "tools[0]" in str(e.value) and "'gdb', 'valgrind'" in str(e.value)
+
+
+def test_no_sanitizer_needs_a_tool():
+    no_san = 'name: x\nphp:\n  version: "8.2.32"\nsanitizers:\n  address: false\n  leak: false\n  undefined: false\n'
+    with pytest.raises(RecipeError, match="no sanitizer enabled.*tools: \\[gdb, valgrind\\]"):
+        recipe.parse(no_san)
+    assert recipe.parse(no_san + "tools: [gdb]\n").tools == ("gdb",)

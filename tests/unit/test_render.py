@@ -122,3 +122,34 @@ def test_the_leak_switch_is_a_run_time_choice_with_one_image():
     assert with_leaks.labels == without.labels and with_leaks.dockerfile == without.dockerfile
     assert with_leaks.labels["org.asanlab.sanitizers"] == "address,undefined"
     assert render.render(r(PHP_ONLY + "sanitizers:\n  undefined: false\n")).digest != with_leaks.digest
+
+
+VALGRIND = SWOOLE + "tools: [valgrind, gdb]\n"
+
+
+def test_a_valgrind_recipe_is_a_debug_image_without_sanitizers():
+    rec = r(VALGRIND)
+    assert (rec.sanitizers.address, rec.sanitizers.leak, rec.sanitizers.undefined) == (False, False, False)
+    assert rec.tools == ("gdb", "valgrind")
+    out = render.render(rec)
+    d = out.dockerfile
+    assert "-fsanitize" not in d and "--enable-address-sanitizer" not in d and "--enable-asan" not in d
+    assert "swoole-asan-fibers" not in d  # ASan's stack-switch annotations: none to make
+    assert "--with-valgrind" in d and "--without-valgrind" not in d
+    build_line = next(line for line in d.splitlines() if "apt-get install" in line)
+    assert " valgrind" in build_line  # valgrind.h, so that Swoole registers its coroutine stacks
+    assert 'grep -q "define HAVE_VALGRIND 1" config.h' in d
+    runtime = [line for line in d.splitlines() if "apt-get install" in line][-1]
+    assert " gdb" in runtime and " valgrind" in runtime
+    assert "COPY --from=php-build /usr/src/php-src/.gdbinit /opt/asanlab/gdb/php.gdbinit" in d
+    assert "COPY --from=ext-swoole /usr/src/ext-swoole/gdbinit /opt/asanlab/gdb/swoole.gdbinit" in d
+    assert out.labels["org.asanlab.tools"] == "gdb,valgrind" and out.labels["org.asanlab.sanitizers"] == ""
+    assert out.readable_tag.endswith("-gdb-valgrind")
+    assert out.digest != render.render(r(SWOOLE)).digest
+
+
+def test_gdb_alone_goes_into_an_asan_image():
+    out = render.render(r(SWOOLE + "tools: [gdb]\n"))
+    assert "-fsanitize=address" in out.dockerfile and "/opt/asanlab/gdb/php.gdbinit" in out.dockerfile
+    assert "HAVE_VALGRIND" not in out.dockerfile and out.labels["org.asanlab.tools"] == "gdb"
+    assert "org.asanlab.tools" in render.render(r(SWOOLE)).labels and render.render(r(SWOOLE)).labels["org.asanlab.tools"] == ""

@@ -90,6 +90,24 @@ def test_check_output_failures(drop, failure):
     assert not result.ok and any(failure in f for f in result.failures)
 
 
+DEBUG = recipe.parse('name: x\nphp:\n  version: "8.2.1"\nswoole:\n  version: "6.1.9"\ntools: [gdb, valgrind]\n')
+DEBUG_OUT = ("binary /opt/php/bin/php 0\nbinary /opt/php/lib/php/extensions/x/swoole.so 0\nri swoole ok\n"
+             "tool gdb ok\ntool valgrind ok\ngdbinit php ok\ngdbinit swoole ok\nvalgrind-leak-report 4243\n")
+
+
+def test_a_debug_image_is_checked_for_its_tools_not_for_asan():
+    assert check.parse_output(DEBUG_OUT, DEBUG).ok
+
+
+@pytest.mark.parametrize("change,failure", [
+    (("tool valgrind ok", "tool valgrind missing"), "valgrind is not installed"),
+    (("gdbinit swoole ok\n", ""), "gdb's swoole.gdbinit is missing"),
+    (("valgrind-leak-report 4243\n", ""), "Valgrind did not report a 4243-byte leak canary"),
+])
+def test_a_debug_image_without_what_it_promised_fails(change, failure):
+    assert failure in check.parse_output(DEBUG_OUT.replace(*change), DEBUG).failures
+
+
 def test_uninstrumented_extension_fails_the_check():
     out = ("binary /opt/php/bin/php 76\nbinary /opt/php/lib/php/extensions/x/swoole.so 0\nri swoole failed\n"
            "leak-report x\noverflow-report x\n")

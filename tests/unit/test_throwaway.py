@@ -164,7 +164,7 @@ def test_check_keeps_its_message_and_its_command():
     [(c, image, kwargs)] = client.made
     assert image == IMAGE and c.removed == 1 and c.calls == ["start", "wait 300"]
     assert kwargs["command"] == ["sh", "/opt/asanlab/scripts/check-instrumented.sh", "swoole"]
-    assert kwargs["labels"]["org.asanlab.role"] == "check" and "environment" not in kwargs
+    assert kwargs["labels"]["org.asanlab.role"] == "check" and kwargs["environment"] == {"ASANLAB_TOOLS": ""}
 
 
 def test_check_output_is_parsed_from_both_streams():

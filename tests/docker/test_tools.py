@@ -1,0 +1,101 @@
+"""The field's other tools: a debug image (`tools: [valgrind, gdb]`: PHP and Swoole with -g, no
+ASan, Swoole built against Valgrind's headers so that it registers its coroutine stacks) built and
+checked for real, and `asanlab run --valgrind` of a Swoole server as users run it (process mode,
+coroutines on, two workers): a handler's leak and a handler's invalid write are reported with their
+stacks through the same findings as the sanitizers', and the start-up noise is folded."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from .conftest import SWOOLE_MAIN, asanlab, containers_of, free_port, wait_http
+
+pytestmark = [pytest.mark.docker, pytest.mark.swoole]
+
+SERVER = """<?php
+$libc = FFI::cdef("void *malloc(size_t); void *memset(void *, int, size_t);");
+$server = new Swoole\\Http\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
+$server->set(["worker_num" => 2, "log_level" => SWOOLE_LOG_WARNING]);
+$server->on("request", function ($request, $response) use ($libc) {
+    if ($request->server["request_uri"] === "/leak") {
+        $libc->malloc(100);
+    } elseif ($request->server["request_uri"] === "/write") {
+        $p = $libc->malloc(8);
+        $libc->memset($p, 0, 24);
+    }
+    $response->end("ok\\n");
+});
+$server->start();
+"""
+
+
+@pytest.fixture(scope="module")
+def debug_recipe(work, swoole_source, docker_client):
+    folder, env = work
+    source = swoole_source(SWOOLE_MAIN)
+    env = {**env, **source.env()}
+    php_recipe = (folder / "php.yml").read_text().replace("name: e2e-php", "name: e2e-debug")
+    (folder / "debug.yml").write_text(php_recipe + source.recipe_lines(folder, ["--enable-sockets"])
+                                      + "tools: [valgrind, gdb]\n")
+    build = asanlab("build", "debug.yml", cwd=folder, env=env, timeout=3600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    assert "instrumentation check passed" in build.stderr and "valgrind: installed" in build.stderr, \
+        build.stderr[-3000:]
+    [image] = docker_client.images.list(filters={"label": "org.asanlab.recipe=e2e-debug"})
+    assert image.labels["org.asanlab.tools"] == "gdb,valgrind" and image.labels["org.asanlab.sanitizers"] == ""
+    return folder, env
+
+
+def test_run_under_valgrind_reports_a_handlers_leak_and_invalid_write(debug_recipe, docker_client):
+    folder, env = debug_recipe
+    (folder / "vg").mkdir(exist_ok=True)
+    (folder / "vg" / "server.php").write_text(SERVER)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", "vg/server.php", "--recipe", "debug.yml",
+                             "--valgrind", "-p", f"{port}:9501", "--format", "json", "--grace", "120"], cwd=folder,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", 300)
+        with requests.Session() as s:
+            for _ in range(5):
+                assert s.get(f"http://127.0.0.1:{port}/leak", timeout=60).text == "ok\n"
+            assert s.get(f"http://127.0.0.1:{port}/write", timeout=60).text == "ok\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    result = json.loads(out)
+    sid = result["session"]["id"]
+    raw = folder / ".asanlab" / "sessions" / sid / "raw" / "sanitizer"
+    xml = sorted(p.name for p in raw.iterdir() if p.name.startswith("valgrind."))
+    assert len(xml) >= 4, xml  # master, manager, two workers: one file each
+    failing = [f for f in result["findings"] if f["category"] != "startup-leak"]
+    print(json.dumps([(f["category"], f["kind"], f["signature"], f["leaked_bytes"]) for f in failing], indent=1))
+    [write] = [f for f in failing if f["kind"] == "invalid-write"]
+    assert write["tool"] == "Valgrind"
+    assert any("memset" in (fr.get("function") or "") for fr in write["example"]["frames"]), write
+    [leak] = [f for f in failing if f["category"] == "leak"]
+    assert leak["leaked_bytes"] == 500 and leak["tool"] == "Valgrind", leak
+    assert any("ffi" in (fr.get("function") or "") + (fr.get("module") or "") for fr in leak["example"]["frames"])
+    assert len(failing) == 2, failing  # nothing else: the start-up leaks of every process are folded
+    assert any(f["category"] == "startup-leak" for f in result["findings"])
+    assert containers_of(docker_client, sid) == []
+
+
+def test_valgrind_needs_an_image_that_has_it(work, debug_recipe):
+    """An ASan image has no Valgrind (and could not run under it): one sentence, exit 2, nothing started."""
+    folder, env = work
+    (folder / "vg2").mkdir(exist_ok=True)
+    (folder / "vg2" / "app.php").write_text("<?php echo 'hi';\n")
+    before = sorted((folder / ".asanlab" / "sessions").iterdir())
+    proc = asanlab("run", "vg2/app.php", "--recipe", "php.yml", "--valgrind", cwd=folder, env=env, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "has no Valgrind" in proc.stderr and "tools: [valgrind]" in proc.stderr
+    assert sorted((folder / ".asanlab" / "sessions").iterdir()) == before
