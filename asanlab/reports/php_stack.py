@@ -140,7 +140,8 @@ ADDRESS = re.compile(r"0x[0-9a-f]{1,16}")
 
 def parse_origins(text: str) -> dict[int, tuple[PhpFrame, ...]]:
     """The agent's php-origin.<pid> (images/agent/php-origin.c): each block alive at the process's
-    exit -> the PHP call path that allocated it, innermost first.
+    exit -> the PHP call path that allocated it, innermost first; () for a block allocated while no
+    PHP code ran (a site with no frame lines).
 
         origin <pid> <blocks> <not recorded>
         site <id>
@@ -184,13 +185,17 @@ def read_origins(folder: Path) -> dict[int, dict[int, tuple[PhpFrame, ...]]]:
 
 
 def attach_origins(reports, origins: dict[int, dict[int, tuple[PhpFrame, ...]]]) -> int:
-    """Give each leak the PHP code that allocated most of its listed objects. Returns how many got one."""
+    """Give each leak the PHP code that allocated most of its listed objects, and count those the
+    agent saw allocated while no PHP code ran (the path with no frame). Returns how many got a PHP path."""
     named = 0
     for r in reports:
         blocks = origins.get(r.pid) if r.pid is not None else None
         if not blocks or not r.objects:
             continue
         paths = Counter(p for p in (blocks.get(int(a, 16)) for a in r.objects) if p is not None)
+        outside = paths.pop((), 0)
+        if outside:
+            r.allocated_outside_php = outside
         if not paths:
             continue
         path, count = max(paths.items(), key=lambda kv: (kv[1], _app_first(kv[0])))

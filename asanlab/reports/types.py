@@ -70,6 +70,9 @@ class Report:
     suspect: bool = False  # written after ASan lost track of the stack (a coroutine switch)
     text: str = ""
     php: PhpStack | None = None  # the PHP code running when it was reported (asanlab's agent)
+    # For a leak: how many of its listed objects the agent saw allocated while no PHP code ran (PHP's
+    # and the extensions' start-up, compiling the script): all of them makes it a start-up leak.
+    allocated_outside_php: int | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -2,8 +2,8 @@
  * `asanlab run` can name the PHP line behind each LeakSanitizer leak.
  *
  * LeakSanitizer reports at exit, with C stacks only. Here every allocation the PHP thread makes
- * while PHP code runs is recorded with the PHP call path at that moment (up to ORIGIN_FRAMES
- * frames, innermost first); a free forgets it. At exit, before LeakSanitizer's check, the blocks
+ * is recorded with the PHP call path at that moment (up to ORIGIN_FRAMES frames, innermost first;
+ * none while no PHP code runs); a free forgets it. At exit, before LeakSanitizer's check, the blocks
  * still recorded are written to php-origin.<pid>. With LSAN_OPTIONS report_objects=1
  * LeakSanitizer lists each leaked object's address, and the host joins the two
  * (asanlab/reports/php_stack.py).
@@ -168,13 +168,16 @@ static void write_origins(void);
 
 static void on_malloc(const volatile void *ptr, size_t size) {
     (void)size;
-    if (!php_thread || inside || !ptr || finished || !eg->current_execute_data) return;
+    if (!php_thread || inside || !ptr || finished) return;
     inside = 1;
     /* Handlers run last-registered first, and the dump must come before LeakSanitizer's check (a
      * check that finds leaks ends the process). Registered from the library's constructor, it ran
-     * after the check (measured: PHP 8.2, clang 14); registered here, once PHP code runs, before. */
+     * after the check (measured: PHP 8.2, clang 14); registered here, once PHP code runs, before.
+     * Blocks allocated while no PHP code runs (PHP's and the extensions' start-up, compiling the
+     * script) are recorded too, under the site with no frame: a leak made only of them is start-up,
+     * whatever its C stack says (a stack cut short in a library without frame pointers says nothing). */
     static int registered;
-    if (!registered) {
+    if (!registered && eg->current_execute_data) {
         registered = 1;
         atexit(write_origins);
     }

@@ -246,3 +246,36 @@ def test_a_real_leak_is_joined_with_the_real_origins():
     assert php_stack.attach_origins([leak], php_stack.read_origins(folder)) == 1
     assert [str(f) for f in leak.php.frames] == ["malloc()", "leak() /t/leak.php:4", "{main} /t/leak.php:8"]
     assert (leak.php.allocated_objects, leak.php.listed_objects) == (5, 5)
+
+
+CUT_LEAK = """==7==ERROR: LeakSanitizer: detected memory leaks
+
+Direct leak of 64 byte(s) in 2 object(s) allocated from:
+    #0 0x55d0 in malloc (/opt/php/bin/php+0x1)
+    #1 0x7f10 in CRYPTO_zalloc (/lib/x86_64-linux-gnu/libcrypto.so.3+0x1c0b8c)
+
+Objects leaked above:
+0x602000000010 (32 bytes)
+0x602000000030 (32 bytes)
+
+SUMMARY: AddressSanitizer: 64 byte(s) leaked in 2 allocation(s).
+"""
+
+
+def test_a_leak_allocated_while_no_php_code_ran_is_start_up_whatever_its_stack():
+    """ASan's fast unwinder stops in a library without frame pointers (here libcrypto, at an
+    extension's start-up): the C stack names no start-up function. The agent saw both objects
+    allocated while no PHP code ran (its site with no frame): a start-up leak."""
+    from asanlab.reports.findings import Category, category
+
+    [leak] = parse(CUT_LEAK)
+    assert category(leak) is Category.LEAK  # the C stack alone
+    origins = "origin 7 2 0\nsite 0\nsite 1\nframe {main}\t/app/server.php\t3\nblock 0x602000000010 0\n"
+    assert php_stack.attach_origins([leak], {7: php_stack.parse_origins(origins + "block 0x602000000030 0\nend\n")}) == 0
+    assert leak.allocated_outside_php == 2 and leak.php is None
+    assert category(leak) is Category.STARTUP_LEAK
+    # One object allocated by PHP code: not all start-up, so a leak, named by that code.
+    [leak] = parse(CUT_LEAK)
+    assert php_stack.attach_origins([leak], {7: php_stack.parse_origins(origins + "block 0x602000000030 1\nend\n")}) == 1
+    assert leak.allocated_outside_php == 1 and str(leak.php.frames[0]) == "{main} /app/server.php:3"
+    assert category(leak) is Category.LEAK
