@@ -184,6 +184,23 @@ def read_origins(folder: Path) -> dict[int, dict[int, tuple[PhpFrame, ...]]]:
     return out
 
 
+def origin_bookkeeping(folder: Path) -> list[dict]:
+    """What the agent's origin table held in each process at exit against that process's live heap
+    (the `origin` line's last two fields; an older agent's line has neither)."""
+    out = []
+    if not folder.is_dir():
+        return out
+    for f in sorted(folder.glob(ORIGIN_PREFIX + "*")):
+        with open(f, errors="replace") as fh:
+            for line in fh.read(MAX_FILE_BYTES).splitlines():
+                fields = line.split()
+                if len(fields) == 6 and fields[0] == "origin" and all(COUNT.fullmatch(x) for x in fields[1:]):
+                    pid, _, _, kept, heap = map(int, fields[1:])
+                    out.append({"pid": pid, "kept_bytes": kept, "live_heap": heap,
+                                "share": kept / heap if heap else None})
+    return out
+
+
 def attach_origins(reports, origins: dict[int, dict[int, tuple[PhpFrame, ...]]]) -> int:
     """Give each leak the PHP code that allocated most of its listed objects, and count those the
     agent saw allocated while no PHP code ran (the path with no frame). Returns how many got a PHP path."""

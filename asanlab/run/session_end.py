@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from .. import session as sessions
+from ..reports import php_stack
 from ..reports.findings import Finding, failing
 
 
 def close_session(s: sessions.Session, *, status: str, stop_reason: str, exit_code: int | None, error: str | None,
-           abnormal: list[dict]) -> list[Finding]:
+                  abnormal: list[dict]) -> list[Finding]:
     """The session's end: its reports read once more, counts and findings saved."""
     reports, findings = sessions.reports_and_findings(s)
     s.data.update({
@@ -15,6 +16,9 @@ def close_session(s: sessions.Session, *, status: str, stop_reason: str, exit_co
         "error": error, "abnormal_exits": abnormal, "processes": _processes(reports),
         "counts": {"reports": len(reports), "findings": len(findings), "failing": len(failing(findings))},
     })
+    kept = php_stack.origin_bookkeeping(s.path / sessions.PHP_STACK_SUBDIR)
+    if kept:
+        s.data["php_origins"] = origins_cost(kept)
     s.save()
     s.save_findings(findings)
     return findings
@@ -28,3 +32,12 @@ def _processes(reports) -> list[dict]:
         p = by_pid.setdefault(r.pid, {"pid": r.pid, "reports": 0, "log": r.source})
         p["reports"] += 1
     return [by_pid[k] for k in sorted(by_pid)]
+
+
+def origins_cost(kept: list[dict]) -> dict:
+    """What naming each leak's PHP line cost in memory: the largest share of a process's live heap
+    that the agent's origin table took, and that process's figures."""
+    measured = [k for k in kept if k["share"] is not None]
+    worst = max(measured, key=lambda k: k["share"]) if measured else max(kept, key=lambda k: k["kept_bytes"])
+    return {"processes": len(kept), "pid": worst["pid"], "kept_bytes": worst["kept_bytes"],
+            "live_heap": worst["live_heap"], "share": worst["share"]}

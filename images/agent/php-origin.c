@@ -29,6 +29,7 @@
 
 #if defined(ASANLAB_WITH_PHP) && !defined(ZTS)
 
+extern size_t __sanitizer_get_current_allocated_bytes(void) __attribute__((weak));
 extern int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
                                                      void (*free_hook)(const volatile void *))
     __attribute__((weak));
@@ -37,7 +38,7 @@ extern int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const v
 #define MAX_SITES 8192
 #define SITE_INDEX 16384       /* open addressing over sites: at most half full */
 #define ARENA_BYTES (2 << 20)  /* the sites' text */
-#define FIRST_BITS 16          /* the block table starts with 2^16 slots (1 MiB) ... */
+#define FIRST_BITS 12          /* the block table starts with 2^12 slots (64 KiB) ... */
 #define LAST_BITS 24           /* ... and stops growing at 2^24 (256 MiB): later blocks are dropped */
 
 struct key {
@@ -235,7 +236,7 @@ static void put(int fd, const char *s, size_t n) {
 }
 
 /* php-origin.<pid>:
- *   origin <pid> <blocks alive> <blocks not recorded>
+ *   origin <pid> <blocks alive> <blocks not recorded> <bytes kept here> <the process's live heap>
  *   site <id>                     then its frame lines, innermost first
  *   block <address> <site id>     each block recorded and still alive
  *   end
@@ -248,7 +249,12 @@ static void write_origins(void) {
     snprintf(path, sizeof path, "%s/php-origin.%d", folder, (int)getpid());
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
-        put(fd, line, (size_t)snprintf(line, sizeof line, "origin %d %zu %zu\n", (int)getpid(), used, dropped));
+        /* What this bookkeeping holds (the block table, the sites and their text) against the
+         * allocator's live bytes: the cost asanlab reports beside the run. */
+        size_t kept = (sizeof(struct block) << bits) + nsites * sizeof(struct site) + arena_used + sizeof site_index;
+        size_t heap = __sanitizer_get_current_allocated_bytes ? __sanitizer_get_current_allocated_bytes() : 0;
+        put(fd, line, (size_t)snprintf(line, sizeof line, "origin %d %zu %zu %zu %zu\n", (int)getpid(), used, dropped,
+                                       kept, heap));
         for (uint32_t s = 0; s < nsites; s++) {
             put(fd, line, (size_t)snprintf(line, sizeof line, "site %u\n", s));
             put(fd, arena + sites[s].text, sites[s].length);

@@ -279,3 +279,17 @@ def test_a_leak_allocated_while_no_php_code_ran_is_start_up_whatever_its_stack()
     assert php_stack.attach_origins([leak], {7: php_stack.parse_origins(origins + "block 0x602000000030 1\nend\n")}) == 1
     assert leak.allocated_outside_php == 1 and str(leak.php.frames[0]) == "{main} /app/server.php:3"
     assert category(leak) is Category.LEAK
+
+
+def test_what_the_origin_table_kept_is_set_against_the_live_heap(tmp_path):
+    from asanlab.run.session_end import origins_cost
+
+    (tmp_path / "php-origin.7").write_text("origin 7 10 0 81920 4194304\nsite 0\nend\n")
+    (tmp_path / "php-origin.8").write_text("origin 8 10 0 81920 16777216\nend\n")
+    (tmp_path / "php-origin.9").write_text("origin 9 3 0\nend\n")  # an older agent: no figures
+    kept = php_stack.origin_bookkeeping(tmp_path)
+    assert [(k["pid"], k["share"]) for k in kept] == [(7, 81920 / 4194304), (8, 81920 / 16777216)]
+    cost = origins_cost(kept)
+    assert (cost["pid"], cost["processes"]) == (7, 2)
+    out = text.render({"id": "s", "command": ["php", "/app/a.php"], "php_origins": cost}, [])
+    assert "naming leaks' PHP lines took 80 KiB in pid 7, 2.0% of its live heap (4.0 MiB), the most of 2" in out
