@@ -29,6 +29,14 @@ DEADLINE_MARGIN = 10
 
 
 def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunResult:
+    # SIGINT and SIGTERM are asanlab's from before the session exists: one that comes before the
+    # container does still stops the app gracefully and closes the session (Python's own SIGINT
+    # would raise anywhere, and a process started in the background ignores SIGINT until then).
+    with StopRequest() as stop:
+        return _run(client, opts, stop, reporter)
+
+
+def _run(client, opts: RunOptions, stop: StopRequest, reporter: Reporter) -> RunResult:
     from docker.errors import DockerException
 
     app = opts.app.resolve()
@@ -54,7 +62,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
     output: OutputCopier | None = None
     driver: CompanionThread | None = None
     try:
-        with StopRequest() as stop, containers.temporary(
+        with containers.temporary(
             client, opts.image, role="run", session=s.id, session_path=str(s.path), command=command,
             working_dir=APP_DIR,
             environment=env, ports=ports or None,

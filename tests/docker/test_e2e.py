@@ -288,7 +288,11 @@ def test_ctrl_c_while_php_starts_still_stops_it_gracefully(built, work, docker_c
         seen.append(proc.stderr.readline())
         assert seen[-1] or proc.poll() is None, "".join(seen)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # a hang fails this test, and must not leave a container for the next ones
     session = json.loads(out)["session"]
     assert session["stop_reason"] == "interrupted", session
     assert session["exit_code"] not in (137, None) and "did not exit within the grace period" not in err, \

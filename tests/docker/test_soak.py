@@ -46,6 +46,9 @@ def test_leak_is_found_with_its_rate_and_allocation_site(leaking, work, docker_c
     assert top["allocations_per_request"] == pytest.approx(1, rel=0.10)
     assert "malloc" in top["frames"][0] and any("zif_ffi_trampoline" in f for f in top["frames"][:6])
     assert top["php"] == "an FFI call ($ffi->func()) in code the script runs itself (no Swoole callback) of /app/app.php"
+    # PHP without Swoole: said once, beside the verdict.
+    assert [w for w in a["not_measured"] if "Swoole" in w] == \
+        ["Swoole coroutines: not counted (Swoole is not loaded in the app)"], a["not_measured"]
     # The same leak, reported by LeakSanitizer at exit: the run's capture works under the soak.
     assert any(f["kind"] == "direct-leak" and f["category"] == "leak" for f in out["findings"])
     assert containers_of(docker_client, out["session"]) == []
@@ -73,6 +76,33 @@ def test_clean_server_is_stable(work):
     assert a["load"]["sent"] == 20000 and a["load"]["failed"] == 0
     assert a["verdict"] == "STABLE", a["series"]
     assert abs(a["bytes_per_request"]) < 1
+
+
+def test_an_image_without_the_agent_still_gets_a_verdict(work, docker_client):
+    """`--image` of a PHP image without asanlab's agent (here the same image, its label taken away):
+    no allocator bytes, stacks or PHP lines, said once; memory from /proc still gives the verdict."""
+    import io
+
+    folder, env = work
+    [image] = docker_client.images.list(filters={"label": "org.asanlab.recipe=e2e-php"})
+    tag = "asanlab-test/no-agent:latest"
+    docker_client.images.build(fileobj=io.BytesIO(f'FROM {image.id}\nLABEL org.asanlab.agent=""\n'.encode()),
+                               tag=tag, rm=True)
+    try:
+        (folder / "noagent").mkdir(exist_ok=True)
+        shutil.copy(SERVER, folder / "noagent" / "app.php")
+        port = free_port()
+        proc = asanlab("soak", "noagent/app.php", "--image", tag, "-p", f"{port}:8080", "-e", "LEAK_BYTES=2000",
+                       "-e", "WORKERS=2", "--url", f"http://127.0.0.1:{port}/orders",
+                       "--checkpoints", "1000,5000,20000", "--format", "json", cwd=folder, env=env)
+        assert proc.returncode in (0, 1), proc.stderr[-3000:]
+        a = json.loads(proc.stdout)["soak"]
+        assert a["metric"] != "allocated" and a["verdict"] == "LEAK", (a["metric"], a["verdict"], a["series"])
+        assert a["not_measured"] == ["the image has no asanlab agent: memory from /proc only (no allocator bytes, "
+                                     "allocation stacks, PHP lines, PHP variables or coroutine counts)"]
+        assert proc.stdout.count("has no asanlab agent") == 1
+    finally:
+        docker_client.images.remove(tag, force=True)
 
 
 def test_app_that_never_answers_is_an_infrastructure_error(work, docker_client):
