@@ -12,7 +12,8 @@ The baseline, measured in the same run, is one replay of the whole recording in 
 (`reproduce --runs 1`); each minimization is printed as seconds and as a ratio to it.
 
 Swoole's defaults (process mode, two workers, coroutines on). Needs ASANLAB_TEST_SWOOLE_SRC or
-../shared/sources/swoole. CASES=1,2 runs a subset.
+../shared/sources/swoole (it builds the speed bench's default recipe), or BENCH_IMAGE: an asanlab
+image with Swoole already on this machine. CASES=1,2 runs a subset.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 CASES = [int(x) for x in os.environ.get("CASES", "1,2,3").split(",")]
 REQUESTS, CONNECTIONS = 1000, 50
+IMAGE_ARGS = ["--image", os.environ["BENCH_IMAGE"]] if os.environ.get("BENCH_IMAGE") else ["--recipe", "bench.yml"]
 
 APP = r"""<?php
 // A block freed twice on one path; /arm keeps one per connection for /boom to free twice.
@@ -76,7 +78,7 @@ def record(work: Path, special: dict[int, list[str]]) -> tuple[str, dict | None]
     (connection number -> its paths, sent after its /ok requests). Returns the session and its
     double free's finding (None when it did not happen)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", "app.php", "--recipe", "bench.yml", "-p",
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", "app.php", *IMAGE_ARGS, "-p",
                              f"{port}:9501", "--record", "--format", "json", "--grace", "30"], cwd=work,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -112,21 +114,24 @@ def record(work: Path, special: dict[int, list[str]]) -> tuple[str, dict | None]
 def main() -> int:
     shared = REPO.parent / "shared" / "sources" / "swoole" / "v6.1.9.tar.gz"
     src = os.environ.get("ASANLAB_TEST_SWOOLE_SRC") or (str(shared) if shared.is_file() else None)
-    if not src:
-        print("skipped: needs ASANLAB_TEST_SWOOLE_SRC (a Swoole source tarball) or ../shared/sources/swoole")
+    if not src and not os.environ.get("BENCH_IMAGE"):
+        print("skipped: needs ASANLAB_TEST_SWOOLE_SRC (a Swoole source tarball) or ../shared/sources/swoole, "
+              "or BENCH_IMAGE")
         return 0
     work = Path(tempfile.mkdtemp(prefix="asanlab-reproduce-bench-"))
-    shutil.copy(src, work / "swoole.tar.gz")
+    if src:
+        shutil.copy(src, work / "swoole.tar.gz")
     (work / "app.php").write_text(APP)
     # The speed bench's default recipe: built once, reused by both benches.
     (work / "bench.yml").write_text(
         "name: bench-speed-o1\nbase_image: debian:bookworm\ncompiler:\n  optimize: 1\n"
         "php:\n  version: \"8.2.32\"\n  debug: false\n  source:\n    debian: php8.2\n"
         "swoole:\n  version: \"6.1.9\"\n  source:\n    path: swoole.tar.gz\n  configure: [--enable-sockets]\n")
-    built = asanlab("build", "bench.yml", cwd=work)
-    if built.returncode != 0:
-        print(built.stderr[-3000:])
-        return 1
+    if not os.environ.get("BENCH_IMAGE"):
+        built = asanlab("build", "bench.yml", cwd=work)
+        if built.returncode != 0:
+            print(built.stderr[-3000:])
+            return 1
     rng = random.Random(7)
     cases = {1: ("one culprit among 1,000", {rng.randrange(CONNECTIONS): ["/fire"]}, 1, ["GET /fire"]),
              2: ("two requests that crash only together", {rng.randrange(CONNECTIONS): ["/arm", "/ok", "/boom"]}, 1,
