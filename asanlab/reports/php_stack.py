@@ -122,16 +122,27 @@ def read_folder(folder: Path) -> dict[str, PhpStack]:
 
 
 def attach(reports, stacks: dict[str, PhpStack]) -> int:
-    """Give each report its PHP stack, found by the report's ERROR line. Returns how many matched."""
+    """Give each report its PHP stack, found by the report's ERROR line; a UBSan report (which has
+    none, and ends its process: asanlab builds UBSan without recovery) gets the stack its process
+    wrote as it died ("death <pid>", the pid from its log's name). Returns how many matched."""
     if not stacks:
         return 0
     matched = 0
     for r in reports:
         key = next((ln.strip() for ln in r.text.splitlines() if "ERROR: " in ln), None)
+        if key is None and r.is_undefined:
+            pid = r.pid if r.pid is not None else _pid_of(r.source)
+            key = f"death {pid}" if pid is not None else None
         if key is not None and key in stacks:
             r.php = stacks[key]
             matched += 1
     return matched
+
+
+def _pid_of(source: str) -> int | None:
+    """sanitizer.<pid>, the sanitizers' log_path naming."""
+    m = re.fullmatch(r"[\w.-]*?\.(\d+)", source.rsplit("/", 1)[-1])
+    return int(m.group(1)) if m else None
 
 
 ORIGIN_PREFIX = "php-origin."

@@ -1,9 +1,10 @@
 /* asanlab agent: inside every PHP process `asanlab run` and `asanlab soak` start.
  *
- * 1. The PHP side of every AddressSanitizer error (ASANLAB_PHP_TRACE_DIR set, by run and soak): ASan
- *    calls back after printing a report; the agent appends the PHP call stack running at that
- *    moment (function, file:line per frame, as php-src's zbacktrace walks it) and the HTTP request
- *    a Swoole handler was serving to php-backtrace.<pid> in that folder. Swoole swaps
+ * 1. The PHP side of every AddressSanitizer error and UBSan report (ASANLAB_PHP_TRACE_DIR set, by run
+ *    and soak): ASan calls back after printing a report (UBSan, through the death callback); the
+ *    agent appends the PHP call stack running at that moment (function, file:line per frame, as
+ *    php-src's zbacktrace walks it) and the HTTP request a Swoole handler was serving to
+ *    php-backtrace.<pid> in that folder. Swoole swaps
  *    EG(current_execute_data) per coroutine, so this is the coroutine that failed.
  * 2. The PHP code that allocated each block still alive at exit (ASANLAB_PHP_ORIGINS=1, by run):
  *    php-origin.<pid> in the same folder, joined on the host with LeakSanitizer's leaked objects.
@@ -236,6 +237,10 @@ static int is_php(void) {
 
 /* ---- 1. the PHP backtrace of each ASan error ------------------------------------------------ */
 extern void __asan_set_error_report_callback(void (*callback)(const char *)) __attribute__((weak));
+/* UBSan has no report callback a preloaded library can set (its hook is bound inside the php
+ * binary), but asanlab builds UBSan without recovery: its first report ends the process through the
+ * sanitizers' common Die(), which calls this. */
+extern void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
 
 #if defined(ASANLAB_WITH_PHP) && !defined(ZTS)
 static char trace_dir[480];
@@ -286,17 +291,33 @@ static long current_coroutine(void) {
  *   request <method> <uri>                 when a frame got a Swoole\Http\Request argument
  *   end
  * It allocates nothing: the heap may be what just failed. */
+static void write_block(const char *key, size_t key_length);
+
 static void php_backtrace(const char *report) {
     const char *error = strstr(report, "ERROR: ");
     if (!error || !eg) return;
     while (error > report && error[-1] != '\n') error--;
     const char *eol = strchr(error, '\n');
+    write_block(error, eol ? (size_t)(eol - error) : strlen(error));
+}
+
+/* A process dying by a sanitizer: the block "report death <pid>", which the host gives to that
+ * process's UBSan report (ASan's own errors are matched by their ERROR line above; LeakSanitizer's
+ * exit runs no PHP code, so it writes nothing). */
+static void php_death(void) {
+    if (!eg || !eg->current_execute_data) return;
+    char key[64];
+    int n = snprintf(key, sizeof key, "death %d", (int)getpid());
+    write_block(key, (size_t)n);
+}
+
+static void write_block(const char *key, size_t key_length) {
     char path[512], line[64];
     snprintf(path, sizeof path, "%s/php-backtrace.%d", trace_dir, (int)getpid());
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) return;
     put_str(fd, "report ");
-    put(fd, error, eol ? (size_t)(eol - error) : strlen(error));
+    put(fd, key, key_length);
     put_str(fd, "\n");
     const char *method = NULL, *uri = NULL;
     int depth = 0;
@@ -350,6 +371,7 @@ static void trace_init(void) {
     read_property = dlsym(RTLD_DEFAULT, "zend_read_property");
     hash_str_find = dlsym(RTLD_DEFAULT, "zend_hash_str_find");
     if (eg) __asan_set_error_report_callback(php_backtrace);
+    if (eg && __sanitizer_set_death_callback) __sanitizer_set_death_callback(php_death);
     php_origin_start(trace_dir);
 }
 #else

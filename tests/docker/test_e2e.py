@@ -156,6 +156,33 @@ def test_run_captures_leak_and_double_free(built, work, docker_client):
     assert containers_of(docker_client, session["id"]) == []
 
 
+UB_APP = """<?php
+function misalign() {
+    $p = FFI::new("char[16]");
+    $q = FFI::cast("int32_t*", FFI::addr($p[1]));
+    $q[0] = 7;
+}
+misalign();
+"""
+
+
+def test_a_ubsan_report_names_the_php_line(built, work):
+    """A misaligned store in PHP's FFI (ext/ffi/ffi.c) from a PHP function: UBSan ends the process
+    (no recovery) and the finding carries the PHP stack of that moment, from the agent's death
+    callback."""
+    import json
+
+    folder, env = work
+    proc = asanlab("run", write_app(folder, "ub", UB_APP), "--image", built[0], "--format", "json", cwd=folder,
+                   env=env, check=1)
+    [ub] = [f for f in json.loads(proc.stdout)["findings"] if f["category"] == "undefined"]
+    assert "misaligned address" in ub["example"]["message"], ub
+    assert [(f["function"], f["file"], f["line"]) for f in ub["example"]["php"]["frames"]] == \
+        [("misalign", "/app/app.php", 5), ("{main}", "/app/app.php", 7)], ub["example"]["php"]
+    text = asanlab("replay", "latest", cwd=folder, env=env, check=1).stdout
+    assert "in PHP: misalign() /app/app.php:5 <- {main} /app/app.php:7" in text, text
+
+
 def test_ctrl_c_stops_gracefully_and_keeps_the_leak_report(built, work, docker_client):
     folder, env = work
     proc, _ = run_until_ready(folder, env, write_app(folder, "sigterm", SIGTERM_APP), built[0])

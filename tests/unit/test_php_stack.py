@@ -293,3 +293,25 @@ def test_what_the_origin_table_kept_is_set_against_the_live_heap(tmp_path):
     assert (cost["pid"], cost["processes"]) == (7, 2)
     out = text.render({"id": "s", "command": ["php", "/app/a.php"], "php_origins": cost}, [])
     assert "naming leaks' PHP lines took 80 KiB in pid 7, 2.0% of its live heap (4.0 MiB), the most of 2" in out
+
+
+UBSAN = """/usr/src/php-src/ext/ffi/ffi.c:772:4: runtime error: store to misaligned address 0x6020000021b1 for type 'int32_t' (aka 'int'), which requires 4 byte alignment
+0x6020000021b1: note: pointer points here
+ 00 00 00  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  00 00 00 00 00
+              ^
+    #0 0x55e1 in zend_ffi_zval_to_cdata /usr/src/php-src/ext/ffi/ffi.c:772:4
+    #1 0x55e2 in zend_ffi_cdata_write_dim /usr/src/php-src/ext/ffi/ffi.c:1420:2
+SUMMARY: UndefinedBehaviorSanitizer: undefined-behavior /usr/src/php-src/ext/ffi/ffi.c:772:4 in
+"""
+
+
+def test_a_ubsan_report_gets_the_php_stack_its_process_wrote_as_it_died():
+    """UBSan (built without recovery) ends the process; the agent's death callback wrote the PHP
+    stack as "death <pid>", and the pid is the log's (UBSan's report names none)."""
+    [r] = parse(UBSAN, "sanitizer.77")
+    stacks = php_stack.parse("report death 77\nframe misalign\t/app/app.php\t4\nframe {main}\t/app/app.php\t7\nend\n"
+                             "report death 78\nframe other\t/app/b.php\t1\nend\n")
+    assert php_stack.attach([r], stacks) == 1
+    assert r.php.path() == "misalign() /app/app.php:4 <- {main} /app/app.php:7"
+    [other] = parse(UBSAN, "sanitizer.79")  # no block from its process: C only
+    assert php_stack.attach([other], stacks) == 0 and other.php is None
