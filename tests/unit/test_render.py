@@ -135,6 +135,7 @@ def test_a_valgrind_recipe_is_a_debug_image_without_sanitizers():
     d = out.dockerfile
     assert "-fsanitize" not in d and "--enable-address-sanitizer" not in d and "--enable-asan" not in d
     assert "swoole-asan-fibers" not in d  # ASan's stack-switch annotations: none to make
+    assert d.count('CFLAGS="-g -gdwarf-4 -fno-omit-frame-pointer"') == 2  # PHP and Swoole: DWARF that Valgrind reads
     assert "--with-valgrind" in d and "--without-valgrind" not in d
     build_line = next(line for line in d.splitlines() if "apt-get install" in line)
     assert " valgrind" in build_line  # valgrind.h, so that Swoole registers its coroutine stacks
