@@ -19,7 +19,7 @@ from .conftest import SWOOLE_MAIN, asanlab, containers_of, free_port, wait_http
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
 
 SERVER = """<?php
-$libc = FFI::cdef("void *malloc(size_t); void *memset(void *, int, size_t);");
+$libc = FFI::cdef("void *malloc(size_t); void free(void *); void *memset(void *, int, size_t);");
 $server = new Swoole\\Http\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
 $server->set(["worker_num" => 2, "log_level" => SWOOLE_LOG_WARNING]);
 $server->on("request", function ($request, $response) use ($libc) {
@@ -28,6 +28,7 @@ $server->on("request", function ($request, $response) use ($libc) {
     } elseif ($request->server["request_uri"] === "/write") {
         $p = $libc->malloc(8);
         $libc->memset($p, 0, 24);
+        $libc->free($p);
     }
     $response->end("ok\\n");
 });
