@@ -14,7 +14,7 @@ import sys
 import pytest
 import requests
 
-from .conftest import SWOOLE_MAIN, asanlab, containers_of, free_port, wait_http
+from .conftest import SWOOLE_MAIN, asanlab, containers_of, free_port, remove_images, wait_http
 
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
 
@@ -47,6 +47,7 @@ def debug_recipe(work, swoole_source, docker_client):
     assert "sanitizers" not in php_recipe
     (folder / "debug.yml").write_text(php_recipe + source.recipe_lines(folder, ["--enable-sockets"])
                                       + "tools: [valgrind, gdb]\n")
+    remove_images(docker_client, "e2e-debug")  # an image kept from an earlier run: build (and check) for real
     build = asanlab("build", "debug.yml", cwd=folder, env=env, timeout=3600)
     assert build.returncode == 0, build.stderr[-3000:]
     assert "instrumentation check passed" in build.stderr and "valgrind: installed" in build.stderr, \
