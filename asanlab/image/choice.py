@@ -70,7 +70,7 @@ def agent_path(image_ref: str, docker: Callable[[], Any] = client) -> str | None
 
     found = find_image(docker(), image_ref)
     labels = (found.labels or {}) if found is not None else {}
-    return labels.get(IMAGE_AGENT)
+    return labels.get(IMAGE_AGENT) or None  # an empty label (a derived image that unset it) is none
 
 
 def tools_of(image_ref: str, docker: Callable[[], Any] = client) -> list[str]:

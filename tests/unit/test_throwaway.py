@@ -212,3 +212,27 @@ def test_bundle_translates_a_container_that_cannot_be_created(tmp_path):
     assert kwargs["command"] == ["sh", "-c", bundle.PROBE]
     assert kwargs["environment"] == {"ASANLAB_EXTENSIONS": "swoole", "ASAN_OPTIONS": "detect_leaks=0"}
     assert facts.endswith("\n\n$ php -v\nPHP 8.2.1\n") and facts.startswith(f"image {FakeImage.id}\n")
+
+
+def test_an_empty_agent_label_means_no_agent():
+    """A derived image can unset the label (LABEL org.asanlab.agent=""): nothing to preload, and a
+    soak must not wait for answers from an agent that is not there."""
+    from asanlab.image.choice import agent_path
+
+    class Image:
+        def __init__(self, labels):
+            self.labels, self.id, self.tags = labels, "sha256:" + "1" * 64, ["x:y"]
+
+    class Images:
+        def __init__(self, labels):
+            self.labels = labels
+
+        def get(self, ref):
+            return Image(self.labels)
+
+    class Client:
+        def __init__(self, labels):
+            self.images = Images(labels)
+
+    assert agent_path("x:y", lambda: Client({"org.asanlab.agent": ""})) is None
+    assert agent_path("x:y", lambda: Client({"org.asanlab.agent": "/opt/a.so"})) == "/opt/a.so"
