@@ -197,7 +197,8 @@ def read_origins(folder: Path) -> dict[int, dict[int, tuple[PhpFrame, ...]]]:
 
 def origin_bookkeeping(folder: Path) -> list[dict]:
     """What the agent's origin table held in each process at exit against that process's live heap
-    (the `origin` line's last two fields; an older agent's line has neither)."""
+    at its largest (sampled by the agent; the `origin` line's last two fields, which an older
+    agent's line lacks)."""
     out = []
     if not folder.is_dir():
         return out

@@ -63,7 +63,7 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
         cost = session.get("php_origins")
         if cost and cost.get("share") is not None:
             lines.append(f"  naming leaks' PHP lines took {cost['kept_bytes'] / 1024:.0f} KiB in pid {cost['pid']}, "
-                         f"{cost['share']:.1%} of its live heap ({cost['live_heap'] / 1048576:.1f} MiB), the most "
+                         f"{cost['share']:.1%} of its largest live heap ({cost['live_heap'] / 1048576:.1f} MiB), the most "
                          f"of {cost['processes']} process(es)")
     for n in notices or []:
         lines.append(f"  NOTE ({n.kind}, not a finding): {n.message}")

@@ -292,7 +292,7 @@ def test_what_the_origin_table_kept_is_set_against_the_live_heap(tmp_path):
     cost = origins_cost(kept)
     assert (cost["pid"], cost["processes"]) == (7, 2)
     out = text.render({"id": "s", "command": ["php", "/app/a.php"], "php_origins": cost}, [])
-    assert "naming leaks' PHP lines took 80 KiB in pid 7, 2.0% of its live heap (4.0 MiB), the most of 2" in out
+    assert "naming leaks' PHP lines took 80 KiB in pid 7, 2.0% of its largest live heap (4.0 MiB), the most of 2" in out
 
 
 UBSAN = """/usr/src/php-src/ext/ffi/ffi.c:772:4: runtime error: store to misaligned address 0x6020000021b1 for type 'int32_t' (aka 'int'), which requires 4 byte alignment
