@@ -51,9 +51,11 @@ struct site {
     struct key keys[ORIGIN_FRAMES];
     uint32_t text, length; /* its frame lines in the arena */
 };
+/* 8 bytes a block: ASan's blocks are 8-byte aligned and user addresses are below 2^47, so the
+ * address >> 3 fits in 44 bits; a site number in the other 20 (MAX_SITES is 2^13). */
 struct block {
-    uintptr_t ptr; /* 0: empty */
-    uint32_t site;
+    uint64_t key : 44; /* the address >> 3; 0: empty */
+    uint64_t site : 20;
 };
 
 static zend_executor_globals *eg;
@@ -75,7 +77,7 @@ static TLS int inside;     /* the hook itself must not recurse */
 
 static uint64_t mix(uint64_t h, uint64_t v) { return h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2)); }
 
-static size_t home(uintptr_t p, unsigned b) { return (size_t)(((p >> 4) * 0x9e3779b97f4a7c15ULL) >> (64 - b)); }
+static size_t home(uint64_t key, unsigned b) { return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> (64 - b)); }
 
 static void arena_put(const char *s, size_t n) {
     if (n > ARENA_BYTES - arena_used) n = ARENA_BYTES - arena_used;
@@ -144,11 +146,12 @@ static struct block *map_table(unsigned b) {
     return p == MAP_FAILED ? NULL : (struct block *)p;
 }
 
-static void insert(struct block *table, unsigned b, uintptr_t ptr, uint32_t site) {
-    size_t mask = ((size_t)1 << b) - 1, i = home(ptr, b);
-    while (table[i].ptr != 0 && table[i].ptr != ptr) i = (i + 1) & mask;
-    if (table[i].ptr == 0) used++;
-    table[i] = (struct block){ptr, site};
+static void insert(struct block *table, unsigned b, uint64_t key, uint32_t site) {
+    size_t mask = ((size_t)1 << b) - 1, i = home(key, b);
+    while (table[i].key != 0 && table[i].key != key) i = (i + 1) & mask;
+    if (table[i].key == 0) used++;
+    table[i].key = key;
+    table[i].site = site;
 }
 
 /* Twice the slots; false when the table is at its largest or no memory is left. */
@@ -159,7 +162,7 @@ static int grow(void) {
     size_t n = (size_t)1 << bits;
     used = 0;
     for (size_t i = 0; i < n; i++)
-        if (old[i].ptr) insert(bigger, bits + 1, old[i].ptr, old[i].site);
+        if (old[i].key) insert(bigger, bits + 1, old[i].key, old[i].site);
     blocks = bigger;
     bits++;
     munmap(old, sizeof(struct block) * n);
@@ -192,7 +195,7 @@ static void on_malloc(const volatile void *ptr, size_t size) {
     }
     uint32_t site = current_site();
     if (site == UINT32_MAX || (used >= ((size_t)3 << bits) / 4 && !grow())) dropped++;
-    else insert(blocks, bits, (uintptr_t)ptr, site);
+    else insert(blocks, bits, (uint64_t)(uintptr_t)ptr >> 3, site);
     pthread_mutex_unlock(&lock);
     inside = 0;
 }
@@ -201,18 +204,19 @@ static void on_malloc(const volatile void *ptr, size_t size) {
 static void on_free(const volatile void *ptr) {
     if (!ptr || inside || finished || __atomic_load_n(&used, __ATOMIC_RELAXED) == 0) return;
     pthread_mutex_lock(&lock);
-    size_t mask = ((size_t)1 << bits) - 1, i = home((uintptr_t)ptr, bits);
-    while (blocks[i].ptr != 0 && blocks[i].ptr != (uintptr_t)ptr) i = (i + 1) & mask;
-    if (blocks[i].ptr != 0) {
-        for (size_t j = (i + 1) & mask; blocks[j].ptr != 0; j = (j + 1) & mask) {
-            size_t h = home(blocks[j].ptr, bits);
+    uint64_t key = (uint64_t)(uintptr_t)ptr >> 3;
+    size_t mask = ((size_t)1 << bits) - 1, i = home(key, bits);
+    while (blocks[i].key != 0 && blocks[i].key != key) i = (i + 1) & mask;
+    if (blocks[i].key != 0) {
+        for (size_t j = (i + 1) & mask; blocks[j].key != 0; j = (j + 1) & mask) {
+            size_t h = home(blocks[j].key, bits);
             int stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
             if (!stays) {
                 blocks[i] = blocks[j];
                 i = j;
             }
         }
-        blocks[i].ptr = 0;
+        blocks[i].key = 0;
         used--;
     }
     pthread_mutex_unlock(&lock);
@@ -269,8 +273,9 @@ static void write_origins(void) {
         }
         size_t n = blocks ? (size_t)1 << bits : 0;
         for (size_t i = 0; i < n; i++)
-            if (blocks[i].ptr) put(fd, line, (size_t)snprintf(line, sizeof line, "block 0x%lx %u\n",
-                                                           (unsigned long)blocks[i].ptr, blocks[i].site));
+            if (blocks[i].key) put(fd, line, (size_t)snprintf(line, sizeof line, "block 0x%lx %u\n",
+                                                           (unsigned long)(blocks[i].key << 3),
+                                                           (unsigned)blocks[i].site));
         put(fd, "end\n", 4);
         flush_to(fd);
         close(fd);
