@@ -46,8 +46,9 @@ class Format(str, Enum):
 
 FAIL_ON_HELP = ("any: exit 1 on any finding; new: only on findings absent from --baseline (or whose count grew), "
                 "the CI gate for a pull request; none: report, exit 0. Default: new with --baseline, else any.")
-REPLAY_FAIL_ON_HELP = FAIL_ON_HELP + (" A soak session's LEAK verdict exits 1 under any and new; none exits 0 "
-                                      "whatever was found.")
+SOAK_FAIL_ON_HELP = FAIL_ON_HELP + (" A soak's LEAK verdict exits 1 under any; under new unless the baseline's soak "
+                                    "said LEAK too and this one's bytes/request is not significantly more; none "
+                                    "exits 0 whatever was found.")
 BASELINE_HELP = ("A session (id or folder) or an image (its latest finished session here) to compare with: show "
                  "only findings it lacks, or whose count grew.")
 # The pull policy's values live with image choice (no typer there); its help is the CLI's.

@@ -13,9 +13,11 @@ import typer
 from ..image import recipe as recipes
 from ..console import ConsoleReporter
 from ..docker_client import client
-from ..errors import EXIT_FINDINGS, EXIT_OK, UsageError
+from ..errors import EXIT_FINDINGS, UsageError
 from ..image.choice import agent_path, image_for
-from .common import EXIT_CODES, TextOrJson, _ranged, app, err, out
+from ..reports import gate
+from ..reports.gate import FailOn
+from .common import BASELINE_HELP, EXIT_CODES, FAIL_ON_HELP, TextOrJson, _ranged, app, err, out
 
 
 @app.command(epilog=EXIT_CODES)
@@ -46,6 +48,10 @@ def reproduce(
                                                          "what runs them as a reproducer bundle (reproducer/ in the "
                                                          "session).")]
         = None,
+    baseline: Annotated[Optional[str], typer.Option(help=BASELINE_HELP + " Not with --minimize.")] = None,
+    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=FAIL_ON_HELP + " Judges the findings that "
+                                                                                      "came back in any replay.")]
+        = None,
 ) -> None:
     """Replay a recorded session's traffic RUNS times and say, for each finding, how often it came back."""
     from ..reproduce.source import load
@@ -53,7 +59,13 @@ def reproduce(
 
     if image and recipe:
         raise UsageError("--image and --recipe both name the image: give one")
+    if minimize is not None and (baseline or fail_on):
+        raise UsageError("--minimize keeps the one finding it is given: --baseline and --fail-on judge replays "
+                         "without it")
+    gate.policy_for(fail_on, bool(baseline))
     src = load(ref, recording)
+    # A wrong baseline stops before any image is built or container started.
+    baseline_session = gate.load_baseline(baseline, client) if baseline else None
     reporter = ConsoleReporter(err)
     try:
         image_ref, image_id, r = _image(src, image, recipe, reporter)
@@ -65,13 +77,19 @@ def reproduce(
         outcome = do_reproduce(target, runs=runs)
     finally:
         reporter.close()
+    judged = gate.decide(list(outcome.findings.values()), baseline_session, fail_on)
+    new = {f.signature for f in judged.shown}
     if fmt is TextOrJson.json:
-        out.print(json.dumps({"source": src.id, "image": image_ref, **outcome.to_dict()}, indent=2), markup=False)
+        out.print(json.dumps({"source": src.id, "image": image_ref, **outcome.to_dict(),
+                              **({"new": sorted(new)} if baseline_session is not None else {})}, indent=2),
+                  markup=False)
     else:
         out.print(f"reproduce {src.id} in {image_ref[:40]}: {runs} run(s), sessions {', '.join(outcome.sessions)}",
                   markup=False)
         for sig, f in outcome.findings.items():
             mark = "" if sig in outcome.original else "  (not in the recording's findings)"
+            if baseline_session is not None and sig not in new:
+                mark += "  (in the baseline)"
             out.print(f"  came back {outcome.rate(sig):>9}  {f.category}  {sig}  id {f.id}{mark}", markup=False)
         for sig in outcome.original:
             if sig not in outcome.seen:
@@ -81,7 +99,7 @@ def reproduce(
         died = Counter(u for rep in outcome.replayed for u in rep.unanswered)
         for line, n in died.most_common(5):
             out.print(f"  no answer to {line} in {n} of {runs} run(s) (the request a worker died on?)", markup=False)
-    raise typer.Exit(EXIT_FINDINGS if outcome.seen else EXIT_OK)
+    raise typer.Exit(judged.exit_code)
 
 
 def _image(src, image: str | None, recipe_file: Path | None, reporter):

@@ -84,7 +84,7 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
 
     rules = supp.read(suppression_files or [])
     # Read the baseline first: a wrong id should stop the run before anything is built or started.
-    baseline_findings = gate.load_baseline(baseline, client) if baseline else None
+    baseline_session = gate.load_baseline(baseline, client) if baseline else None
     reporter = ConsoleReporter(err)
     r = recipes.load(recipe_path) if recipe_path else None
     try:
@@ -102,7 +102,7 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
                         reporter=reporter)
     finally:
         reporter.close()
-    outcome = gate.decide(result.findings, baseline_findings, fail_on)
+    outcome = gate.decide(result.findings, baseline_session, fail_on)
     _print_findings(result.session.data, outcome.shown, fmt, all_findings,
                     notices=sessions.session_notices(result.session))
     raise typer.Exit(outcome.exit_code)

@@ -14,7 +14,7 @@ from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import AsanlabError, UsageError
 from ..reports.gate import FailOn
-from .common import BASELINE_HELP, EXIT_CODES, FAIL_ON_HELP, REPLAY_FAIL_ON_HELP, Format, TextOrJson, app, err, out
+from .common import BASELINE_HELP, EXIT_CODES, FAIL_ON_HELP, SOAK_FAIL_ON_HELP, Format, TextOrJson, app, err, out
 from .printing import _print_findings, _print_soak
 
 
@@ -73,7 +73,7 @@ def replay(
     all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Print each finding's full report.")] = False,
     baseline: Annotated[Optional[str], typer.Option(help=BASELINE_HELP)] = None,
-    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=REPLAY_FAIL_ON_HELP)] = None,
+    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=SOAK_FAIL_ON_HELP)] = None,
     bundle: Annotated[Optional[Path], typer.Option(help="Also write a bug-report bundle (tar.gz): findings, raw "
                                                         "logs, recipe, php -v and php --ri from the image.")] = None,
     symbolize: Annotated[bool, typer.Option("--symbolize", help="Resolve module+offset frames with llvm-symbolizer "
@@ -92,7 +92,7 @@ def replay(
                   markup=False)
     _, findings = sessions.reports_and_findings(s)
     findings = _suppressed(findings, suppressions)
-    baseline_findings = gate.load_baseline(baseline, client) if baseline else None
+    baseline_session = gate.load_baseline(baseline, client) if baseline else None
     soaked = None
     if s.data.get("kind") == "soak":
         from ..soak.driver import soak_result
@@ -100,8 +100,9 @@ def replay(
         soaked = soak_result(s)
         if fmt is Format.text:
             _print_soak(s, soaked)
-    outcome = gate.decide(findings, baseline_findings, fail_on,
-                          soak_leak=soaked is not None and soaked["verdict"] == "LEAK")
+    outcome = gate.decide(findings, baseline_session, fail_on, soak=soaked)
+    if outcome.note:
+        err.print(f"asanlab: {outcome.note}", markup=False)
     findings = outcome.shown
     if bundle is not None:
         from .. import bundle as bundles
@@ -151,8 +152,8 @@ def report(
     from ..reports import suppressions as supp
 
     supp.read(rules_files)  # a bad file stops here, before any log is read
-    baseline_findings = gate.load_baseline(baseline, client) if baseline else None  # so does a wrong id
+    baseline_session = gate.load_baseline(baseline, client) if baseline else None  # so does a wrong id
     findings = _suppressed(group(reports()), rules_files)  # streamed: one example report per finding
-    outcome = gate.decide(findings, baseline_findings, fail_on)
+    outcome = gate.decide(findings, baseline_session, fail_on)
     _print_findings(None, outcome.shown, fmt, all_findings, full, sessions.read_notices(paths))
     raise typer.Exit(outcome.exit_code)

@@ -19,7 +19,9 @@ from ..errors import UsageError
 from ..events import Event
 from ..soak.growth import DEFAULT_BUDGET, Criteria
 from ..image.choice import agent_path, image_for
-from .common import Format, PullOption, PullPolicy, RegistryOption, SuppressionsOption, TextOrJson, _ranged, app, err
+from ..reports.gate import FailOn
+from .common import (BASELINE_HELP, SOAK_FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption,
+                     SuppressionsOption, TextOrJson, _ranged, app, err)
 from .printing import _print_findings, _print_soak
 
 
@@ -88,6 +90,9 @@ def soak(
     grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL at the end.",
                                          callback=_ranged("--grace", 0, 3600))] = 15.0,
     fmt: Annotated[TextOrJson, typer.Option("--format", help="text, or json (the analysis).")] = TextOrJson.text,
+    baseline: Annotated[Optional[str], typer.Option(help=BASELINE_HELP + " A soak session's LEAK verdict is "
+                                                         "compared too.")] = None,
+    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=SOAK_FAIL_ON_HELP)] = None,
     suppressions: SuppressionsOption = None,
     pull_policy: PullOption = PullPolicy.missing,
     registry_prefix: RegistryOption = None,
@@ -103,26 +108,13 @@ def soak(
 
     if (recipe_path is None) == (image is None):
         raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
+    gate.policy_for(fail_on, bool(baseline))
     points = parse_checkpoints(checkpoints)
     base = loads.check_url(url)
     if stats_url is not None:
         loads.check_url(stats_url, "--stats-url")
-    if body is not None and body_file is not None:
-        raise UsageError("give --body or --body-file, not both")
-    for option, path in (("--body-file", body_file), ("--requests-file", requests_file)):
-        if path is not None and path.exists() and not path.is_file():
-            raise UsageError(f"{option} {path}: not a regular file")  # a FIFO or a device: read without end
-    if body_file is not None:
-        try:
-            data = body_file.read_bytes()
-        except OSError as e:
-            raise UsageError(f"--body-file {body_file}: {e.strerror}") from None
-    else:
-        data = body.encode() if body is not None else None
-    if requests_file is not None:
-        reqs = loads.requests_from_file(requests_file, base)
-    else:
-        reqs = [loads.Request(method.upper(), base, tuple(loads.parse_header(h) for h in header or []), data)]
+    reqs = loads.requests_for(base, method=method, headers=header or [], body=body, body_file=body_file,
+                              requests_file=requests_file)
     if samples < 2:
         raise UsageError("--samples must be at least 2")
     if load_client is LoadClient.h2load and (why_not := loads.h2load_unavailable(reqs)):
@@ -130,6 +122,8 @@ def soak(
     from ..reports import suppressions as supp
 
     rules = supp.read(suppressions or [])
+    # A wrong baseline stops the soak before anything is built or started.
+    baseline_session = gate.load_baseline(baseline, client) if baseline else None
     reporter = ConsoleReporter(err)
     r = recipes.load(recipe_path) if recipe_path else None
     try:
@@ -143,15 +137,16 @@ def soak(
                               ports=publish or [], env=env or [], grace=grace, recipe=r, suppressions=rules)
         soak_opts = SoakOptions(requests=reqs, checkpoints=points, concurrency=concurrency,
                                 samples_per_checkpoint=samples, ready_timeout=ready_timeout,
-                                full_stacks=full_stacks, client=load_client.value, stats_url=stats_url)
-        settings = {"url": base, "checkpoints": points, "concurrency": concurrency, "threshold": threshold,
-                    "min_growth": min_growth, "warmup": points[0] if warmup is None else warmup,
-                    "budget": budget * 2**20, "agent": agent, "full_stacks": full_stacks, "stats_url": stats_url}
-        result = do_soak(client(), run_opts, soak_opts, agent_path=agent, settings=settings, reporter=reporter)
+                                full_stacks=full_stacks, client=load_client.value, stats_url=stats_url, url=base,
+                                criteria=Criteria(threshold=threshold, min_growth=min_growth,
+                                                  warmup=points[0] if warmup is None else warmup),
+                                budget=budget * 2**20)
+        result = do_soak(client(), run_opts, soak_opts, agent_path=agent, reporter=reporter)
     finally:
         reporter.close()
     analysis = soak_result(result.session)
-    findings = result.findings
+    outcome = gate.decide(result.findings, baseline_session, fail_on, soak=analysis)
+    findings = outcome.shown
     if fmt is TextOrJson.json:
         sys.stdout.write(json.dumps({"session": result.session.id, "soak": analysis,
                                      "findings": [f.to_dict() for f in findings]}, indent=2) + "\n")
@@ -159,5 +154,6 @@ def soak(
         _print_soak(result.session, analysis)
         _print_findings(result.session.data, findings, Format.text, False,
                         notices=sessions.session_notices(result.session))
-    leak = analysis is not None and analysis["verdict"] == "LEAK"
-    raise typer.Exit(gate.decide(findings, soak_leak=leak).exit_code)
+    if outcome.note:
+        err.print(f"asanlab: {outcome.note}", markup=False)
+    raise typer.Exit(outcome.exit_code)

@@ -64,19 +64,20 @@ def image_id(ref: str, docker: Callable[[], Any] = client) -> str:
     return found.id
 
 
-def agent_path(image_ref: str, docker: Callable[[], Any] = client) -> str | None:
-    """asanlab's agent's path in the image, from its label: only asanlab's images carry it."""
+def _labels(image_ref: str, docker: Callable[[], Any]) -> dict[str, str]:
+    """The image's labels; none for an image that is not here."""
     from .build import find_image
 
     found = find_image(docker(), image_ref)
-    labels = (found.labels or {}) if found is not None else {}
-    return labels.get(IMAGE_AGENT) or None  # an empty label (a derived image that unset it) is none
+    return (found.labels or {}) if found is not None else {}
+
+
+def agent_path(image_ref: str, docker: Callable[[], Any] = client) -> str | None:
+    """asanlab's agent's path in the image, from its label: only asanlab's images carry it."""
+    # An empty label (a derived image that unset it) is no agent.
+    return _labels(image_ref, docker).get(IMAGE_AGENT) or None
 
 
 def tools_of(image_ref: str, docker: Callable[[], Any] = client) -> list[str]:
     """The debugging tools an asanlab image was built with (its org.asanlab.tools label)."""
-    from .build import find_image
-
-    found = find_image(docker(), image_ref)
-    labels = (found.labels or {}) if found is not None else {}
-    return [t for t in labels.get(IMAGE_TOOLS, "").split(",") if t]
+    return [t for t in _labels(image_ref, docker).get(IMAGE_TOOLS, "").split(",") if t]

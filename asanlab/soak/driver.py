@@ -21,6 +21,7 @@ from ..reports import php_stack
 from ..errors import InfraError, UsageError
 from ..events import Event, Reporter, null_reporter
 from ..layout import AGENT_DIR, APP_DIR
+from .growth import DEFAULT_BUDGET, Criteria
 from .load import Loader, Request, make_loader
 from ..run import Companion, DriverContext, RunOptions, RunResult, run
 
@@ -53,6 +54,17 @@ class SoakOptions:
     full_stacks: bool = False
     client: str = "auto"  # the load generator: auto, builtin or h2load
     stats_url: str | None = None  # the app's own counters as JSON with request_count (Swoole's $server->stats())
+    url: str = ""  # the base URL, as given (kept in the session for the report)
+    criteria: Criteria = field(default_factory=Criteria)
+    budget: int = DEFAULT_BUDGET  # bytes of growth a worker may reach, for the max_request advice
+
+    def stored(self, agent_path: str | None, client: str) -> dict:
+        """What the session keeps under "soak", so that `asanlab replay` judges the samples the same
+        way (soak_result reads it back)."""
+        return {"url": self.url, "checkpoints": self.checkpoints, "concurrency": self.concurrency,
+                "threshold": self.criteria.threshold, "min_growth": self.criteria.min_growth,
+                "warmup": self.criteria.warmup, "budget": self.budget, "agent": agent_path,
+                "full_stacks": self.full_stacks, "stats_url": self.stats_url, "client": client}
 
 
 def parse_checkpoints(spec: str) -> list[int]:
@@ -241,12 +253,11 @@ def _alive(container) -> set[int]:
     return {int(x) for x in (out or b"").decode().split() if x.isdigit()}
 
 
-def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | None, settings: dict,
+def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | None,
          reporter: Reporter = null_reporter) -> RunResult:
-    """Run the app with the soak's driver beside it. `settings` (criteria, url, ...) are kept in the
-    session so that `asanlab replay` judges the samples the same way."""
+    """Run the app with the soak's driver beside it."""
     loader = make_loader(opts.requests, opts.concurrency, opts.client)
-    settings = {**settings, "client": loader.name}
+    settings = opts.stored(agent_path, loader.name)
     companion = Companion(
         kind="soak", driver=Driver(opts, agent_path is not None, loader),
         env={"ASANLAB_AGENT_DIR": AGENT_DIR} if agent_path is not None else {},
@@ -323,7 +334,6 @@ def _read_agent_blocks(s, samples: list[dict], prefix: str, parse) -> dict[int, 
 def soak_result(s, *, plots: bool = True) -> dict | None:
     """Judge a stored soak (again): writes soak/analysis.json, samples.csv and memory.png."""
     from . import plot, report as soak_report
-    from .growth import DEFAULT_BUDGET, Criteria
 
     samples = read_samples(s)
     if not samples:

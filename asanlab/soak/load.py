@@ -105,6 +105,27 @@ def requests_from_file(path: Path, base: str) -> list[Request]:
     return out
 
 
+def requests_for(base: str, *, method: str = "GET", headers: list[str] = (), body: str | None = None,
+                 body_file: Path | None = None, requests_file: Path | None = None) -> list[Request]:
+    """The requests a soak cycles through, from its options: a requests file, or one request made of
+    --method, --header and --body (or --body-file)."""
+    if body is not None and body_file is not None:
+        raise UsageError("give --body or --body-file, not both")
+    for option, path in (("--body-file", body_file), ("--requests-file", requests_file)):
+        if path is not None and path.exists() and not path.is_file():
+            raise UsageError(f"{option} {path}: not a regular file")  # a FIFO or a device: read without end
+    if body_file is not None:
+        try:
+            data = body_file.read_bytes()
+        except OSError as e:
+            raise UsageError(f"--body-file {body_file}: {e.strerror}") from None
+    else:
+        data = body.encode() if body is not None else None
+    if requests_file is not None:
+        return requests_from_file(requests_file, base)
+    return [Request(method.upper(), base, tuple(parse_header(h) for h in headers), data)]
+
+
 class _Probed:
     """A probe the app answered was served like any request: it is part of the load's totals."""
 

@@ -1,5 +1,5 @@
 """The CI gate (asanlab/reports/gate.py) on real sanitizer reports: the pure rule, the baseline loading,
-and --fail-on/--baseline as report and replay offer them (typer's CliRunner, no Docker)."""
+and --fail-on/--baseline as report, replay, soak and reproduce offer them (typer's CliRunner, no Docker)."""
 
 import json
 import subprocess
@@ -95,7 +95,31 @@ def test_start_up_leaks_never_fail(fail_on):
                                                    (FailOn.new, [], EXIT_FINDINGS), (FailOn.none, None, EXIT_OK),
                                                    (FailOn.none, [], EXIT_OK)])
 def test_a_soak_leak_verdict_fails_unless_none(fail_on, baseline, code):
-    assert gate.decide([], baseline, fail_on, soak_leak=True).exit_code == code
+    assert gate.decide([], baseline, fail_on, soak={"verdict": "LEAK"}).exit_code == code
+
+
+def soaked(verdict, low, high):
+    return {"verdict": verdict, "bytes_per_request": (low + high) / 2, "interval": [low, high]}
+
+
+@pytest.mark.parametrize("before,now,code", [
+    (soaked("STABLE", -1, 1), soaked("LEAK", 600, 700), EXIT_FINDINGS),  # the leak is new
+    (None, soaked("LEAK", 600, 700), EXIT_FINDINGS),  # the baseline was no soak: nothing to compare
+    (soaked("LEAK", 600, 700), soaked("LEAK", 620, 720), EXIT_OK),  # the same leak: not new
+    (soaked("LEAK", 600, 700), soaked("LEAK", 1300, 1400), EXIT_FINDINGS),  # it grew: new, as a count that grew
+    (soaked("LEAK", 600, 700), soaked("STABLE", -1, 1), EXIT_OK),
+])
+def test_under_new_a_soak_leak_is_judged_against_the_baselines_soak(before, now, code):
+    outcome = gate.decide([], gate.Baseline([], before), FailOn.new, soak=now)
+    assert outcome.exit_code == code
+    assert (outcome.note is not None) == (before is not None and before["verdict"] == now["verdict"] == "LEAK"
+                                          and code == EXIT_OK)
+    if outcome.note:
+        assert outcome.note == "the baseline's soak leaked too (650.0 B/request there): this LEAK is not new"
+    # any fails on the LEAK whatever the baseline says; none never fails.
+    assert gate.decide([], gate.Baseline([], before), FailOn.any, soak=now).exit_code == \
+        (EXIT_FINDINGS if now["verdict"] == "LEAK" else EXIT_OK)
+    assert gate.decide([], gate.Baseline([], before), FailOn.none, soak=now).exit_code == EXIT_OK
 
 
 def test_policy_given_as_text():
@@ -123,7 +147,19 @@ def test_a_session_baseline_never_asks_docker(state):
     s = recorded(LEAK)
     by_id = gate.load_baseline(s.id, no_docker)
     by_folder = gate.load_baseline(str(s.path), no_docker)
-    assert [f.signature for f in by_id] == [f.signature for f in by_folder] == [f.signature for f in found(LEAK)]
+    assert [f.signature for f in by_id.findings] == [f.signature for f in by_folder.findings] \
+        == [f.signature for f in found(LEAK)]
+    assert by_id.soak is None  # not a soak
+
+
+def test_a_soak_baseline_brings_its_stored_analysis_and_is_left_as_it_was(state):
+    s = recorded(kind="soak")
+    (s.path / "soak").mkdir()
+    stored = soaked("LEAK", 600, 700)
+    (s.path / "soak" / "analysis.json").write_text(json.dumps(stored))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in s.path.rglob("*"))
+    assert gate.load_baseline(s.id, no_docker).soak == stored
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in s.path.rglob("*")) == before
 
 
 def test_an_unknown_reference_without_docker_is_a_missing_session(state):
@@ -160,7 +196,7 @@ def test_an_image_baseline_is_its_latest_finished_session(state):
     recorded(DOUBLE_FREE, image={"id": "sha256:bbb"}, status="finished")  # another image
     docker = FakeDocker({"asanlab/php:8.2": "sha256:aaa"})
     baseline = gate.load_baseline("asanlab/php:8.2", lambda: docker)
-    assert [f.signature for f in baseline] == [f.signature for f in found(LEAK)]
+    assert [f.signature for f in baseline.findings] == [f.signature for f in found(LEAK)]
     with pytest.raises(SessionError, match="no session 'other:1'"):
         gate.load_baseline("other:1", lambda: docker)
 
@@ -228,8 +264,76 @@ def test_replay_of_a_leaking_soak(state, monkeypatch):
     assert invoke("replay", s.id, "--format", "json", "--fail-on", "none").exit_code == EXIT_OK
 
 
-def test_help_offers_the_gate_on_replay_and_report():
-    for command in ("replay", "report"):
+def test_replay_of_a_soak_that_leaked_as_its_baseline_did(state, monkeypatch):
+    import asanlab.soak.driver
+
+    monkeypatch.setattr(asanlab.soak.driver, "soak_result", lambda s: soaked("LEAK", 610, 690))
+    main = recorded(kind="soak")
+    (main.path / "soak").mkdir()
+    (main.path / "soak" / "analysis.json").write_text(json.dumps(soaked("LEAK", 600, 700)))
+    pr = recorded(kind="soak")
+    result = invoke("replay", pr.id, "--format", "json", "--baseline", main.id)
+    assert result.exit_code == EXIT_OK, result.output
+    assert "this LEAK is not new" in result.stderr
+    assert invoke("replay", pr.id, "--format", "json", "--baseline", main.id, "--fail-on", "any").exit_code \
+        == EXIT_FINDINGS
+
+
+def test_soak_refuses_a_wrong_gate_before_docker(state, monkeypatch, tmp_path):
+    import asanlab.cli.soaking
+
+    def unavailable():  # an unknown reference may be an image: the gate asks, and there is no daemon
+        raise DockerUnavailable("no daemon")
+
+    monkeypatch.setattr(asanlab.cli.soaking, "client", unavailable)
+    (tmp_path / "x.php").write_text("<?php\n")
+    common = ["soak", tmp_path / "x.php", "--image", "x", "--url", "http://127.0.0.1:9501/"]
+    result = invoke(*common, "--fail-on", "new")
+    assert isinstance(result.exception, UsageError), result.exception
+    assert result.exception.message == "--fail-on new needs --baseline SESSION: new compared with what?"
+    result = invoke(*common, "--baseline", "20000101-000000-0000")
+    assert isinstance(result.exception, SessionError), result.exception
+    assert not session.sessions_dir().exists() or not any(session.sessions_dir().iterdir())  # nothing started
+
+
+def test_reproduce_gates_the_findings_that_came_back(state, monkeypatch, tmp_path):
+    """reproduce's exit code comes from the gate: a finding the baseline has too passes under new."""
+    import asanlab.cli.reproducing
+    import asanlab.reproduce.target as target
+    from asanlab.run import traffic
+
+    app_file = tmp_path / "a.php"
+    app_file.write_text("<?php\n")
+    rec = recorded(DOUBLE_FREE, app=str(app_file))
+    (rec.path / "traffic").mkdir()
+    (rec.path / "traffic" / traffic.FILE).write_text('{"c": 1, "t": 0, "in": "R0VUIC8gSFRUUC8xLjENCg0K"}\n')
+    main = recorded(DOUBLE_FREE)
+
+    def came_back(t, *, runs):
+        out = target.Outcome(runs=runs, original=[f.signature for f in found(DOUBLE_FREE)])
+        for f in found(DOUBLE_FREE):
+            out.seen[f.signature], out.findings[f.signature] = runs, f
+        return out
+
+    monkeypatch.setattr(asanlab.cli.reproducing, "client", lambda: None)
+    monkeypatch.setattr(asanlab.cli.reproducing, "_image", lambda *a: ("img", "sha256:1", None))
+    monkeypatch.setattr(asanlab.cli.reproducing, "agent_path", lambda *a: None)
+    monkeypatch.setattr(target, "reproduce", came_back)
+    assert invoke("reproduce", rec.id, "--runs", 2).exit_code == EXIT_FINDINGS
+    assert invoke("reproduce", rec.id, "--runs", 2, "--fail-on", "none").exit_code == EXIT_OK
+    same = invoke("reproduce", rec.id, "--runs", 2, "--baseline", main.id)
+    assert same.exit_code == EXIT_OK and "(in the baseline)" in same.stdout, same.output
+    as_json = invoke("reproduce", rec.id, "--format", "json", "--baseline", main.id)
+    assert json.loads(as_json.stdout)["new"] == []
+    assert invoke("reproduce", rec.id, "--baseline", main.id, "--fail-on", "any").exit_code == EXIT_FINDINGS
+    clean = recorded()
+    assert invoke("reproduce", rec.id, "--baseline", clean.id).exit_code == EXIT_FINDINGS
+    refused = invoke("reproduce", rec.id, "--minimize", "x", "--baseline", main.id)
+    assert isinstance(refused.exception, UsageError) and "--minimize" in refused.exception.message
+
+
+def test_help_offers_the_gate_wherever_findings_are_produced():
+    for command in ("run", "soak", "reproduce", "replay", "report"):
         result = invoke(command, "--help")
         assert "--fail-on" in result.stdout and "--baseline" in result.stdout, command
 

@@ -163,3 +163,20 @@ def test_server_count_is_read_from_the_stats_url_and_a_bad_one_is_said_once(http
     assert "/html: its answer is not JSON" in events[0].message
     assert "/missing" in events[1].message and "404" in events[1].message
     assert "/other: its JSON has no whole-number request_count" in events[2].message
+
+
+def test_the_requests_a_soak_cycles_through_come_from_its_flags(tmp_path):
+    from asanlab.soak.load import requests_for
+
+    one = requests_for("http://127.0.0.1:9501/o", method="post", headers=["X-A: 1"], body="{}")
+    assert one == [Request("POST", "http://127.0.0.1:9501/o", (("X-A", "1"),), b"{}")]
+    (tmp_path / "b").write_bytes(b"\x00\x01")
+    assert requests_for("http://h:1/", body_file=tmp_path / "b")[0].body == b"\x00\x01"
+    (tmp_path / "r.jsonl").write_text('{"url": "/a"}\n{"method": "put", "url": "b", "body": "x"}\n')
+    many = requests_for("http://h:1/base/", requests_file=tmp_path / "r.jsonl", method="DELETE")
+    assert [(r.method, r.url, r.body) for r in many] == [("GET", "http://h:1/a", None),
+                                                           ("PUT", "http://h:1/base/b", b"x")]
+    with pytest.raises(UsageError, match="give --body or --body-file, not both"):
+        requests_for("http://h:1/", body="x", body_file=tmp_path / "b")
+    with pytest.raises(UsageError, match=f"--body-file {tmp_path / 'nope'}: No such file"):
+        requests_for("http://h:1/", body_file=tmp_path / "nope")
