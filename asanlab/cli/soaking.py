@@ -89,6 +89,10 @@ def soak(
         = None,
     grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL at the end.",
                                          callback=_ranged("--grace", 0, 3600))] = 15.0,
+    record: Annotated[bool, typer.Option("--record", help="Keep every request the app received (on the first "
+                                                          "published port) in the session, for `asanlab reproduce`; "
+                                                          "the recording proxy lowers the requests per second.")]
+        = False,
     fmt: Annotated[TextOrJson, typer.Option("--format", help="text, or json (the analysis).")] = TextOrJson.text,
     baseline: Annotated[Optional[str], typer.Option(help=BASELINE_HELP + " A soak session's LEAK verdict is "
                                                          "compared too.")] = None,
@@ -134,7 +138,8 @@ def soak(
                                            "is measured from /proc only; no allocation stacks, PHP lines or "
                                            "variables, nor Swoole's coroutine counts"))
         run_opts = RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(ctx.args),
-                              ports=publish or [], env=env or [], grace=grace, recipe=r, suppressions=rules)
+                              ports=publish or [], env=env or [], grace=grace, recipe=r, suppressions=rules,
+                              record=record)
         soak_opts = SoakOptions(requests=reqs, checkpoints=points, concurrency=concurrency,
                                 samples_per_checkpoint=samples, ready_timeout=ready_timeout,
                                 full_stacks=full_stacks, client=load_client.value, stats_url=stats_url, url=base,

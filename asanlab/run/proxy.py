@@ -21,15 +21,21 @@ from ..errors import UsageError
 
 CHUNK = 64 * 1024
 READY_TIMEOUT = 120.0  # seconds a client's connection waits for the app to listen
+# A recording stops keeping bytes past this size (connections are still forwarded, and their
+# opening and closing still written): a soak of 100,000 requests writes about 60 MB, an hour of a
+# busy server could fill the disk. What was cut is said in the session.
+LIMIT_BYTES = 1 << 30
 
 
 class Recorder:
     """Start with start(), end with stop(). `listen` is (ip, port), `upstream` likewise."""
 
-    def __init__(self, listen: tuple[str, int], upstream: tuple[str, int], out: Path):
-        self.listen, self.upstream, self.out = listen, upstream, out
+    def __init__(self, listen: tuple[str, int], upstream: tuple[str, int], out: Path, limit: int = LIMIT_BYTES):
+        self.listen, self.upstream, self.out, self.limit = listen, upstream, out, limit
         self.connections = 0
         self.bytes_in = 0
+        self.written = 0
+        self.cut_at: float | None = None  # seconds into the recording when the limit was reached
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -75,7 +81,14 @@ class Recorder:
 
     def _write(self, event: dict) -> None:
         event["t"] = round(time.monotonic() - self._t0, 6)
-        self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+        if self.written >= self.limit and ("in" in event or "out" in event):
+            if self.cut_at is None:
+                self.cut_at = event["t"]
+                self._file.write(json.dumps({"t": event["t"], "cut": self.written}) + "\n")
+            return
+        line = json.dumps(event, separators=(",", ":")) + "\n"
+        self.written += len(line)
+        self._file.write(line)
 
     async def _app_ready(self) -> None:
         """Until the app itself accepts connections. Docker's proxy accepts on the published port at

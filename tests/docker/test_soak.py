@@ -1,6 +1,7 @@
 """`asanlab soak` for real: a prefork PHP HTTP server (master + 2 workers) in the ASan image,
 leaking a known number of bytes per request through FFI, or nothing; exact request counts from
-h2load and from the built-in client; memory from /proc and from the agent inside each process."""
+h2load and from the built-in client; memory from /proc and from the agent inside each process;
+the traffic recorded (--record) and a soak gated against a baseline soak."""
 
 import json
 import shutil
@@ -66,16 +67,26 @@ def test_soak_session_keeps_samples_plot_and_replays(leaking, work):
     assert "soak: LEAK" in replay.stdout and "growing allocation stacks" in replay.stdout
     assert "B/request" in replay.stdout and "max_request <=" in replay.stdout
     assert "in PHP: an FFI call ($ffi->func()) in code the script runs itself" in replay.stdout
+    # The soak as its own baseline: the same LEAK (from its stored analysis) and the same findings
+    # are not new; --fail-on any still fails.
+    same = asanlab("replay", out["session"], "--baseline", out["session"], cwd=folder, env=env, check=0)
+    assert "the baseline's soak leaked too" in same.stderr and "this LEAK is not new" in same.stderr
+    asanlab("replay", out["session"], "--baseline", out["session"], "--fail-on", "any", cwd=folder, env=env, check=1)
 
 
 def test_clean_server_is_stable(work):
     folder, env = work
-    proc = soak(folder, env, "clean", 0, "--client", "builtin", check=0)
-    a = json.loads(proc.stdout)["soak"]
+    # --record: the load goes through asanlab's recording proxy, and the verdict does not change.
+    proc = soak(folder, env, "clean", 0, "--client", "builtin", "--record", check=0)
+    out = json.loads(proc.stdout)
+    a = out["soak"]
     assert "(built-in client, 16 in flight)" in proc.stderr
     assert a["load"]["sent"] == 20000 and a["load"]["failed"] == 0
     assert a["verdict"] == "STABLE", a["series"]
     assert abs(a["bytes_per_request"]) < 1
+    recorded = json.loads((folder / ".asanlab" / "sessions" / out["session"] / "session.json").read_text())["traffic"]
+    # Every request the load sent, and the few the soak's readiness and flush sent besides.
+    assert recorded["requests"] >= 20000 and recorded["unanswered"] == [] and recorded["cut_at"] is None, recorded
 
 
 def test_an_image_without_the_agent_still_gets_a_verdict(work, docker_client):

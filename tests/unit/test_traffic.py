@@ -145,3 +145,28 @@ def test_stopping_with_connections_open_logs_nothing(tmp_path, caplog):
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text
     [conn] = traffic.read(tmp_path / traffic.FILE)
     assert [r.line for r in traffic.requests_of(conn)] == ["GET /open"]
+
+
+def test_a_recording_past_its_limit_keeps_forwarding_and_says_where_it_was_cut(tmp_path):
+    from asanlab.run.recording import traffic_summary
+    from asanlab.session import create
+
+    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    rec = proxy.Recorder(("127.0.0.1", 0), ("127.0.0.1", app.server_address[1]), tmp_path / traffic.FILE, limit=2000)
+    rec.start()
+    try:
+        with requests.Session() as s:
+            answers = [s.get(f"http://127.0.0.1:{rec.listen[1]}/r{n}").text for n in range(40)]
+        time.sleep(0.2)
+    finally:
+        rec.stop()
+        app.shutdown()
+    assert answers == [f"got /r{n} " for n in range(40)]  # every request reached the app
+    kept = traffic.all_requests(traffic.read(tmp_path / traffic.FILE))
+    assert 0 < len(kept) < 40 and [r.line for r in kept] == [f"GET /r{n}" for n in range(len(kept))]
+    assert rec.cut_at is not None and rec.written < 2000 + 1000
+    events = []
+    summary = traffic_summary(rec, create({"command": ["php"]}), events.append)
+    assert summary["cut_at"] == rec.cut_at and summary["unanswered"] == []  # the cut is no lost answer
+    assert any("stopped keeping bytes at 0 MiB" in e.message for e in events)
