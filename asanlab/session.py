@@ -181,7 +181,7 @@ def symbolize(s: Session, client) -> int:
 
 
 def reports_and_findings(s: Session) -> tuple[list[Report], list[Finding]]:
-    from .reports import php_stack
+    from .reports import crash, php_stack
     from .reports.symbolize import apply, load_cache
 
     if not s.sanitizer_dir.is_dir() and not s.output_log.exists():
@@ -189,8 +189,10 @@ def reports_and_findings(s: Session) -> tuple[list[Report], list[Finding]]:
         raise SessionError(f"session {s.id}: its raw logs ({s.sanitizer_dir.parent}) are gone; nothing to re-read",
                            hint="a session copied without its raw/ folder cannot be replayed")
     reports = read_reports(s.sanitizer_dir)
+    stacks = php_stack.read_folder(s.path / PHP_STACK_SUBDIR)
+    reports += crash.read_folder(s.path / PHP_STACK_SUBDIR, stacks)  # signals no sanitizer handled
     apply(reports, load_cache(s.path / SYMBOLS))
-    php_stack.attach(reports, php_stack.read_folder(s.path / PHP_STACK_SUBDIR))
+    php_stack.attach(reports, stacks)
     php_stack.attach_origins(reports, php_stack.read_origins(s.path / PHP_STACK_SUBDIR))
     if s.output_log.exists():
         # UBSan may write to stderr when it runs before log_path applies; errors printed there count too.

@@ -9,6 +9,8 @@ coroutines on, measured with `ab -k -c 32` in this one run:
    `asanlab soak` sets (frame pointers), and soak's with asanlab's agent sampling allocations;
 4. `run --record`: the same requests through asanlab's recording proxy (asanlab/run/proxy.py), in front of
    release (what the proxy alone can carry) and of `run`'s ASan variant (what recording costs);
+5. with VALGRIND=1: asanlab's debug image (`tools: [valgrind]`: -g, no sanitizers) alone, and under
+   the memcheck command line `run --valgrind` uses (asanlab/run/valgrind.py);
 for the default recipe (compiler.optimize: 1, php.debug: false), at the -O levels in OPT_LEVELS
 (e.g. OPT_LEVELS=1,0 to see what -O0 costs), and with php.debug: true too when DEBUG=1. Target:
 soak within 2.5x of release, run within 4x (ratio of requests per second).
@@ -58,14 +60,15 @@ def ab(port: int, n: int) -> float:
     return float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
 
 
-def measure(client, image: str, env: dict[str, str], cmd: list[str], record: bool = False) -> float:
+def measure(client, image: str, env: dict[str, str], cmd: list[str], record: bool = False,
+            start_timeout: float = 60) -> float:
     """ab against the app; with `record`, through asanlab's recording proxy (run --record)."""
     port = free_port()
     c = client.containers.run(image, cmd, detach=True, environment=env, ports={"9501/tcp": ("127.0.0.1", port)},
                               volumes={str(SPEED): {"bind": "/app", "mode": "ro"}}, labels={"org.asanlab.role": "bench"},
                               cap_add=["SYS_PTRACE"])
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_timeout
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
@@ -108,7 +111,7 @@ def main() -> int:
     from asanlab.image import recipe as recipes
     from asanlab.image.build import build
     from asanlab.docker_client import client
-    from asanlab.run import environment
+    from asanlab.run import environment, valgrind
     from asanlab.soak.driver import asan_options
 
     work = Path(tempfile.mkdtemp(prefix="asanlab-speed-"))
@@ -163,16 +166,32 @@ def main() -> int:
             env = {**run_env, **origins, "ASAN_OPTIONS": run_env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}
             env.pop("UBSAN_OPTIONS", None)
             variants.append((f"ASan {label:<19} asanlab run --record", image, env, True))
+    commands = {}  # variant index -> its own command line
+    if os.environ.get("VALGRIND") == "1":
+        path = work / "debug.yml"
+        path.write_text("name: bench-speed-debug\nbase_image: debian:bookworm\n"
+                        "php:\n  version: \"8.2.32\"\n  source:\n    debian: php8.2\n"
+                        "swoole:\n  version: \"6.1.9\"\n  source:\n    path: swoole.tar.gz\n  configure: [--enable-sockets]\n"
+                        "tools: [valgrind]\n")
+        debug_image = build(recipes.load(path), client).image_ref
+        variants.append(("debug image (-g, no sanitizers)", debug_image, {}, False))
+        # run --valgrind's command line and environment; its log folder and suppressions are /tmp's here.
+        memcheck = [a.replace("/asanlab/logs/", "/tmp/") for a in valgrind.command(cmd)
+                    if not a.startswith("--suppressions=")]
+        commands[len(variants)] = memcheck
+        variants.append(("debug image under run --valgrind's memcheck", debug_image, dict(environment.PHP_ENV), False))
     runs: list[list[float]] = [[] for _ in variants]
     for n in range(ROUNDS):
         for i, (_, image, env, record) in enumerate(variants):
-            runs[i].append(measure(docker, image, env, cmd, record))
+            runs[i].append(measure(docker, image, env, commands.get(i, cmd), record,
+                                   start_timeout=300 if i in commands else 60))
         print(f"round {n + 1}/{ROUNDS} done", flush=True)
     release = statistics.median(runs[0])
     for (label, _, _, _), rps in zip(variants, runs):
         median = statistics.median(rps)
         print(f"{label:<62} {median:9.0f} req/s  {release / median:5.2f}x  (runs {min(rps):.0f}-{max(rps):.0f})"
-              + ("   target <= 2.5x" if "soak" in label else "   target <= 4x" if "run" in label else ""))
+              + ("   target <= 2.5x" if "soak" in label else "   target <= 4x" if label.startswith("ASan") and
+                 "run" in label else ""))
     return 0
 
 

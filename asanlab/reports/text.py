@@ -47,7 +47,23 @@ def title(f: Finding) -> str:
     access = f" {ex.access} of size {ex.size}" if ex and ex.access and ex.size else (f" {ex.access}" if ex and ex.access else "")
     if f.tool is Tool.UBSAN:
         return f"UNDEFINED {ex.message if ex else f.kind}"
+    if f.tool is Tool.CRASH:
+        return f"CRASH {ex.message if ex else f.kind}"
     return f"ERROR {f.kind}{access}"
+
+
+def _died_by(session: dict) -> str | None:
+    """"signal 11 (SIGSEGV)" when the container's main process ended by a signal on its own (exit
+    code 128 + the signal, Docker's convention), not by asanlab's stop."""
+    import signal
+
+    code = session.get("exit_code")
+    if session.get("stop_reason") != "exited" or not isinstance(code, int) or not 128 < code < 128 + 32:
+        return None
+    try:
+        return f"signal {code - 128} ({signal.Signals(code - 128).name})"
+    except ValueError:
+        return f"signal {code - 128}"
 
 
 def render(session: dict | None, findings: list[Finding], *, show_all: bool = False, full: bool = False,
@@ -58,6 +74,9 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
         image = session.get("image") or {}
         lines.append(f"  image {image.get('ref')}  status {session.get('status')} ({session.get('stop_reason')})"
                      f"  exit code {session.get('exit_code')}")
+        died = _died_by(session)
+        if died:
+            lines.append(f"  the app's main process died by {died} before anything stopped it")
         for a in session.get("abnormal_exits") or []:
             lines.append(f"  server: {a['line']}")
         cost = session.get("php_origins")

@@ -1,5 +1,5 @@
 """What a sanitizer said, as data: a report (ASan error, LeakSanitizer leak, UBSan error, Valgrind
-error) and its stack frames. The parsers (asanlab/reports/sanitizers.py, asanlab/reports/valgrind.py) make them; the
+error, a crash the agent caught) and its stack frames. The parsers (asanlab/reports/sanitizers.py, asanlab/reports/valgrind.py) make them; the
 rest of asanlab reads them. Pure: no parsing, no Docker.
 """
 
@@ -18,6 +18,7 @@ class Tool(str, Enum):
     LSAN = "LeakSanitizer"
     UBSAN = "UndefinedBehaviorSanitizer"
     VALGRIND = "Valgrind"
+    CRASH = "Crash"  # a signal no sanitizer handled, caught by asanlab's agent (reports/crash.py)
 
     def __str__(self) -> str:
         return self.value
@@ -37,7 +38,7 @@ class Frame:
         if self.file:
             return f"{self.file}:{self.line}" if self.line else self.file
         if self.module:
-            return f"{self.module}+{self.offset}"
+            return f"{self.module}+{self.offset}" if self.offset else self.module
         return "?"
 
     def describe(self) -> str:

@@ -23,6 +23,8 @@ from .stop import StopRequest, recover_orphans, stop_container
 from . import valgrind
 from .watch import CompanionThread, OutputCopier, Watcher
 
+CRASH_GDB_SCRIPT = "crash-gdb.py"  # asanlab/data: what gdb prints of a crash the agent caught
+
 # Seconds after asanlab's own stop (timeout + grace) when the container stops itself: asanlab,
 # alive, is done by then.
 DEADLINE_MARGIN = 10
@@ -149,7 +151,10 @@ def _environment(opts: RunOptions, user_env: dict[str, str], suppressions: bool)
     mounts = {"state": STATE_DIR, **(extra.mounts if extra else {})}
     if opts.agent:
         preload = " ".join(p for p in (opts.agent, env.get("LD_PRELOAD")) if p)
-        env.update({"LD_PRELOAD": preload, "ASANLAB_PHP_TRACE_DIR": PHP_STACK_DIR})
+        # The agent writes the PHP side of reports there, and catches the crashes no sanitizer
+        # handles, with gdb's view where the image has gdb (images/agent/crash.c).
+        env.update({"LD_PRELOAD": preload, "ASANLAB_PHP_TRACE_DIR": PHP_STACK_DIR,
+                    "ASANLAB_CRASH_GDB": f"{CONFIG_DIR}/{CRASH_GDB_SCRIPT}"})
         if origins:
             env["ASANLAB_PHP_ORIGINS"] = "1"
         mounts[sessions.PHP_STACK_SUBDIR] = PHP_STACK_DIR
@@ -182,7 +187,9 @@ def _volumes(s: sessions.Session, app: Path, suppressions: list[str], mounts: di
     """The app's folder read-only, the session's log, config and mounted subfolders."""
     config = s.path / "config"
     config.mkdir()
-    (config / "sigterm.php").write_bytes((Path(__file__).parent.parent / "data" / "sigterm.php").read_bytes())
+    data = Path(__file__).parent.parent / "data"
+    (config / "sigterm.php").write_bytes((data / "sigterm.php").read_bytes())
+    (config / CRASH_GDB_SCRIPT).write_bytes((data / CRASH_GDB_SCRIPT).read_bytes())
     if under_valgrind:
         (config / "valgrind.supp").write_bytes(valgrind.SHIPPED.read_bytes())
     if suppressions:

@@ -6,6 +6,8 @@
  *    php-src's zbacktrace walks it) and the HTTP request a Swoole handler was serving to
  *    php-backtrace.<pid> in that folder. Swoole swaps
  *    EG(current_execute_data) per coroutine, so this is the coroutine that failed.
+ *    A crash by a signal no sanitizer handles (SIGSEGV in an image without ASan, ...) leaves
+ *    crash.<pid> there with the C stack (gdb's where the image has gdb) and the PHP block (crash.c).
  * 2. The PHP code that allocated each block still alive at exit (ASANLAB_PHP_ORIGINS=1, by run):
  *    php-origin.<pid> in the same folder, joined on the host with LeakSanitizer's leaked objects.
  * 3. Soak sampling (ASANLAB_AGENT_DIR set, by soak only): a thread in each PHP process (started
@@ -33,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crash.h"
 #include "php-census.h"
 #include "php-heap.h"
 #include "php-origin.h"
@@ -311,6 +314,11 @@ static void php_death(void) {
     write_block(key, (size_t)n);
 }
 
+/* A process dying by a signal no sanitizer handles (crash.c): the block "report crash <pid>". */
+static void crash_block(const char *key, size_t key_length) {
+    if (eg && eg->current_execute_data) write_block(key, key_length);
+}
+
 static void write_block(const char *key, size_t key_length) {
     char path[512], line[64];
     snprintf(path, sizeof path, "%s/php-backtrace.%d", trace_dir, (int)getpid());
@@ -365,17 +373,22 @@ static void write_block(const char *key, size_t key_length) {
 
 static void trace_init(void) {
     const char *dir = getenv("ASANLAB_PHP_TRACE_DIR");
-    if (!dir || !*dir || strlen(dir) >= sizeof trace_dir || !__asan_set_error_report_callback) return;
+    if (!dir || !*dir || strlen(dir) >= sizeof trace_dir) return;
     strcpy(trace_dir, dir);
     eg = (zend_executor_globals *)dlsym(RTLD_DEFAULT, "executor_globals");
     read_property = dlsym(RTLD_DEFAULT, "zend_read_property");
     hash_str_find = dlsym(RTLD_DEFAULT, "zend_hash_str_find");
+    crash_start(trace_dir, crash_block); /* after ASan's init: its handlers, where it has them, stay */
+    if (!__asan_set_error_report_callback) return;
     if (eg) __asan_set_error_report_callback(php_backtrace);
     if (eg && __sanitizer_set_death_callback) __sanitizer_set_death_callback(php_death);
     php_origin_start(trace_dir);
 }
 #else
-static void trace_init(void) {}
+static void trace_init(void) {
+    const char *dir = getenv("ASANLAB_PHP_TRACE_DIR");
+    if (dir && *dir) crash_start(dir, NULL);
+}
 #endif
 
 /* ---- start: only in PHP; each part only when its folder is given ------------------------------ */

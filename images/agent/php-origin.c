@@ -9,7 +9,7 @@
  * (asanlab/reports/php_stack.py).
  *
  * Nothing here calls malloc: these hooks run inside the allocator. The block table is mmap'd and
- * doubles when 3/4 full; a call path's text is written once, into a fixed arena, when first seen,
+ * grows by half when 7/8 full; a call path's text is written once, into a fixed arena, when first seen,
  * because at exit the PHP strings it names may be freed already.
  */
 #define _GNU_SOURCE
@@ -38,8 +38,12 @@ extern int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const v
 #define MAX_SITES 8192
 #define SITE_INDEX 16384       /* open addressing over sites: at most half full */
 #define ARENA_BYTES (2 << 20)  /* the sites' text */
-#define FIRST_BITS 12          /* the block table starts with 2^12 slots (64 KiB) ... */
-#define LAST_BITS 24           /* ... and stops growing at 2^24 (256 MiB): later blocks are dropped */
+#define FIRST_SLOTS 4096       /* the block table starts with 4,096 slots (32 KiB) ... */
+#define LAST_SLOTS (1 << 24)   /* ... and stops growing at 2^24 (128 MiB): later blocks are dropped */
+/* Full at 7/8, then half as large again: the table is what the bookkeeping costs, and doubling at
+ * 3/4 left a small process (a Swoole master) with a table 5/8 empty: 12.8% of its live heap. */
+#define FULL(n) ((n) / 8 * 7)
+#define GROWN(n) ((n) + (n) / 2)
 
 struct key {
     const void *scope, *function, *file; /* interned strings: the same pointer for the same name */
@@ -62,11 +66,11 @@ static zend_executor_globals *eg;
 static char folder[480];
 static struct site sites[MAX_SITES];
 static uint32_t nsites;
-static uint32_t site_index[SITE_INDEX]; /* site + 1, 0: empty */
+static uint16_t site_index[SITE_INDEX]; /* site + 1 (MAX_SITES < 2^16), 0: empty */
 static char arena[ARENA_BYTES];
 static uint32_t arena_used;
 static struct block *blocks;
-static unsigned bits;
+static size_t slots;
 static size_t used, dropped;
 static size_t calls, peak_heap;
 static int finished; /* written at exit: record nothing more */
@@ -77,7 +81,10 @@ static TLS int inside;     /* the hook itself must not recurse */
 
 static uint64_t mix(uint64_t h, uint64_t v) { return h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2)); }
 
-static size_t home(uint64_t key, unsigned b) { return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> (64 - b)); }
+/* A slot in 0..n-1 for any n: the hash's top 32 bits scaled to n (no power of two needed). */
+static size_t home(uint64_t key, size_t n) {
+    return (size_t)((((key * 0x9e3779b97f4a7c15ULL) >> 32) * (uint64_t)n) >> 32);
+}
 
 static void arena_put(const char *s, size_t n) {
     if (n > ARENA_BYTES - arena_used) n = ARENA_BYTES - arena_used;
@@ -141,31 +148,31 @@ static uint32_t current_site(void) {
     return nsites - 1;
 }
 
-static struct block *map_table(unsigned b) {
-    void *p = mmap(NULL, sizeof(struct block) << b, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+static struct block *map_table(size_t n) {
+    void *p = mmap(NULL, sizeof(struct block) * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : (struct block *)p;
 }
 
-static void insert(struct block *table, unsigned b, uint64_t key, uint32_t site) {
-    size_t mask = ((size_t)1 << b) - 1, i = home(key, b);
-    while (table[i].key != 0 && table[i].key != key) i = (i + 1) & mask;
+static void insert(struct block *table, size_t n, uint64_t key, uint32_t site) {
+    size_t i = home(key, n);
+    while (table[i].key != 0 && table[i].key != key) i = i + 1 == n ? 0 : i + 1;
     if (table[i].key == 0) used++;
     table[i].key = key;
     table[i].site = site;
 }
 
-/* Twice the slots; false when the table is at its largest or no memory is left. */
+/* Half as many slots again; false when the table is at its largest or no memory is left. */
 static int grow(void) {
-    if (bits >= LAST_BITS) return 0;
-    struct block *bigger = map_table(bits + 1), *old = blocks;
+    if (slots >= LAST_SLOTS) return 0;
+    size_t n = GROWN(slots);
+    struct block *bigger = map_table(n), *old = blocks;
     if (!bigger) return 0;
-    size_t n = (size_t)1 << bits;
     used = 0;
-    for (size_t i = 0; i < n; i++)
-        if (old[i].key) insert(bigger, bits + 1, old[i].key, old[i].site);
+    for (size_t i = 0; i < slots; i++)
+        if (old[i].key) insert(bigger, n, old[i].key, old[i].site);
     blocks = bigger;
-    bits++;
-    munmap(old, sizeof(struct block) * n);
+    munmap(old, sizeof(struct block) * slots);
+    slots = n;
     return 1;
 }
 
@@ -194,8 +201,8 @@ static void on_malloc(const volatile void *ptr, size_t size) {
         if (now > peak_heap) peak_heap = now;
     }
     uint32_t site = current_site();
-    if (site == UINT32_MAX || (used >= ((size_t)3 << bits) / 4 && !grow())) dropped++;
-    else insert(blocks, bits, (uint64_t)(uintptr_t)ptr >> 3, site);
+    if (site == UINT32_MAX || (used >= FULL(slots) && !grow())) dropped++;
+    else insert(blocks, slots, (uint64_t)(uintptr_t)ptr >> 3, site);
     pthread_mutex_unlock(&lock);
     inside = 0;
 }
@@ -205,11 +212,11 @@ static void on_free(const volatile void *ptr) {
     if (!ptr || inside || finished || __atomic_load_n(&used, __ATOMIC_RELAXED) == 0) return;
     pthread_mutex_lock(&lock);
     uint64_t key = (uint64_t)(uintptr_t)ptr >> 3;
-    size_t mask = ((size_t)1 << bits) - 1, i = home(key, bits);
-    while (blocks[i].key != 0 && blocks[i].key != key) i = (i + 1) & mask;
+    size_t n = slots, i = home(key, n);
+    while (blocks[i].key != 0 && blocks[i].key != key) i = i + 1 == n ? 0 : i + 1;
     if (blocks[i].key != 0) {
-        for (size_t j = (i + 1) & mask; blocks[j].key != 0; j = (j + 1) & mask) {
-            size_t h = home(blocks[j].key, bits);
+        for (size_t j = i + 1 == n ? 0 : i + 1; blocks[j].key != 0; j = j + 1 == n ? 0 : j + 1) {
+            size_t h = home(blocks[j].key, n);
             int stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
             if (!stays) {
                 blocks[i] = blocks[j];
@@ -262,7 +269,7 @@ static void write_origins(void) {
     if (fd >= 0) {
         /* What this bookkeeping holds (the block table, the sites and their text) against the
          * allocator's live bytes at their largest: the cost asanlab reports beside the run. */
-        size_t kept = (sizeof(struct block) << bits) + nsites * sizeof(struct site) + arena_used + sizeof site_index;
+        size_t kept = sizeof(struct block) * slots + nsites * sizeof(struct site) + arena_used + sizeof site_index;
         size_t heap = __sanitizer_get_current_allocated_bytes ? __sanitizer_get_current_allocated_bytes() : 0;
         if (peak_heap > heap) heap = peak_heap;
         put(fd, line, (size_t)snprintf(line, sizeof line, "origin %d %zu %zu %zu %zu\n", (int)getpid(), used, dropped,
@@ -271,7 +278,7 @@ static void write_origins(void) {
             put(fd, line, (size_t)snprintf(line, sizeof line, "site %u\n", s));
             put(fd, arena + sites[s].text, sites[s].length);
         }
-        size_t n = blocks ? (size_t)1 << bits : 0;
+        size_t n = blocks ? slots : 0;
         for (size_t i = 0; i < n; i++)
             if (blocks[i].key) put(fd, line, (size_t)snprintf(line, sizeof line, "block 0x%lx %u\n",
                                                            (unsigned long)(blocks[i].key << 3),
@@ -302,9 +309,9 @@ void php_origin_start(const char *dir) {
     if (!on || strcmp(on, "1") != 0 || !dir || strlen(dir) >= sizeof folder) return;
     eg = (zend_executor_globals *)dlsym(RTLD_DEFAULT, "executor_globals");
     if (!eg || !__sanitizer_install_malloc_and_free_hooks) return;
-    blocks = map_table(FIRST_BITS);
+    blocks = map_table(FIRST_SLOTS);
     if (!blocks) return;
-    bits = FIRST_BITS;
+    slots = FIRST_SLOTS;
     strcpy(folder, dir);
     php_thread = 1;
     pthread_atfork(before_fork, after_fork, in_child);

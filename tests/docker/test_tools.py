@@ -2,7 +2,9 @@
 ASan, Swoole built against Valgrind's headers so that it registers its coroutine stacks) built and
 checked for real, and `asanlab run --valgrind` of a Swoole server as users run it (process mode,
 coroutines on, two workers): a handler's leak and a handler's invalid write are reported with their
-stacks through the same findings as the sanitizers', and the start-up noise is folded."""
+stacks through the same findings as the sanitizers', and the start-up noise is folded. Without
+--valgrind, a worker that dies by SIGSEGV in that image leaves its crash in the session: gdb's C
+frames, the PHP line and the request."""
 
 import json
 import os
@@ -29,10 +31,19 @@ $server->on("request", function ($request, $response) use ($libc) {
         $p = $libc->malloc(8);
         $libc->memset($p, 0, 24);
         $libc->free($p);
+    } elseif ($request->server["request_uri"] === "/crash") {
+        crash();
     }
     $response->end("ok\\n");
 });
 $server->start();
+
+function crash() {
+    $address = FFI::new("intptr_t");
+    $address->cdata = 8;
+    $p = FFI::cast("int *", $address);
+    $p[0] = 1;  // SIGSEGV: a write to address 8
+}
 """
 
 
@@ -105,3 +116,51 @@ def test_valgrind_needs_an_image_that_has_it(work, debug_recipe):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "has no Valgrind" in proc.stderr and "tools: [valgrind]" in proc.stderr
     assert sorted((folder / ".asanlab" / "sessions").iterdir()) == before
+
+
+def test_a_worker_that_dies_by_sigsegv_leaves_its_crash_in_the_session(debug_recipe, docker_client):
+    """No ASan in this image: the agent's handler catches the signal, gdb (in the image) attaches to
+    the dying worker; the finding has gdb's C frames, the PHP line that wrote and the request."""
+    folder, env = debug_recipe
+    (folder / "crash").mkdir(exist_ok=True)
+    (folder / "crash" / "server.php").write_text(SERVER)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", "crash/server.php", "--recipe", "debug.yml",
+                             "-p", f"{port}:9501", "--format", "json"], cwd=folder,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", 300)
+        with requests.Session() as s:
+            assert s.get(f"http://127.0.0.1:{port}/", timeout=60).text == "ok\n"
+            with pytest.raises(requests.RequestException):
+                got = s.get(f"http://127.0.0.1:{port}/crash", timeout=20)
+                got.raise_for_status()  # no answer from a worker that died: a 5xx, a reset or the timeout
+        wait_http(f"http://127.0.0.1:{port}/", 120)  # the manager started a new worker
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    result = json.loads(out)
+    sid = result["session"]["id"]
+    [crash] = [f for f in result["findings"] if f["tool"] == "Crash"]
+    example = crash["example"]
+    print(json.dumps(example, indent=1)[:6000])
+    assert crash["category"] == "error" and crash["kind"] == "SEGV" and example["address"] == "0x8", crash
+    functions = [fr.get("function") or "" for fr in example["frames"]]
+    assert any("ffi" in fn for fn in functions[:3]), functions  # gdb's frames, from where it faulted
+    assert any(fr.get("file", "") and fr["file"].endswith(".c") and fr.get("line") for fr in example["frames"])
+    php = example["php"]
+    assert php["frames"][0]["function"] == "crash" and php["frames"][0]["file"] == "/app/server.php"
+    assert php["frames"][0]["line"] == SERVER.splitlines().index("    $p[0] = 1;  // SIGSEGV: a write to address 8") + 1
+    assert php["request"] == "GET /crash" and php["coroutine"] and php["coroutine"] > 0, php
+    raw = (folder / ".asanlab" / "sessions" / sid / "raw" / "php")
+    [crash_file] = list(raw.glob("crash.*"))
+    text = crash_file.read_text()
+    assert "asanlab-gdb registers" in text and "rip" in text, text[-3000:]
+    assert "asanlab-gdb zbacktrace" in text and "asanlab-gdb co_bt" in text, text[-3000:]
+    shown = asanlab("replay", sid, cwd=folder, env=env, timeout=120)
+    assert "CRASH SEGV on address 0x8 (signal 11 SIGSEGV)" in shown.stdout, shown.stdout
+    assert "crash() /app/server.php" in shown.stdout and "GET /crash" in shown.stdout, shown.stdout
+    assert containers_of(docker_client, sid) == []

@@ -1,0 +1,164 @@
+"""Crashes asanlab's agent caught: a PHP process that died by SIGSEGV, SIGBUS, SIGABRT, SIGILL or
+SIGFPE where no sanitizer handles the signal (an image without ASan). Pure: no Docker.
+
+The agent (images/agent/crash.c) writes crash.<pid> in the session's raw/php folder: the signal,
+glibc's backtrace from the faulting frame, and, where the image has gdb, gdb's output in parts
+headed "asanlab-gdb <part>" (bt full, registers, zbacktrace, co_bt; asanlab/data/crash-gdb.py). Its
+PHP stack is the block "crash <pid>" of php-backtrace.<pid>, as for ASan's errors.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .php_stack import LINE_NUMBER, PhpFrame, PhpStack
+from .types import Frame, Report, Tool
+
+FILE_PREFIX = "crash."
+MAX_FILE_BYTES = 8 << 20  # gdb's bt full of a deep stack is large; a crash loop appends many
+KINDS = {"SIGSEGV": "SEGV", "SIGBUS": "BUS", "SIGABRT": "ABRT", "SIGILL": "ILL", "SIGFPE": "FPE"}
+TRAMPOLINE = "<signal handler called>"
+# glibc's backtrace_symbols_fd: "/opt/php/bin/php(zend_ffi_write+0x1d)[0x55d0c0ffee]", "/lib/x.so(+0x7b16)[0x7f...]"
+GLIBC_FRAME = re.compile(r"(?P<module>[^(\[]+)\((?P<function>[^+)]*)(?:\+(?P<offset>0x[0-9a-f]+))?\)\s*\[0x[0-9a-f]+\]")
+# gdb's frame head: "#5  0x000055d0c0ffee in " or "#5  " (the frame's pc at a line's start)
+GDB_FRAME = re.compile(r"#(\d+)\s+(?:0x[0-9a-f]+ in )?(.*)")
+# zbacktrace (php-src's .gdbinit): "[0x7f0c2a814020] store(8) /app/app.php:5"
+ZBACKTRACE = re.compile(r"\[0x[0-9a-f]+\] (?P<function>.+?)\(.*\) (?P<file>\S+):(?P<line>\d+)$")
+
+
+def read_folder(folder: Path, stacks: dict[str, PhpStack] | None = None) -> list[Report]:
+    """Every crash in the folder, each with its PHP stack from `stacks` (php_stack.read_folder)."""
+    reports: list[Report] = []
+    if not folder.is_dir():
+        return reports
+    for f in sorted(folder.glob(FILE_PREFIX + "*")):
+        if f.is_file():
+            with open(f, errors="replace") as fh:
+                reports += parse(fh.read(MAX_FILE_BYTES), f.name)
+    for r in reports:
+        r.php = (stacks or {}).get(f"crash {r.pid}") or r.php
+    return reports
+
+
+def parse(text: str, source: str = "") -> list[Report]:
+    """The crashes in one crash.<pid> file: one per "crash <pid>" header (a process that forked
+    after the handler was set writes its own file; one header per file is the rule)."""
+    reports, block = [], []
+    for line in text.splitlines():
+        if line.startswith("crash ") and block:
+            reports.append(_report(block, source))
+            block = []
+        block.append(line)
+    if block and block[0].startswith("crash "):
+        reports.append(_report(block, source))
+    return reports
+
+
+def _report(lines: list[str], source: str) -> Report:
+    head: dict[str, str] = {}
+    glibc: list[str] = []
+    parts: dict[str, list[str]] = {}
+    where = "head"
+    for line in lines:
+        if where == "head" and line == "backtrace":
+            where = "backtrace"
+        elif where in ("head", "backtrace") and line == "gdb":
+            where = "gdb"
+        elif line == "end" and where != "end":
+            where = "end"
+        elif where == "head":
+            key, _, value = line.partition(" ")
+            head[key] = value.strip()
+        elif where == "backtrace":
+            glibc.append(line)
+        elif where == "gdb" and line.startswith("asanlab-gdb "):
+            part = line[len("asanlab-gdb "):]
+            if not part.startswith("failed"):
+                parts[part] = []
+                current = parts[part]
+                continue
+        if where == "gdb" and parts:
+            current.append(line)
+    number, _, name = head.get("signal", "0 ?").partition(" ")
+    kind = KINDS.get(name, name or "signal")
+    code = int(head["code"]) if re.fullmatch(r"-?\d{1,9}", head.get("code", "")) else None
+    faulted = code is not None and code > 0 and kind in ("SEGV", "BUS", "ILL", "FPE")
+    address = head.get("address") if faulted else None
+    pid = int(head["crash"]) if LINE_NUMBER.fullmatch(head.get("crash", "")) else None
+    frames = gdb_frames(parts.get("bt", [])) or glibc_frames(glibc)
+    how = f"on address {address}" if address else ("raised (abort() or a kill)" if not faulted else "")
+    r = Report(tool=Tool.CRASH, kind=kind, pid=pid, source=source, address=address,
+               thread=head.get("thread"), message=f"{kind} {how} (signal {number} {name})".replace("  ", " "),
+               frames=frames, text="\n".join(lines) + "\n",
+               complete=lines[-1] == "end" if lines else False)
+    php = zbacktrace(parts.get("zbacktrace", []))
+    if php.frames:
+        r.php = php
+    return r
+
+
+def gdb_frames(lines: list[str]) -> list[Frame]:
+    """The frames of gdb's bt under the signal's trampoline (above it: the agent's handler), renumbered."""
+    frames: list[Frame] = []
+    for line in lines:
+        m = GDB_FRAME.fullmatch(line)
+        if m is None:
+            continue  # bt full's locals
+        rest = m.group(2).strip()
+        if rest == TRAMPOLINE:
+            frames = []
+            continue
+        frames.append(_gdb_frame(len(frames), rest))
+    return frames
+
+
+def _gdb_frame(index: int, rest: str) -> Frame:
+    module = None
+    if " from " in rest:
+        rest, _, module = rest.rpartition(" from ")
+    file = line = None
+    at = rest.rfind(" at ")
+    if at > 0 and rest.endswith(tuple("0123456789")) and rest.rfind(")") < at:
+        where, _, number = rest[at + 4:].rpartition(":")
+        if where and LINE_NUMBER.fullmatch(number):
+            rest, file, line = rest[:at], where, int(number)
+    function = _without_arguments(rest)
+    return Frame(index, function=None if function in ("??", "") else function, file=file, line=line,
+                 module=module)
+
+
+def _without_arguments(text: str) -> str:
+    """`name (a=1, b=(x))` -> `name`: the last parenthesised group is the arguments (C++ names hold
+    parentheses and spaces of their own)."""
+    text = text.strip()
+    if not text.endswith(")"):
+        return text
+    depth = 0
+    for i in range(len(text) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[:i].strip()
+    return text
+
+
+def glibc_frames(lines: list[str]) -> list[Frame]:
+    frames = []
+    for line in lines:
+        m = GLIBC_FRAME.fullmatch(line.strip())
+        if m is None:
+            continue
+        function = m.group("function") or None
+        frames.append(Frame(len(frames), function=function, module=m.group("module"),
+                            offset=None if function else m.group("offset")))
+    return frames
+
+
+def zbacktrace(lines: list[str]) -> PhpStack:
+    """php-src's zbacktrace, for when the agent could not write the PHP block."""
+    stack = PhpStack()
+    for line in lines:
+        m = ZBACKTRACE.match(line.strip())
+        if m:
+            stack.frames.append(PhpFrame(m.group("function"), m.group("file"), int(m.group("line"))))
+    return stack
