@@ -144,7 +144,9 @@ static void on_crash(int sig, siginfo_t *info, void *context) {
         put(fd, "end\n");
         close(fd);
     }
-    if (php_block) {
+    /* PHP runs in the process's main thread only (asanlab's PHP is not ZTS): in another thread
+     * (Swoole's reactor threads, say) PHP's globals describe the main thread, not this crash. */
+    if (php_block && tid == pid) {
         int k = snprintf(line, sizeof line, "crash %d", (int)pid);
         php_block(line, (size_t)k);
     }

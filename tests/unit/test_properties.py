@@ -4,7 +4,7 @@ never another exception (which would exit 70 as a bug in asanlab)."""
 from hypothesis import given, settings, strategies as st
 
 from asanlab.soak import memory, resources
-from asanlab.reports import php_stack, sanitizers as reports, valgrind
+from asanlab.reports import crash, php_stack, sanitizers as reports, valgrind
 from asanlab.image import recipe
 from asanlab.errors import AsanlabError
 
@@ -15,7 +15,10 @@ WORDS = st.sampled_from(["report ", "frame ", "\t", "request ", "coroutine ", "e
                          "==1==ERROR: AddressSanitizer: ", "    #0 0x1 in f /a.c:1\n", "@process 1\n", "fd 3 ",
                          "socket:[12]", "@net tcp\n", "0100007F:1F90 ", "@cgroup\n", "name: x\n", "php:\n",
                          "  version: ", '"8.2.1"', "&a ", "*a", "[", "]", "{", "}", ":", "-", "٣", "9" * 30,
-                         "<error>", "<kind>Leak_DefinitelyLost</kind>", "</error>", "<?xml version='1.0'?>"])
+                         "<error>", "<kind>Leak_DefinitelyLost</kind>", "</error>", "<?xml version='1.0'?>",
+                         "crash 1\n", "signal 11 SIGSEGV\n", "code ", "backtrace\n", "gdb\n", "asanlab-gdb bt\n",
+                         "asanlab-gdb zbacktrace\n", "#1  0x1 in f (a=(b)) at /a.c:1 from /b.so\n", "<signal handler called>",
+                         "/a.so(f+0x1)[0x2]\n", "[0x1] f() /a.php:2\n"])
 TEXT = st.one_of(st.text(), st.lists(st.one_of(WORDS, st.text(max_size=5)), max_size=60).map("".join))
 
 
@@ -32,6 +35,7 @@ def test_parsers_take_any_text(text):
     resources.parse_net({"tcp": text, "unix": text})
     reports.parse(text)
     valgrind.parse_xml(text)
+    crash.parse(text)
 
 
 @settings(max_examples=300)
