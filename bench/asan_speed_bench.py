@@ -10,7 +10,8 @@ coroutines on, measured with `ab -k -c 32` in this one run:
 4. `run --record`: the same requests through asanlab's recording proxy (asanlab/run/proxy.py), in front of
    release (what the proxy alone can carry) and of `run`'s ASan variant (what recording costs);
 5. with VALGRIND=1: asanlab's debug image (`tools: [valgrind]`: -g, no sanitizers) alone, and under
-   the memcheck command line `run --valgrind` uses (asanlab/run/valgrind.py);
+   the memcheck command line `run --valgrind` uses (asanlab/run/valgrind.py); ASAN=0 leaves the
+   ASan images out;
 for the default recipe (compiler.optimize: 1, php.debug: false), at the -O levels in OPT_LEVELS
 (e.g. OPT_LEVELS=1,0 to see what -O0 costs), and with php.debug: true too when DEBUG=1. Target:
 soak within 2.5x of release, run within 4x (ratio of requests per second).
@@ -43,6 +44,8 @@ ROUNDS = int(os.environ.get("ROUNDS", "5"))
 OPT_LEVELS = [int(x) for x in os.environ.get("OPT_LEVELS", "1").split(",")]
 BUILDS = [(level, False) for level in OPT_LEVELS] + ([(level, True) for level in OPT_LEVELS]
                                                     if os.environ.get("DEBUG") == "1" else [])
+if os.environ.get("ASAN") == "0":  # with VALGRIND=1: release, the debug image and memcheck only
+    BUILDS = []
 
 
 def free_port() -> int:
@@ -112,6 +115,7 @@ def main() -> int:
     from asanlab.image.build import build
     from asanlab.docker_client import client
     from asanlab.run import environment, valgrind
+    from asanlab.run.environment import PHP_ENV
     from asanlab.soak.driver import asan_options
 
     work = Path(tempfile.mkdtemp(prefix="asanlab-speed-"))
@@ -179,7 +183,7 @@ def main() -> int:
         memcheck = [a.replace("/asanlab/logs/", "/tmp/") for a in valgrind.command(cmd)
                     if not a.startswith("--suppressions=")]
         commands[len(variants)] = memcheck
-        variants.append(("debug image under run --valgrind's memcheck", debug_image, dict(environment.PHP_ENV), False))
+        variants.append(("debug image under run --valgrind's memcheck", debug_image, dict(PHP_ENV), False))
     runs: list[list[float]] = [[] for _ in variants]
     for n in range(ROUNDS):
         for i, (_, image, env, record) in enumerate(variants):

@@ -7,6 +7,7 @@ so a test or another tool can use the gate alone.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Mapping, Sequence
@@ -112,8 +113,6 @@ def load_baseline(ref: str, docker: Callable[[], Any]) -> Baseline:
 def _stored_soak(folder) -> dict | None:
     """The analysis a soak session stored (soak/analysis.json); read, never recomputed, so that
     the baseline session is left as it was."""
-    import json
-
     try:
         return json.loads((folder / "soak" / "analysis.json").read_text())
     except (OSError, ValueError):
