@@ -57,7 +57,9 @@ def run(
     valgrind: Annotated[bool, typer.Option("--valgrind", help="Run every PHP process under Valgrind's memcheck "
                                                                "(an image built with tools: [valgrind], which has no "
                                                                "ASan): one XML report per process, read like the "
-                                                               "sanitizers'. Expect it 20-50x slower.")] = False,
+                                                               "sanitizers'. Slow: 12x slower than release on Swoole's "
+                                                               "hello world (make bench-speed), more where the app does "
+                                                               "more in user space.")] = False,
 ) -> None:
     """Run a PHP app (a Swoole server or a script) in the instrumented image and capture every report.
 
