@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -320,6 +321,9 @@ static void crash_block(const char *key, size_t key_length) {
 }
 
 static void write_block(const char *key, size_t key_length) {
+    /* PHP runs in the process's main thread only (asanlab's PHP is not ZTS): reported from another
+     * thread (Swoole's reactor threads, say), PHP's globals describe the main thread, not this. */
+    if (syscall(SYS_gettid) != getpid()) return;
     char path[512], line[64];
     snprintf(path, sizeof path, "%s/php-backtrace.%d", trace_dir, (int)getpid());
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);

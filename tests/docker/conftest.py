@@ -3,6 +3,7 @@
 A missing daemon skips these on a developer's machine and FAILS them when CI=true.
 """
 
+import contextlib
 import functools
 import http.server
 import json
@@ -234,3 +235,26 @@ def wait_http(url: str, seconds: float, why_not=lambda: "") -> None:
             pass
         assert time.monotonic() < deadline, f"{url} never answered {why_not()}"
         time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def serving(folder: Path, env: dict, *args, url: str, ready_within: float = 120):
+    """`asanlab run ARGS` in the background until its app answers `url`: yields the process, whose
+    output is piped (`stop_run` reads it). Leaving the block with the run still going (a failed
+    assertion) kills it, so no run outlives its test."""
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", *map(str, args)], cwd=folder,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_http(url, ready_within)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def stop_run(proc: subprocess.Popen, timeout: float = 180) -> tuple[str, str]:
+    """Ctrl-C, as a user stops `asanlab run`; its stdout and stderr."""
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    return proc.communicate(timeout=timeout)

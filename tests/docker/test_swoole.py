@@ -8,7 +8,6 @@ never skip.
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import SWOOLE_MAIN, asanlab, free_port, wait_http, containers_of, read_json, remove_images
+from .conftest import SWOOLE_MAIN, asanlab, free_port, containers_of, read_json, remove_images, serving, stop_run
 
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
 
@@ -74,11 +73,9 @@ def test_swoole_server_leak_and_worker_crash(swoole_recipe, docker_client, corou
     (folder / "srv").mkdir(exist_ok=True)
     (folder / "srv" / "server.php").write_text(SERVER)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", "srv/server.php", "--recipe", "swoole.yml",
-                             "-p", f"{port}:9501", "-e", f"COROUTINE={coroutine}", "--format", "json", "--grace", "30"], cwd=folder,
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/", 120)
+    with serving(folder, env, "srv/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501", "-e",
+                 f"COROUTINE={coroutine}", "--format", "json", "--grace", "30",
+                 url=f"http://127.0.0.1:{port}/") as proc:
         # The crash first: a worker stopped by ASan never writes its leak report, and the master
         # restarts it, so the leaks made afterwards are all reported at shutdown.
         with pytest.raises(requests.RequestException):
@@ -86,11 +83,7 @@ def test_swoole_server_leak_and_worker_crash(swoole_recipe, docker_client, corou
         time.sleep(2)
         for _ in range(20):
             assert requests.get(f"http://127.0.0.1:{port}/leak", timeout=10).text == "ok\n"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = stop_run(proc, timeout=180)
     assert proc.returncode == 1, err[-3000:]
     result = json.loads(out)
     assert_double_free_named(result, SERVER, coroutine == "1")
@@ -357,19 +350,12 @@ def test_run_of_a_clean_server_exits_0(swoole_recipe, docker_client):
     (folder / "soak").mkdir(exist_ok=True)
     (folder / "soak" / "server.php").write_text(SOAK_SERVER)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", "soak/server.php", "--recipe", "swoole.yml",
-                             "-p", f"{port}:9501", "-e", "LEAK_BYTES=0", "-e", "COROUTINE=1", "-e", "MODE=process",
-                             "--format", "json", "--grace", "30"], cwd=folder, env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/", 120)
+    with serving(folder, env, "soak/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501", "-e", "LEAK_BYTES=0",
+                 "-e", "COROUTINE=1", "-e", "MODE=process", "--format", "json", "--grace", "30",
+                 url=f"http://127.0.0.1:{port}/") as proc:
         for _ in range(50):
             assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = stop_run(proc, timeout=180)
     result = json.loads(out)
     failing = [f for f in result["findings"] if f["category"] != "startup-leak"]
     assert proc.returncode == 0 and failing == [], (err[-2000:], failing)
@@ -454,11 +440,8 @@ def test_run_records_the_traffic_and_reproduce_brings_the_crash_back(swoole_reci
     (folder / "armed").mkdir(exist_ok=True)
     (folder / "armed" / "server.php").write_text(ARMED)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", "armed/server.php", "--recipe", "swoole.yml",
-                             "-p", f"{port}:9501", "--record", "--format", "json", "--grace", "30"], cwd=folder,
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/", 120)
+    with serving(folder, env, "armed/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501", "--record",
+                 "--format", "json", "--grace", "30", url=f"http://127.0.0.1:{port}/") as proc:
         with requests.Session() as s:  # one keep-alive connection: one worker
             for _ in range(3):
                 assert s.get(f"http://127.0.0.1:{port}/hello", timeout=10).text == "ok\n"
@@ -467,11 +450,7 @@ def test_run_records_the_traffic_and_reproduce_brings_the_crash_back(swoole_reci
                 s.get(f"http://127.0.0.1:{port}/fire", timeout=10)  # the worker dies on it
         time.sleep(2)
         assert requests.get(f"http://127.0.0.1:{port}/after", timeout=10).text == "ok\n"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = stop_run(proc, timeout=180)
     assert proc.returncode == 1, err[-3000:]
     recorded = json.loads(out)
     [double_free] = [f for f in recorded["findings"] if f["kind"] == "double-free"]

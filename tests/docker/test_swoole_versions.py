@@ -4,14 +4,13 @@ coroutine handler is reported. The full suite runs on the main version (test_swo
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
 import requests
 
-from .conftest import containers_of, free_port, remove_images, wait_http
+from .conftest import containers_of, free_port, remove_images, serving, stop_run, wait_http
 from .test_swoole import assert_double_free_named
 
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
@@ -53,21 +52,14 @@ def test_swoole_release_builds_and_reports(work, swoole_source, docker_client, v
     app.mkdir(exist_ok=True)
     (app / "server.php").write_text(SERVER)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", f"{app.name}/server.php", "--recipe", recipe,
-                             "-p", f"{port}:9501", "--format", "json", "--grace", "30"], cwd=folder,
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/", 180)
+    with serving(folder, env, f"{app.name}/server.php", "--recipe", recipe, "-p", f"{port}:9501", "--format", "json",
+                 "--grace", "30", url=f"http://127.0.0.1:{port}/", ready_within=180) as proc:
         answer = requests.get(f"http://127.0.0.1:{port}/", timeout=10).text
         assert answer.startswith(f"{version} 8.2.") and answer.endswith("openssl=yes"), answer
         with pytest.raises(requests.RequestException):
             requests.get(f"http://127.0.0.1:{port}/crash", timeout=10)  # the worker dies mid-request
         wait_http(f"http://127.0.0.1:{port}/", 60)  # the manager started a new worker
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = stop_run(proc, timeout=180)
     assert proc.returncode == 1, err[-3000:]
     result = json.loads(out)
     assert_double_free_named(result, SERVER, coroutine=True)

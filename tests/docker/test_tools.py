@@ -7,16 +7,12 @@ stacks through the same findings as the sanitizers', and the start-up noise is f
 frames, the PHP line and the request."""
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 
 import pytest
 import requests
 
-from .conftest import SWOOLE_MAIN, asanlab, containers_of, free_port, remove_images, wait_http
+from .conftest import SWOOLE_MAIN, asanlab, containers_of, free_port, remove_images, serving, stop_run, wait_http
 
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
 
@@ -73,20 +69,13 @@ def test_run_under_valgrind_reports_a_handlers_leak_and_invalid_write(debug_reci
     (folder / "vg").mkdir(exist_ok=True)
     (folder / "vg" / "server.php").write_text(SERVER)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", "vg/server.php", "--recipe", "debug.yml",
-                             "--valgrind", "-p", f"{port}:9501", "--format", "json", "--grace", "120"], cwd=folder,
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/", 300)
+    with serving(folder, env, "vg/server.php", "--recipe", "debug.yml", "--valgrind", "-p", f"{port}:9501",
+                 "--format", "json", "--grace", "120", url=f"http://127.0.0.1:{port}/", ready_within=300) as proc:
         with requests.Session() as s:
             for _ in range(5):
                 assert s.get(f"http://127.0.0.1:{port}/leak", timeout=60).text == "ok\n"
             assert s.get(f"http://127.0.0.1:{port}/write", timeout=60).text == "ok\n"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = stop_run(proc, timeout=600)
     assert proc.returncode == 1, err[-3000:]
     result = json.loads(out)
     sid = result["session"]["id"]
@@ -125,22 +114,15 @@ def test_a_worker_that_dies_by_sigsegv_leaves_its_crash_in_the_session(debug_rec
     (folder / "crash").mkdir(exist_ok=True)
     (folder / "crash" / "server.php").write_text(SERVER)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", "crash/server.php", "--recipe", "debug.yml",
-                             "-p", f"{port}:9501", "--format", "json"], cwd=folder,
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/", 300)
+    with serving(folder, env, "crash/server.php", "--recipe", "debug.yml", "-p", f"{port}:9501", "--format", "json",
+                 url=f"http://127.0.0.1:{port}/", ready_within=300) as proc:
         with requests.Session() as s:
             assert s.get(f"http://127.0.0.1:{port}/", timeout=60).text == "ok\n"
             with pytest.raises(requests.RequestException):
                 got = s.get(f"http://127.0.0.1:{port}/crash", timeout=20)
                 got.raise_for_status()  # no answer from a worker that died: a 5xx, a reset or the timeout
         wait_http(f"http://127.0.0.1:{port}/", 120)  # the manager started a new worker
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = stop_run(proc, timeout=300)
     assert proc.returncode == 1, err[-3000:]
     result = json.loads(out)
     sid = result["session"]["id"]
