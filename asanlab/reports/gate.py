@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import EXIT_FINDINGS, EXIT_OK, AsanlabError, SessionError, UsageError
+from ..soak.growth import LEAK  # a soak's verdict that fails like a finding
 from .findings import Finding, failing, new_since
 
 
@@ -20,9 +21,6 @@ class FailOn(str, Enum):
     any = "any"    # every finding fails
     new = "new"    # only findings the baseline lacks, or whose count grew
     none = "none"  # never fails: report only
-
-
-LEAK = "LEAK"  # a soak's verdict (soak/growth.py) that fails like a finding
 
 
 @dataclass(frozen=True)

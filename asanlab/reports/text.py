@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from dataclasses import asdict
 
 from .. import __version__
@@ -55,8 +56,6 @@ def title(f: Finding) -> str:
 def _died_by(session: dict) -> str | None:
     """"signal 11 (SIGSEGV)" when the container's main process ended by a signal on its own (exit
     code 128 + the signal, Docker's convention), not by asanlab's stop."""
-    import signal
-
     code = session.get("exit_code")
     if session.get("stop_reason") != "exited" or not isinstance(code, int) or not 128 < code < 128 + 32:
         return None

@@ -66,6 +66,12 @@ class SoakOptions:
                 "warmup": self.criteria.warmup, "budget": self.budget, "agent": agent_path,
                 "full_stacks": self.full_stacks, "stats_url": self.stats_url, "client": client}
 
+    @staticmethod
+    def stored_criteria(stored: dict) -> Criteria:
+        """The criteria back from what stored() kept (a session from before a key existed gets its default)."""
+        return Criteria(threshold=stored.get("threshold", Criteria.threshold),
+                        min_growth=stored.get("min_growth", Criteria.min_growth), warmup=stored.get("warmup", 0))
+
 
 def parse_checkpoints(spec: str) -> list[int]:
     try:
@@ -339,8 +345,7 @@ def soak_result(s, *, plots: bool = True) -> dict | None:
     if not samples:
         return None
     opts = s.data.get("soak") or {}
-    criteria = Criteria(threshold=opts.get("threshold", Criteria.threshold), min_growth=opts.get("min_growth", Criteria.min_growth),
-                        warmup=opts.get("warmup", 0))
+    criteria = SoakOptions.stored_criteria(opts)
     load_file = s.path / "soak" / "load.json"
     load = json.loads(load_file.read_text()) if load_file.exists() else None
     from ..reports.export import app_entry_of
