@@ -36,7 +36,8 @@ extern int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const v
 
 #define ORIGIN_FRAMES 8
 #define MAX_SITES 8192
-#define SITE_INDEX 16384       /* open addressing over sites: at most half full */
+#define FIRST_INDEX 2048       /* open addressing over sites, 2 bytes an entry: one page at first, */
+#define LAST_INDEX (2 * MAX_SITES) /* doubled when half full; a short script needs few sites */
 #define ARENA_BYTES (2 << 20)  /* the sites' text */
 #define FIRST_SLOTS 4096       /* the block table starts with 4,096 slots (32 KiB) ... */
 #define LAST_SLOTS (1 << 24)   /* ... and stops growing at 2^24 (128 MiB): later blocks are dropped */
@@ -66,7 +67,8 @@ static zend_executor_globals *eg;
 static char folder[480];
 static struct site sites[MAX_SITES];
 static uint32_t nsites;
-static uint16_t site_index[SITE_INDEX]; /* site + 1 (MAX_SITES < 2^16), 0: empty */
+static uint16_t *site_index; /* site + 1 (MAX_SITES < 2^16), 0: empty */
+static size_t index_size;
 static char arena[ARENA_BYTES];
 static uint32_t arena_used;
 static struct block *blocks;
@@ -116,6 +118,27 @@ static void render(struct site *s, zend_execute_data *ex) {
     s->length = arena_used - s->text;
 }
 
+static void *map_pages(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* Twice the entries; false at LAST_INDEX or when no memory is left. */
+static int grow_index(void) {
+    size_t n = index_size * 2;
+    uint16_t *bigger = n <= LAST_INDEX ? (uint16_t *)map_pages(n * sizeof *bigger) : NULL;
+    if (!bigger) return 0;
+    for (uint32_t s = 0; s < nsites; s++) {
+        size_t i = sites[s].hash & (n - 1);
+        while (bigger[i]) i = (i + 1) & (n - 1);
+        bigger[i] = (uint16_t)(s + 1);
+    }
+    munmap(site_index, index_size * sizeof *site_index);
+    site_index = bigger;
+    index_size = n;
+    return 1;
+}
+
 /* The site of the PHP code running now, found or added; UINT32_MAX when the tables are full. */
 static uint32_t current_site(void) {
     struct key keys[ORIGIN_FRAMES];
@@ -132,26 +155,27 @@ static uint32_t current_site(void) {
         k->line = k->file ? (ex->opline ? ex->opline->lineno : f->op_array.line_start) : 0;
         h = mix(mix(mix(mix(h, (uintptr_t)k->scope), (uintptr_t)k->function), (uintptr_t)k->file), k->line);
     }
-    size_t i = h & (SITE_INDEX - 1);
-    for (; site_index[i]; i = (i + 1) & (SITE_INDEX - 1)) {
+    size_t i = h & (index_size - 1);
+    for (; site_index[i]; i = (i + 1) & (index_size - 1)) {
         struct site *s = &sites[site_index[i] - 1];
         if (s->hash == h && s->depth == depth && memcmp(s->keys, keys, sizeof(struct key) * (size_t)depth) == 0)
             return site_index[i] - 1;
     }
     if (nsites == MAX_SITES || ARENA_BYTES - arena_used < 4096) return UINT32_MAX;
+    if ((nsites + 1) * 2 > index_size) {
+        if (!grow_index()) return UINT32_MAX;
+        for (i = h & (index_size - 1); site_index[i]; i = (i + 1) & (index_size - 1)) {}
+    }
     struct site *s = &sites[nsites];
     s->hash = h;
     s->depth = depth;
     memcpy(s->keys, keys, sizeof keys);
     render(s, eg->current_execute_data);
-    site_index[i] = ++nsites;
+    site_index[i] = (uint16_t)++nsites;
     return nsites - 1;
 }
 
-static struct block *map_table(size_t n) {
-    void *p = mmap(NULL, sizeof(struct block) * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : (struct block *)p;
-}
+static struct block *map_table(size_t n) { return (struct block *)map_pages(sizeof(struct block) * n); }
 
 static void insert(struct block *table, size_t n, uint64_t key, uint32_t site) {
     size_t i = home(key, n);
@@ -269,7 +293,8 @@ static void write_origins(void) {
     if (fd >= 0) {
         /* What this bookkeeping holds (the block table, the sites and their text) against the
          * allocator's live bytes at their largest: the cost asanlab reports beside the run. */
-        size_t kept = sizeof(struct block) * slots + nsites * sizeof(struct site) + arena_used + sizeof site_index;
+        size_t kept = sizeof(struct block) * slots + nsites * sizeof(struct site) + arena_used +
+                      index_size * sizeof *site_index;
         size_t heap = __sanitizer_get_current_allocated_bytes ? __sanitizer_get_current_allocated_bytes() : 0;
         if (peak_heap > heap) heap = peak_heap;
         put(fd, line, (size_t)snprintf(line, sizeof line, "origin %d %zu %zu %zu %zu\n", (int)getpid(), used, dropped,
@@ -310,7 +335,9 @@ void php_origin_start(const char *dir) {
     eg = (zend_executor_globals *)dlsym(RTLD_DEFAULT, "executor_globals");
     if (!eg || !__sanitizer_install_malloc_and_free_hooks) return;
     blocks = map_table(FIRST_SLOTS);
-    if (!blocks) return;
+    site_index = (uint16_t *)map_pages(FIRST_INDEX * sizeof *site_index);
+    if (!blocks || !site_index) return;
+    index_size = FIRST_INDEX;
     slots = FIRST_SLOTS;
     strcpy(folder, dir);
     php_thread = 1;
