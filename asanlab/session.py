@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from .errors import SessionError
 from .reports.valgrind import is_valgrind_xml
-from .reports.findings import Finding, group
+from .reports.findings import Finding, cut_short, group
 from .reports.notices import Notice, scan_notices
 from .reports.sanitizers import Report, iter_parse_chunks, parse
 from .image.sources import atomic_write
@@ -180,6 +180,15 @@ def symbolize(s: Session, client) -> int:
     return len(found)
 
 
+def stacks_of(data: dict) -> str:
+    """How a session's app unwound allocation stacks, "full" or "fast" (a leak's signature is its
+    stack). Sessions from before asanlab kept it: `run`'s were full, a soak's fast unless --full-stacks."""
+    if data.get("stacks") in ("full", "fast"):
+        return data["stacks"]
+    soak = data.get("soak")
+    return "fast" if isinstance(soak, dict) and soak.get("full_stacks") is False else "full"
+
+
 def reports_and_findings(s: Session) -> tuple[list[Report], list[Finding]]:
     from .reports import crash, php_stack
     from .reports.symbolize import apply, load_cache
@@ -193,7 +202,10 @@ def reports_and_findings(s: Session) -> tuple[list[Report], list[Finding]]:
     reports += crash.read_folder(s.path / PHP_STACK_SUBDIR, stacks)  # signals no sanitizer handled
     apply(reports, load_cache(s.path / SYMBOLS))
     php_stack.attach(reports, stacks)
-    php_stack.attach_origins(reports, php_stack.read_origins(s.path / PHP_STACK_SUBDIR))
+    origins = php_stack.read_origins(s.path / PHP_STACK_SUBDIR)
+    # Leaks whose C stacks stop in a library are told apart by the PHP code that allocated them.
+    reports = php_stack.split_by_origin(reports, origins, lambda r: cut_short(r.frames) is not None)
+    php_stack.attach_origins(reports, origins)
     if s.output_log.exists():
         # UBSan may write to stderr when it runs before log_path applies; errors printed there count too.
         seen = {r.text for r in reports}

@@ -3,10 +3,11 @@ coroutines on, measured with `ab -k -c 32` in this one run:
 
 1. release: Debian's PHP 8.2 (-O2) with Swoole -O2 (bench/speed/release.Dockerfile), the baseline;
 2. ASan, plain defaults: asanlab's image, only USE_ZEND_ALLOC=0 and a log_path;
-3. ASan, asanlab's runtime defaults: the environment `asanlab run` sets (ASan's slow unwinder on
-   every malloc, for complete allocation stacks), `run`'s with the fast unwinder, each of these two
-   with asanlab's agent recording which PHP code allocated each block (what `run` preloads), the one
-   `asanlab soak` sets (frame pointers), and soak's with asanlab's agent sampling allocations;
+3. ASan, asanlab's runtime defaults: the environment `asanlab run` sets where the image has
+   asanlab's agent (frame-pointer unwinder, the agent recording which PHP code allocated each
+   block), `run --full-stacks` (ASan's slow unwinder on every malloc, for complete allocation stacks;
+   also what `run` sets in an image without the agent), the one `asanlab soak` sets (frame
+   pointers, a smaller quarantine), and soak's with asanlab's agent sampling allocations;
 4. `run --record`: the same requests through asanlab's recording proxy (asanlab/run/proxy.py), in front of
    release (what the proxy alone can carry) and of `run`'s ASan variant (what recording costs);
 5. with VALGRIND=1: asanlab's debug image (`tools: [valgrind]`: -g, no sanitizers) alone, and under
@@ -115,8 +116,8 @@ def main() -> int:
     from asanlab.image.build import build
     from asanlab.docker_client import client
     from asanlab.run import environment, valgrind
-    from asanlab.run.environment import PHP_ENV
-    from asanlab.soak.driver import asan_options
+    from asanlab.run.environment import FAST_STACKS, PHP_ENV
+    from asanlab.soak.driver import SOAK_QUARANTINE
 
     work = Path(tempfile.mkdtemp(prefix="asanlab-speed-"))
     shutil.copy(src, work / "swoole.tar.gz")
@@ -142,25 +143,22 @@ def main() -> int:
         label = f"-O{level}" + (" debug" if debug else "") + \
             (" (default)" if level == recipes.DEFAULT_OPTIMIZE and not debug else "")
         r, image = images[level, debug]
-        soak_env = environment(r, {}, False, asan_options(False))
+        soak_env = environment(r, {}, False, {**SOAK_QUARANTINE, **FAST_STACKS})
         # What a soak adds in the app: asanlab's agent preloaded and sampling allocations with
         # their PHP stack (its census and profiles run only at checkpoints, which ab does not ask).
         agent = docker.images.get(image).labels.get("org.asanlab.agent")
         with_agent = {**soak_env, "LD_PRELOAD": agent, "ASANLAB_AGENT_DIR": "/tmp"} if agent else None
         # What `run` adds: the agent recording which PHP code allocated each block (php-origin.c).
         origins = {"LD_PRELOAD": agent, "ASANLAB_PHP_TRACE_DIR": "/tmp", "ASANLAB_PHP_ORIGINS": "1"}
-        run_env = environment(r, {}, False)
-        fast_env = environment(r, {}, False, {"fast_unwind_on_malloc": 1})
-        for name, env in (("plain ASan defaults", plain), ("asanlab run's defaults", run_env),
-                          ("asanlab run + agent origins", {**run_env, **origins} if agent else None),
-                          ("asanlab run, fast unwinder", fast_env),
-                          ("asanlab run, fast + agent origins", {**fast_env, **origins} if agent else None),
+        run_env = environment(r, {}, False, FAST_STACKS)  # `run` where the image has the agent
+        full_env = environment(r, {}, False)  # `run --full-stacks`, and `run` without the agent
+        for name, env in (("plain ASan defaults", plain),
+                          ("asanlab run's defaults (fast unwinder + agent origins)",
+                           {**run_env, **origins} if agent else None),
+                          ("asanlab run --full-stacks (+ agent origins)", {**full_env, **origins} if agent else None),
+                          ("asanlab run, an image without the agent", full_env),
                           ("asanlab soak's defaults", soak_env),
-                          ("asanlab soak + agent sampling", with_agent),
-                          # A candidate for soak: no 0xbe fill of each new block (ASan fills up to 4 KiB).
-                          ("soak + agent, max_malloc_fill_size=0",
-                           {**with_agent, "ASAN_OPTIONS": with_agent["ASAN_OPTIONS"] + ":max_malloc_fill_size=0"}
-                           if with_agent else None)):
+                          ("asanlab soak + agent sampling", with_agent)):
             if env is None:
                 continue
             env = {**env, "ASAN_OPTIONS": env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}
@@ -194,8 +192,7 @@ def main() -> int:
     for (label, _, _, _), rps in zip(variants, runs):
         median = statistics.median(rps)
         print(f"{label:<62} {median:9.0f} req/s  {release / median:5.2f}x  (runs {min(rps):.0f}-{max(rps):.0f})"
-              + ("   target <= 2.5x" if "soak" in label else "   target <= 4x" if label.startswith("ASan") and
-                 "run" in label else ""))
+              + ("   target <= 2.5x" if "soak" in label else "   target <= 4x" if "run's defaults" in label else ""))
     return 0
 
 

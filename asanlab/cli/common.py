@@ -13,6 +13,7 @@ from rich.console import Console
 
 from .. import __version__
 from ..image.choice import PullPolicy
+from ..reports.gate import Baseline
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="PHP and Swoole under AddressSanitizer, LeakSanitizer and UBSan: "
@@ -62,6 +63,16 @@ PullOption = Annotated[PullPolicy, typer.Option("--pull", help=PULL_HELP)]
 RegistryOption = Annotated[Optional[str], typer.Option(
     "--registry", metavar="PREFIX", envvar="ASANLAB_REGISTRY",
     help="Where recipes' images are published, e.g. ghcr.io/org/asanlab.")]
+
+
+def full_stacks_for(asked: bool, baseline: Baseline | None) -> bool:
+    """--full-stacks, or the baseline session's way of unwinding when it unwound completely: a leak's
+    signature is its stack, and one cut short would look new against it."""
+    if asked or baseline is None or baseline.stacks != "full":
+        return asked
+    err.print("asanlab: allocation stacks unwound completely (--full-stacks), as in the baseline session, so that "
+              "its leaks compare")
+    return True
 
 
 def _version(value: bool) -> None:

@@ -21,7 +21,7 @@ from ..soak.growth import DEFAULT_BUDGET, Criteria
 from ..image.choice import agent_path, image_for
 from ..reports.gate import FailOn
 from .common import (BASELINE_HELP, SOAK_FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption,
-                     SuppressionsOption, TextOrJson, _ranged, app, err)
+                     SuppressionsOption, TextOrJson, _ranged, app, err, full_stacks_for)
 from .printing import _print_findings, _print_soak
 
 
@@ -142,7 +142,8 @@ def soak(
                               record=record)
         soak_opts = SoakOptions(requests=reqs, checkpoints=points, concurrency=concurrency,
                                 samples_per_checkpoint=samples, ready_timeout=ready_timeout,
-                                full_stacks=full_stacks, client=load_client.value, stats_url=stats_url, url=base,
+                                full_stacks=full_stacks_for(full_stacks, baseline_session),
+                                client=load_client.value, stats_url=stats_url, url=base,
                                 criteria=Criteria(threshold=threshold, min_growth=min_growth,
                                                   warmup=points[0] if warmup is None else warmup),
                                 budget=budget * 2**20)

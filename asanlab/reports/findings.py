@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .sanitizers import UNKNOWN_MODULE, Frame, Report
+from .types import Tool
 
 
 class Category(str, Enum):
@@ -76,6 +77,27 @@ def frame_class(f: Frame) -> str:
     if re.search(r"(^|/)ext/", loc) or fn.startswith(("zif_", "zim_")):
         return "php-ext"
     return "user"
+
+
+# Where a whole stack ends: the program's entry, a thread's start (a Swoole coroutine's first frame
+# is in swoole.so, an extension, so never taken for a cut).
+STACK_BOTTOMS = re.compile(r"^(_start|main|__libc_start_main|__libc_start_call_main|clone3?|start_thread)$")
+
+
+def cut_short(frames: list[Frame]) -> str | None:
+    """The shared library where a stack unwound with frame pointers stopped (ASan's fast unwinder:
+    libffi, libcrypto and other system libraries are built without them), or None when the stack
+    looks whole: it ends at a program's or thread's start, in PHP or one of its extensions, or at
+    the frame limit. Frames in no module after it are the unwinder reading a wrong frame pointer."""
+    frames = frames[:next((i for i, f in enumerate(frames) if f.module == UNKNOWN_MODULE), len(frames))]
+    if not frames:
+        return None
+    last = frames[-1]
+    name = (last.module or "").rsplit("/", 1)[-1]
+    if ".so" not in name or STACK_BOTTOMS.match(last.function or "") or \
+            frame_class(last) in ("zend", "php-ext", "swoole", "extension", "runtime"):
+        return None
+    return name
 
 
 def meaningful(frames: list[Frame]) -> list[Frame]:
@@ -148,7 +170,13 @@ def signature(r: Report) -> str:
     if r.is_undefined:
         # The message minus its values: "signed integer overflow: 2147483647 + 1 ..." -> shape only.
         kind = "ubsan: " + re.sub(r"0x[0-9a-f]+|-?\d+", "N", r.message)[:120]
-    return " | ".join([kind] + [_frame_key(f) for f in frames])
+    keys = [kind] + [_frame_key(f) for f in frames]
+    if r.is_leak and r.php is not None and r.php.allocated_objects and cut_short(r.frames):
+        # The C stack stops in a library (every FFI call's is the same two frames): the PHP code that
+        # allocated tells the leaks apart. Function and file, not the line, which moves with edits.
+        app = r.php.app_frame() or r.php.frames[0]
+        keys.append(f"php {app.function} {(app.file or '').rsplit('/', 1)[-1]}".rstrip())
+    return " | ".join(keys)
 
 
 @dataclass
@@ -174,12 +202,19 @@ class Finding:
         frames = meaningful(self.example.frames) if self.example else []
         return frames[0] if frames else None
 
+    @property
+    def cut_short(self) -> str | None:
+        """For a leak from ASan or LeakSanitizer: the library its allocation stack stopped in."""
+        ex = self.example
+        return cut_short(ex.frames) if ex and ex.is_leak and ex.tool in (Tool.ASAN, Tool.LSAN) else None
+
     def to_dict(self) -> dict:
         return {
             "id": self.id, "signature": self.signature, "tool": self.tool, "kind": self.kind,
             "category": self.category, "count": self.count, "pids": self.pids,
             "leaked_bytes": self.leaked_bytes, "leaked_objects": self.leaked_objects,
-            "incomplete": self.incomplete, "example": self.example.to_dict() if self.example else None,
+            "incomplete": self.incomplete, "cut_short": self.cut_short,
+            "example": self.example.to_dict() if self.example else None,
         }
 
 

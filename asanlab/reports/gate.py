@@ -28,6 +28,9 @@ class Baseline:
     """What a gate compares with: a session's findings, and its soak's analysis when it was a soak."""
     findings: list[Finding]
     soak: Mapping[str, Any] | None = None
+    # How its allocation stacks were unwound, "full" or "fast": a leak's signature is its stack, so
+    # a run compared with it unwinds the same way (session.stacks_of).
+    stacks: str = "full"
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def load_baseline(ref: str, docker: Callable[[], Any]) -> Baseline:
         if image is None:
             raise not_a_session from None
         s = sessions.latest_of_image(image.id, ref)
-    return Baseline(sessions.reports_and_findings(s)[1], _stored_soak(s.path))
+    return Baseline(sessions.reports_and_findings(s)[1], _stored_soak(s.path), sessions.stacks_of(s.data))
 
 
 def _stored_soak(folder) -> dict | None:

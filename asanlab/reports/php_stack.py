@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..layout import APP_DIR
@@ -210,6 +210,34 @@ def origin_bookkeeping(folder: Path) -> list[dict]:
                     pid, _, _, kept, heap = map(int, fields[1:])
                     out.append({"pid": pid, "kept_bytes": kept, "live_heap": heap,
                                 "share": kept / heap if heap else None})
+    return out
+
+
+def split_by_origin(reports: list, origins: dict[int, dict[int, tuple[PhpFrame, ...]]], when) -> list:
+    """A leak whose objects several PHP call paths allocated, as one leak per path, where `when(report)`
+    says its C stack cannot tell them apart (one cut short by the fast unwinder: LeakSanitizer groups
+    leaks by stack, and every FFI call's stack is the same two frames). Objects allocated while no PHP
+    code ran, or not recorded, stay with the path that allocated most. Only a leak whose every object
+    is listed with its size is split: bytes and counts stay exact."""
+    out = []
+    for r in reports:
+        blocks = origins.get(r.pid) if r.pid is not None else None
+        if not blocks or not r.is_leak or len(r.objects) != r.leaked_objects or \
+                len(r.object_bytes) != len(r.objects) or not when(r):
+            out.append(r)
+            continue
+        by_path: dict[tuple[PhpFrame, ...], list[int]] = {}
+        for n, a in enumerate(r.objects):
+            by_path.setdefault(blocks.get(int(a, 16)) or (), []).append(n)
+        named = sorted((p for p in by_path if p), key=lambda p: (-len(by_path[p]), not _app_first(p)))
+        if len(named) < 2:
+            out.append(r)
+            continue
+        by_path[named[0]] += by_path.pop((), [])
+        for p in named:
+            keep = sorted(by_path[p])
+            out.append(replace(r, objects=[r.objects[n] for n in keep], object_bytes=[r.object_bytes[n] for n in keep],
+                               leaked_objects=len(keep), leaked_bytes=sum(r.object_bytes[n] for n in keep)))
     return out
 
 

@@ -33,7 +33,7 @@ DEDUP = re.compile(r"^DEDUP_TOKEN: (?P<token>.*)$")
 # LSAN_OPTIONS report_objects=1 (set by `asanlab run` with its agent): after each leak's stack,
 # "Objects leaked above:" and one "0x602000000010 (7 bytes)" line per object.
 OBJECTS_HEADER = "Objects leaked above:"
-OBJECT_LINE = re.compile(r"^(?P<addr>0x[0-9a-f]{1,16}) \(\d+ bytes\)$")
+OBJECT_LINE = re.compile(r"^(?P<addr>0x[0-9a-f]{1,16}) \((?P<bytes>\d{1,18}) bytes\)$")
 MAX_OBJECTS = 10_000  # per leak: enough to name its PHP code, bounded for a leak of millions
 ADDR_KIND = re.compile(r"^(?P<kind>[A-Za-z][A-Za-z-]*(?: [a-z-]+)*?)(?: on (?:unknown )?address| on 0x| \(|:| in thread|$)")
 
@@ -293,6 +293,7 @@ def _parse_lsan(lines: list[str], i: int, pid: int, source: str, out: list[Repor
             while i < len(lines) and (m := OBJECT_LINE.match(lines[i].strip())):
                 if len(records[-1].objects) < MAX_OBJECTS:
                     records[-1].objects.append(m.group("addr"))
+                    records[-1].object_bytes.append(int(m.group("bytes")))
                 i += 1
             continue
         m = SUMMARY.match(body)

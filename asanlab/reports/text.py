@@ -121,6 +121,9 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
             if ex.php.coroutine is not None:
                 lines.append(f"    coroutine: {ex.php.coroutine}")
         lines += _frames(ex.frames, "    ")
+        if f.cut_short:
+            lines.append(f"    (the C stack stops in {f.cut_short}, built without frame pointers: --full-stacks "
+                         "unwinds through it, at about 3.5x the cost)")
         if ex.freed_by:
             lines.append("    freed by:")
             lines += _frames(ex.freed_by, "      ")

@@ -67,6 +67,7 @@ class Report:
     summary: str | None = None
     dedup_token: str | None = None
     objects: list[str] = field(default_factory=list)  # a leak's object addresses (report_objects=1)
+    object_bytes: list[int] = field(default_factory=list)  # ... and their sizes
     complete: bool = True
     suspect: bool = False  # written after ASan lost track of the stack (a coroutine switch)
     text: str = ""
@@ -77,7 +78,7 @@ class Report:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        del d["objects"]  # addresses: read again from the raw log when needed, noise in the output
+        del d["objects"], d["object_bytes"]  # read again from the raw log when needed, noise in the output
         return d
 
     @classmethod

@@ -44,7 +44,7 @@ def write(src: Source, shrunk: Shrunk, expected: Expected, finding: dict | None 
         "format": BUNDLE_FORMAT, "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from": src.id,
         "app": {"name": src.app.name, "path": str(src.app), "copied": copied},
         "args": src.args, "env": src.env, "port": src.port,
-        "image": {"id": src.image_id, "refs": src.image_refs}, "recipe": src.recipe,
+        "image": {"id": src.image_id, "refs": src.image_refs}, "recipe": src.recipe, "stacks": src.stacks,
         "recording": "recording.jsonl",
         "findings": [vars(expected)],
         "rate": {"hits": shrunk.hits, "original_hits": shrunk.original_hits, "tries": shrunk.tries},

@@ -42,6 +42,9 @@ class Source:
     expected: list[Expected] = field(default_factory=list)  # the failing findings
     session: sessions.Session | None = None  # None for a bundle
     bundle: Path | None = None
+    # Allocation stacks unwound as when recorded (session.stacks_of): an FFI leak's signature is
+    # its stack, and a replay must find the same one.
+    stacks: str = "full"
 
     @property
     def masked(self) -> list[str]:
@@ -73,7 +76,7 @@ def from_session(ref: str, recording: Path | None = None) -> Source:
         id=s.id, app=Path(d.get("app") or ""), args=list(d.get("args") or []), env=dict(d.get("user_env") or {}),
         port=(d.get("traffic") or {}).get("port") or "9501/tcp", image_id=(d.get("image") or {}).get("id"),
         image_refs=[r for r in [(d.get("image") or {}).get("ref")] if r], recipe_path=recipe_path,
-        recipe=d.get("recipe"), conns=conns, expected=_failing(s), session=s))
+        recipe=d.get("recipe"), conns=conns, expected=_failing(s), session=s, stacks=sessions.stacks_of(d)))
 
 
 def _failing(s: sessions.Session) -> list[Expected]:
@@ -105,7 +108,7 @@ def from_bundle(folder: Path, recording: Path | None = None) -> Source:
             recipe_path=recipe_file if recipe_file.is_file() else None, recipe=meta.get("recipe"),
             conns=traffic.read(recording_path),
             expected=[Expected(f["signature"], f["id"], f["category"], f["kind"]) for f in meta.get("findings") or []],
-            bundle=folder))
+            bundle=folder, stacks=sessions.stacks_of({"stacks": meta.get("stacks")})))
     except (KeyError, TypeError) as e:
         raise UsageError(f"{folder / BUNDLE_FILE}: missing or wrong field {e}") from None
 

@@ -15,7 +15,7 @@ from .. import session as sessions
 from ..errors import InfraError, UsageError
 from ..events import Event, Reporter, null_reporter
 from ..layout import APP_DIR, CONFIG_DIR, LOG_DIR, PHP_STACK_DIR, STATE_DIR
-from .environment import ORIGIN_LSAN_OPTIONS, SIGTERM_PREPEND, environment, masked
+from .environment import FAST_STACKS, ORIGIN_LSAN_OPTIONS, SIGTERM_PREPEND, environment, masked
 from .options import DriverContext, RunOptions, RunResult, parse_env, parse_ports
 from .recording import recorded_port, start_recorder, traffic_summary
 from .session_end import close_session
@@ -146,8 +146,8 @@ def _environment(opts: RunOptions, user_env: dict[str, str], suppressions: bool)
     origins = bool(opts.agent) and (extra is None or extra.php_origins)
     # report_objects: LeakSanitizer lists each leaked object's address, joined with the agent's
     # php-origin.<pid> on the host (asanlab/reports/php_stack.py).
-    env = environment(opts.recipe, user_env, suppressions, extra.asan_options if extra else None,
-                      lsan_options=ORIGIN_LSAN_OPTIONS if origins else None)
+    asan = {**({} if opts.full_stacks else FAST_STACKS), **(extra.asan_options if extra else {})}
+    env = environment(opts.recipe, user_env, suppressions, asan, lsan_options=ORIGIN_LSAN_OPTIONS if origins else None)
     mounts = {"state": STATE_DIR, **(extra.mounts if extra else {})}
     if opts.agent:
         preload = " ".join(p for p in (opts.agent, env.get("LD_PRELOAD")) if p)
@@ -178,7 +178,9 @@ def _new_session(opts: RunOptions, app: Path, command: list[str], env: dict[str,
         "recipe_path": str(recipe.path) if recipe is not None and recipe.path else None,
         "environment": masked(env), "user_env": masked(user_env), "args": list(opts.args),
         "ports": {k: list(v) for k, v in ports.items()},
-        "timeout": opts.timeout, "grace": opts.grace, "owner": containers.owner(), **(extra.info if extra else {}),
+        "timeout": opts.timeout, "grace": opts.grace, "owner": containers.owner(),
+        # How allocation stacks were unwound: `reproduce` unwinds the same way, so signatures compare.
+        "stacks": "full" if opts.full_stacks else "fast", **(extra.info if extra else {}),
     })
 
 

@@ -36,6 +36,11 @@ class RunOptions:
     record: bool = False
     # Every PHP process under Valgrind's memcheck (an image with tools: [valgrind]; run/valgrind.py).
     valgrind: bool = False
+    # ASan's slow unwinder on every allocation: complete stacks through code without frame pointers
+    # (libffi, system libraries) at 3-4x the cost. Off, allocation stacks are unwound with frame
+    # pointers (environment.FAST_STACKS). True by default: without asanlab's agent naming each
+    # leak's PHP code and start-up, a stack cut short would say nothing.
+    full_stacks: bool = True
     companion: "Companion | None" = None  # a command working beside the app (soak), else a plain run
 
 

@@ -25,22 +25,12 @@ from .growth import DEFAULT_BUDGET, Criteria
 from .load import Loader, Request, make_loader
 from ..run import Companion, DriverContext, RunOptions, RunResult, run
 
-# Measured (bench/asan_speed_bench.py, Swoole hello world): ASan's slow unwinder on every malloc
-# costs 3-5x the requests per second. A soak is about rates over 100k requests, so it unwinds
-# allocation stacks with frame pointers unless --full-stacks: stacks then stop at code built
-# without them (libffi, so FFI calls; system libraries).
-FAST_STACKS = {"fast_unwind_on_malloc": 1}
 # A 16 MB quarantine instead of ASan's 256 MB: 12-15% more requests per second on the same server
 # (measured at -O0), and less of the RSS plateau that the quarantine adds while it fills. A soak
 # hunts leaks; a use-after-free is caught still, within a shorter reuse distance.
 SOAK_QUARANTINE = {"quarantine_size_mb": 16}
 # Sent after the last checkpoint, unsampled (the agent's census needs one request per process).
 FLUSH_REQUESTS = 64
-
-
-def asan_options(full_stacks: bool) -> dict:
-    """The ASAN_OPTIONS a soak adds to `run`'s."""
-    return {**SOAK_QUARANTINE, **({} if full_stacks else FAST_STACKS)}
 
 
 @dataclass
@@ -267,9 +257,11 @@ def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | N
     companion = Companion(
         kind="soak", driver=Driver(opts, agent_path is not None, loader),
         env={"ASANLAB_AGENT_DIR": AGENT_DIR} if agent_path is not None else {},
-        mounts={"agent": AGENT_DIR}, asan_options=asan_options(opts.full_stacks), info={"soak": settings},
+        mounts={"agent": AGENT_DIR}, asan_options=SOAK_QUARANTINE, info={"soak": settings},
         php_origins=False)  # its cost on every allocation would slow the soak's detection
-    run_opts = replace(run_opts, agent=agent_path, companion=companion)
+    # A soak is about rates over 100k requests: the fast unwinder unless --full-stacks, with or
+    # without the agent (measured: the slow one costs 3-5x the requests per second).
+    run_opts = replace(run_opts, agent=agent_path, companion=companion, full_stacks=opts.full_stacks)
     try:
         return run(client, run_opts, reporter=reporter)
     finally:

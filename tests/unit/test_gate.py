@@ -347,3 +347,20 @@ def test_run_refuses_fail_on_new_without_a_baseline_before_docker(tmp_path, monk
     result = invoke("run", tmp_path / "x.php", "--image", "x", "--fail-on", "new")
     assert isinstance(result.exception, UsageError), result.exception
     assert result.exception.message == "--fail-on new needs --baseline SESSION: new compared with what?"
+
+
+def test_a_run_unwinds_as_its_baseline_did():
+    """A leak's signature is its allocation stack: compared with a baseline whose stacks were
+    unwound completely, a run unwinds completely too (and says so), else its FFI leaks look new."""
+    from asanlab.cli.common import full_stacks_for
+    from asanlab.reports.gate import Baseline
+    from asanlab.session import stacks_of
+
+    assert stacks_of({"stacks": "fast"}) == "fast" and stacks_of({"stacks": "full"}) == "full"
+    # Sessions from before asanlab kept it: run's unwound completely, a soak's with frame pointers.
+    assert stacks_of({"kind": "run"}) == "full"
+    assert stacks_of({"kind": "soak", "soak": {"full_stacks": False}}) == "fast"
+    assert stacks_of({"kind": "soak", "soak": {"full_stacks": True}}) == "full"
+    assert full_stacks_for(False, None) is False and full_stacks_for(True, None) is True
+    assert full_stacks_for(False, Baseline([], stacks="fast")) is False
+    assert full_stacks_for(False, Baseline([], stacks="full")) is True

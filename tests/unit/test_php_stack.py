@@ -315,3 +315,55 @@ def test_a_ubsan_report_gets_the_php_stack_its_process_wrote_as_it_died():
     assert r.php.path() == "misalign() /app/app.php:4 <- {main} /app/app.php:7"
     [other] = parse(UBSAN, "sanitizer.79")  # no block from its process: C only
     assert php_stack.attach([other], stacks) == 0 and other.php is None
+
+
+FAST_FFI_LEAK = """==7==ERROR: LeakSanitizer: detected memory leaks
+
+Direct leak of 340 byte(s) in 4 object(s) allocated from:
+    #0 0x55d0 in malloc (/opt/php/bin/php+0xa864ce)
+    #1 0x7f3c4e293f79  (/lib/x86_64-linux-gnu/libffi.so.8+0x6f79)
+
+Objects leaked above:
+0x60b000001000 (100 bytes)
+0x60b000002000 (100 bytes)
+0x60b000003000 (40 bytes)
+0x60b000004000 (100 bytes)
+
+SUMMARY: AddressSanitizer: 340 byte(s) leaked in 4 allocation(s).
+"""
+TWO_SITES = """origin 7 4 0
+site 0
+frame malloc\t\t0
+frame remember\t/app/server.php\t15
+frame {main}\t/app/server.php\t21
+site 1
+frame malloc\t\t0
+frame {closure}\t/app/server.php\t9
+frame {main}\t/app/server.php\t21
+site 2
+block 0x60b000001000 1
+block 0x60b000002000 0
+block 0x60b000003000 1
+block 0x60b000004000 2
+end
+"""
+
+
+def test_a_leak_cut_short_in_libffi_is_one_finding_per_php_site():
+    """LeakSanitizer groups leaks by stack, and ASan's fast unwinder stops every FFI call's stack
+    in libffi: the agent's origins tell the PHP sites apart, with exact bytes and counts."""
+    from asanlab.reports.findings import cut_short
+
+    origins = {7: php_stack.parse_origins(TWO_SITES)}
+    reports = php_stack.split_by_origin(parse(FAST_FFI_LEAK), origins, lambda r: cut_short(r.frames) is not None)
+    php_stack.attach_origins(reports, origins)
+    findings = group(reports)
+    assert [(f.leaked_bytes, f.leaked_objects, str(f.example.php.app_frame())) for f in findings] == \
+        [(240, 3, "{closure}() /app/server.php:9"), (100, 1, "remember() /app/server.php:15")]
+    assert [f.signature for f in findings] == ["leak | malloc | libffi.so.8+0x6f79 | php {closure} server.php",
+                                               "leak | malloc | libffi.so.8+0x6f79 | php remember server.php"]
+    # The object allocated while no PHP code ran went with the larger part, which is no start-up leak.
+    assert findings[0].example.allocated_outside_php == 1 and findings[0].category == "leak"
+    # A whole C stack names the bug itself: not split.
+    [whole] = php_stack.split_by_origin(parse(FAST_FFI_LEAK), origins, lambda r: False)
+    assert whole.leaked_objects == 4

@@ -331,3 +331,41 @@ def test_a_swoole_masters_set_up_closure_is_start_up():
         r.frames[0], Frame(index=1, function="zif_ffi_trampoline", file="/usr/src/php-src/ext/ffi/ffi.c", line=2830),
         *r.frames[vm:]])
     assert any(f.function == "php_execute_script" for f in ffi.frames) and category(ffi) == "leak"
+
+
+def _lsan(*frames: str) -> Report:
+    text = ("==7==ERROR: LeakSanitizer: detected memory leaks\n\n"
+            "Direct leak of 100 byte(s) in 1 object(s) allocated from:\n"
+            + "".join(f"    #{n} {line}\n" for n, line in enumerate(frames))
+            + "\nSUMMARY: AddressSanitizer: 100 byte(s) leaked in 1 allocation(s).\n")
+    [r] = parse(text)
+    return r
+
+
+MALLOC = "0x55f45a4864ce in malloc (/opt/php/bin/php+0xa864ce) (BuildId: 3647)"
+LIBFFI = "0x7f3c4e293f79  (/lib/x86_64-linux-gnu/libffi.so.8+0x6f79) (BuildId: 4b5e)"
+
+
+@pytest.mark.parametrize("frames,where", [
+    # ASan's fast unwinder through FFI: libffi has no frame pointers (measured, PHP 8.2, Swoole 6.1.9)
+    ((MALLOC, LIBFFI), "libffi.so.8"),
+    # ... and on a coroutine stack, garbage after it
+    ((MALLOC, LIBFFI, "0x7f3c471ff55f  (<unknown module>)"), "libffi.so.8"),
+    # whole stacks: the program's start, a thread's start, a coroutine's first frame, the frame limit
+    ((MALLOC, "0x561f22003680 in _start (/opt/php/bin/php+0xa03680) (BuildId: 6214)"), None),
+    ((MALLOC, "0x7f95d2245304 in __libc_start_main (/lib/x86_64-linux-gnu/libc.so.6+0x27304) (BuildId: 93ac)"), None),
+    ((MALLOC, "0x7f95d2245304 in start_thread (/lib/x86_64-linux-gnu/libc.so.6+0x88fd4) (BuildId: 93ac)"), None),
+    ((MALLOC, "0x7f3c4e2a1b2c in swoole::coroutine::Context::context_func(void*) "
+              "/usr/src/ext-swoole/src/coroutine/context.cc:322:5"), None),
+    ((MALLOC, "0x561f22a49d89 in zend_execute_scripts /usr/src/php-src/Zend/zend.c:1844:4"), None),
+])
+def test_a_stack_cut_short_by_the_fast_unwinder_names_the_library(frames, where):
+    from asanlab.reports.findings import cut_short
+    from asanlab.reports.text import render
+
+    r = _lsan(*frames)
+    assert cut_short(r.frames) == where
+    [f] = group([r])
+    assert f.cut_short == where and f.to_dict()["cut_short"] == where
+    shown = render(None, [f])
+    assert (f"the C stack stops in {where}" in shown) == (where is not None), shown

@@ -139,7 +139,8 @@ def _session_with_recording(state, tmp_path):
     s = session.create({"command": ["php", "/app/server.php"], "app": str(app_dir / "server.php"),
                         "args": ["--mode", "x"], "user_env": {"APP_ENV": "test", "TOKEN": "***"},
                         "image": {"ref": "asanlab/php:8.2-abc", "id": "sha256:" + "1" * 64},
-                        "recipe": {"name": "r", "php": {"version": "8.2"}}, "traffic": {"port": "8080/tcp"}})
+                        "recipe": {"name": "r", "php": {"version": "8.2"}}, "traffic": {"port": "8080/tcp"},
+                        "stacks": "fast"})
     post = b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"id\": 1}"
     _recording(s.path / "traffic" / traffic.FILE, {1: [get("/a"), post], 2: [get("/b")]}, unanswered={(1, 1)})
     return s
@@ -165,6 +166,8 @@ def test_a_reproducer_bundle_runs_what_the_session_ran(state, tmp_path):
     assert again.app == folder / "app" / "server.php" and again.app.read_text() == "<?php // the app\n"
     assert (again.args, again.env, again.port) == (["--mode", "x"], {"APP_ENV": "test", "TOKEN": "***"}, "8080/tcp")
     assert (again.image_id, again.image_refs, again.recipe) == (src.image_id, src.image_refs, src.recipe)
+    # Unwound as the session was (a leak's signature is its stack); older sessions and bundles: full.
+    assert again.stacks == src.stacks == "fast"
     assert again.expected == [expected]
     [req] = traffic.all_requests(again.conns)
     assert (req.line, req.body) == ("POST /orders", b'{"id": 1}')

@@ -328,3 +328,31 @@ def test_a_session_left_running_by_a_killed_asanlab_is_closed(state):
 def test_sessions_refuses_a_format_it_cannot_print(state, cli):
     proc = cli("sessions", "--format", "sarif", cwd=state, env={"ASANLAB_HOME": str(state / "state")})
     assert proc.returncode == 2 and "sarif" in proc.stderr
+
+
+@pytest.mark.parametrize("agent,full_stacks,fast", [("/opt/asanlab/agent.so", False, True),
+                                                    ("/opt/asanlab/agent.so", True, False), (None, True, False)])
+def test_the_unwinder_follows_full_stacks(tmp_path, agent, full_stacks, fast):
+    """Frame pointers only (3-4x faster) unless --full-stacks; the agent, which names each leak's PHP
+    line, records origins either way."""
+    from pathlib import Path
+
+    from asanlab.run.lifecycle import _environment
+
+    opts = run.RunOptions(app=Path("/x/app.php"), image="img", agent=agent, full_stacks=full_stacks)
+    env, _ = _environment(opts, {}, False)
+    assert f"fast_unwind_on_malloc={int(fast)}" in env["ASAN_OPTIONS"], env["ASAN_OPTIONS"]
+    assert ("ASANLAB_PHP_ORIGINS" in env) == (agent is not None)
+
+
+def test_a_soaks_options_keep_the_unwinder_it_was_given():
+    from pathlib import Path
+
+    from asanlab.run.lifecycle import _environment
+    from asanlab.soak.driver import SOAK_QUARANTINE
+
+    for full_stacks in (False, True):
+        opts = run.RunOptions(app=Path("/x/app.php"), image="img", agent=None, full_stacks=full_stacks,
+                              companion=run.Companion(kind="soak", driver=lambda ctx: None, asan_options=SOAK_QUARANTINE))
+        asan = _environment(opts, {}, False)[0]["ASAN_OPTIONS"]
+        assert "quarantine_size_mb=16" in asan and f"fast_unwind_on_malloc={int(not full_stacks)}" in asan, asan
