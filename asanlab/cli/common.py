@@ -65,13 +65,20 @@ RegistryOption = Annotated[Optional[str], typer.Option(
     help="Where recipes' images are published, e.g. ghcr.io/org/asanlab.")]
 
 
-def full_stacks_for(asked: bool, baseline: Baseline | None) -> bool:
-    """--full-stacks, or the baseline session's way of unwinding when it unwound completely: a leak's
-    signature is its stack, and one cut short would look new against it."""
-    if asked or baseline is None or baseline.stacks != "full":
-        return asked
-    err.print("asanlab: allocation stacks unwound completely (--full-stacks), as in the baseline session, so that "
-              "its leaks compare")
+def full_stacks_for(asked: bool, baseline: Baseline | None, rules: list[str] | None = None) -> bool:
+    """--full-stacks, or complete stacks where frame pointers would mislead: against a baseline that
+    unwound completely (a leak's signature is its stack, and one cut short would look new), and
+    with suppression rules (they match any frame of a leak's allocation stack, and a frame below the
+    cut would no longer be there to match)."""
+    if asked:
+        return True
+    if baseline is not None and baseline.stacks == "full":
+        why = "as in the baseline session, so that its leaks compare"
+    elif rules:
+        why = "so that suppression rules see every frame of a leak's allocation stack"
+    else:
+        return False
+    err.print(f"asanlab: allocation stacks unwound completely (as with --full-stacks), {why}")
     return True
 
 

@@ -105,7 +105,7 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
                                   "with --recipe it")
         # asanlab's agent reads ASan's reports and allocator: nothing for it to do under Valgrind.
         agent = None if valgrind else agent_path(image_ref, client)
-        full_stacks = full_stacks or agent is None or full_stacks_for(False, baseline_session)
+        full_stacks = agent is None or full_stacks_for(full_stacks, baseline_session, rules)
         result = do_run(client(), RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(args),
                                              ports=list(publish), env=list(env), timeout=timeout, grace=grace, recipe=r,
                                              suppressions=rules, agent=agent, record=record, valgrind=valgrind,

@@ -364,3 +364,5 @@ def test_a_run_unwinds_as_its_baseline_did():
     assert full_stacks_for(False, None) is False and full_stacks_for(True, None) is True
     assert full_stacks_for(False, Baseline([], stacks="fast")) is False
     assert full_stacks_for(False, Baseline([], stacks="full")) is True
+    # Suppression rules match any frame of the allocation stack: all of it is unwound for them.
+    assert full_stacks_for(False, None, ["leak:zif_ffi_trampoline"]) is True
