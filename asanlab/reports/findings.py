@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .sanitizers import UNKNOWN_MODULE, Frame, Report
+from .sanitizers import Frame, Report
 from .types import Tool
 
 
@@ -89,7 +89,7 @@ def cut_short(frames: list[Frame]) -> str | None:
     libffi, libcrypto and other system libraries are built without them), or None when the stack
     looks whole: it ends at a program's or thread's start, in PHP or one of its extensions, or at
     the frame limit. Frames in no module after it are the unwinder reading a wrong frame pointer."""
-    frames = frames[:next((i for i, f in enumerate(frames) if f.module == UNKNOWN_MODULE), len(frames))]
+    frames = frames[:next((i for i, f in enumerate(frames) if f.misread), len(frames))]
     if not frames:
         return None
     last = frames[-1]
@@ -102,7 +102,7 @@ def cut_short(frames: list[Frame]) -> str | None:
 
 def meaningful(frames: list[Frame]) -> list[Frame]:
     # Nothing after unwinder garbage: a signature must not depend on which coroutine stack ran.
-    cut = next((i for i, f in enumerate(frames) if f.module == UNKNOWN_MODULE), len(frames))
+    cut = next((i for i, f in enumerate(frames) if f.misread), len(frames))
     frames = frames[:cut] or frames
     out = [f for f in frames
            if not (RUNTIME_FUNCTIONS.match(f.function or "") or RUNTIME_LOCATIONS.search(f.file or f.module or ""))]

@@ -14,11 +14,6 @@ from typing import Iterable, Iterator
 from .notices import strip_pid
 from .types import Frame, Report, Tool
 from .valgrind import is_valgrind_xml, parse_xml
-
-# A return address in no mapped module: the frame-pointer unwinder read garbage (code without frame
-# pointers, such as libffi, called on a Swoole coroutine stack). It and the frames after it differ
-# from one stack to the next.
-UNKNOWN_MODULE = "<unknown module>"
 ASAN_ERROR = re.compile(r"^==(\d+)==ERROR: AddressSanitizer: (?P<rest>.*)$")
 LSAN_ERROR = re.compile(r"^==(\d+)==ERROR: LeakSanitizer: detected memory leaks")
 LEAK_RECORD = re.compile(r"^(?P<kind>Direct|Indirect) leak of (?P<bytes>\d+) byte\(s\) in (?P<objects>\d+) object\(s\) allocated from:")

@@ -24,6 +24,14 @@ class Tool(str, Enum):
         return self.value
 
 
+# A return address in no mapped module: the frame-pointer unwinder read garbage (code without frame
+# pointers, such as libffi, called on a Swoole coroutine stack). It and the frames after it differ
+# from one stack to the next.
+UNKNOWN_MODULE = "<unknown module>"
+# ... or in the stack or the heap, where no code runs (the same, on the main thread's stack).
+DATA_MAPPINGS = ("[stack]", "[heap]", "[anon")
+
+
 @dataclass(slots=True)  # there are millions of frames in a long soak's logs
 class Frame:
     index: int
@@ -43,6 +51,11 @@ class Frame:
 
     def describe(self) -> str:
         return f"{self.function or '??'} {self.location()}"
+
+    @property
+    def misread(self) -> bool:
+        """Unwinder garbage: this frame and those after it say nothing about the program."""
+        return self.module is not None and (self.module == UNKNOWN_MODULE or self.module.startswith(DATA_MAPPINGS))
 
 
 @dataclass

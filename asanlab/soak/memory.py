@@ -10,7 +10,7 @@ from typing import Iterable
 
 from . import resources
 from ..reports.findings import meaningful
-from ..reports.sanitizers import UNKNOWN_MODULE, Frame, parse_frame
+from ..reports.sanitizers import Frame, parse_frame
 
 
 @dataclass
@@ -195,8 +195,8 @@ def parse_profiles(text: str | Iterable[str]) -> list[Profile]:
         if context is not None and line.lstrip().startswith("#"):
             f = parse_frame(line)
             if f is not None:
-                # Unwinder garbage (reports.UNKNOWN_MODULE) would split one site into many.
-                context.cut = context.cut or f.module == UNKNOWN_MODULE
+                # Unwinder garbage (Frame.misread) would split one site into many.
+                context.cut = context.cut or f.misread
                 if not context.cut:
                     context.frames.append(f)
                 continue

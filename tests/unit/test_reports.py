@@ -314,6 +314,10 @@ def test_unwinder_garbage_does_not_split_a_leak():
                 f"SUMMARY: AddressSanitizer: 100 byte(s) leaked in 1 allocation(s).\n")
     [f] = group(parse(report("471ff")) + parse(report("48bff")))
     assert f.count == 2 and "unknown module" not in f.signature, f.signature
+    # The same on the main thread's stack: the address lies in the stack, at another offset each run.
+    on_stack = [parse(report("471ff").replace("(<unknown module>)", f"([stack]+0x{n})")) for n in ("1b9bf", "2c9bf")]
+    [f] = group(on_stack[0] + on_stack[1])
+    assert f.count == 2 and "[stack]" not in f.signature and f.cut_short == "libffi.so.8", f.signature
 
 
 def test_a_swoole_masters_set_up_closure_is_start_up():
@@ -351,6 +355,8 @@ LIBFFI = "0x7f3c4e293f79  (/lib/x86_64-linux-gnu/libffi.so.8+0x6f79) (BuildId: 4
     ((MALLOC, LIBFFI), "libffi.so.8"),
     # ... and on a coroutine stack, garbage after it
     ((MALLOC, LIBFFI, "0x7f3c471ff55f  (<unknown module>)"), "libffi.so.8"),
+    # ... and on the main thread's stack (seen: PHP 8.2 script, FFI), an address in the stack itself
+    ((MALLOC, LIBFFI, "0x7ffd3c1b9bf0  ([stack]+0x1b9bf)"), "libffi.so.8"),
     # whole stacks: the program's start, a thread's start, a coroutine's first frame, the frame limit
     ((MALLOC, "0x561f22003680 in _start (/opt/php/bin/php+0xa03680) (BuildId: 6214)"), None),
     ((MALLOC, "0x7f95d2245304 in __libc_start_main (/lib/x86_64-linux-gnu/libc.so.6+0x27304) (BuildId: 93ac)"), None),
