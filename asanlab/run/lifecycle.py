@@ -78,7 +78,7 @@ def _run(client, opts: RunOptions, stop: StopRequest, reporter: Reporter) -> Run
             # Attached before it starts, as `docker run` does: the output comes from the container's
             # streams, not from the daemon's log files, whose rotation (max-size) would end a
             # followed log stream early and lose the rest.
-            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
+            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
             try:
                 container.start()
             except DockerException as e:

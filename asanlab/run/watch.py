@@ -89,8 +89,15 @@ class LogState:
     announced: int = 0  # complete reports of that block already announced
 
 
+# A line longer than this is written in pieces, between which the other stream's lines may come.
+LONG_LINE = 1 << 16
+
+
 class OutputCopier(threading.Thread):
-    """Copies the container's output to raw/output.log verbatim and emits it line by line."""
+    """Copies the container's output to raw/output.log and emits it line by line. The stream gives
+    stdout's and stderr's chunks apart ((stdout, stderr) pairs, attach's demux), and each stream's
+    lines are written whole: the daemon cuts its chunks anywhere, and a line of stderr (a sanitizer's
+    or the symbolizer's) must not land inside a line of stdout."""
 
     def __init__(self, stream, path: Path, reporter: Reporter) -> None:
         super().__init__(daemon=True)
@@ -98,20 +105,32 @@ class OutputCopier(threading.Thread):
         self.abnormal: list[dict] = []
 
     def run(self) -> None:
-        pending = b""
+        pending = [b"", b""]  # stdout's and stderr's unfinished line
         with open(self.path, "ab") as out:
             try:
-                for chunk in self.stream:
-                    out.write(chunk)
-                    out.flush()
-                    pending += chunk
-                    *lines, pending = pending.split(b"\n")
-                    for raw in lines:
-                        self._line(raw.decode(errors="replace"))
+                for item in self.stream:
+                    for n, chunk in enumerate(item if isinstance(item, tuple) else (item,)):
+                        if chunk:
+                            pending[n] = self._whole_lines(out, pending[n] + chunk)
             except Exception as e:  # the stream ends with the container; a broken stream loses nothing on disk
                 self.reporter(Event("run.warning", f"output stream ended: {e.__class__.__name__}"))
-            if pending:
-                self._line(pending.decode(errors="replace"))
+            for rest in pending:
+                if rest:
+                    out.write(rest)
+                    self._line(rest.decode(errors="replace"))
+
+    def _whole_lines(self, out, data: bytes) -> bytes:
+        """Writes the complete lines at the start of data (all of it past LONG_LINE); returns the rest."""
+        cut = data.rfind(b"\n") + 1
+        if len(data) - cut > LONG_LINE:
+            cut = len(data)
+        if cut:
+            out.write(data[:cut])
+            out.flush()
+            *lines, piece = data[:cut].split(b"\n")
+            for raw in lines + ([piece] if piece else []):
+                self._line(raw.decode(errors="replace"))
+        return data[cut:]
 
     def _line(self, line: str) -> None:
         m = ABNORMAL_EXIT.search(line)

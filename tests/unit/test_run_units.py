@@ -356,3 +356,22 @@ def test_a_soaks_options_keep_the_unwinder_it_was_given():
                               companion=run.Companion(kind="soak", driver=lambda ctx: None, asan_options=SOAK_QUARANTINE))
         asan = _environment(opts, {}, False)[0]["ASAN_OPTIONS"]
         assert "quarantine_size_mb=16" in asan and f"fast_unwind_on_malloc={int(not full_stacks)}" in asan, asan
+
+
+def test_output_keeps_each_streams_lines_whole(tmp_path):
+    """The daemon cuts stdout anywhere; a stderr line that comes between two pieces of a stdout line
+    is written after that line, not inside it. Every byte is kept, and each line is emitted once."""
+    from asanlab.run.watch import LONG_LINE, OutputCopier
+
+    seen = []
+    stream = [(b"aaaa\nbb", None), (None, b"LLVMSymbolizer: error\n"), (b"bb\ncc", None), (None, b"no newline"),
+              (b"x" * (LONG_LINE + 10), None)]
+    copier = OutputCopier(iter(stream), tmp_path / "output.log", lambda e: seen.append(e.message))
+    copier.run()
+    log = (tmp_path / "output.log").read_bytes()
+    assert log == b"aaaa\nLLVMSymbolizer: error\nbbbb\n" + b"cc" + b"x" * (LONG_LINE + 10) + b"no newline"
+    assert seen[:3] == ["aaaa", "LLVMSymbolizer: error", "bbbb"] and seen[-1] == "no newline"
+    # Without demux (an older stream of plain chunks) the bytes are kept as they come.
+    copier = OutputCopier(iter([b"one\ntw", b"o\n"]), tmp_path / "plain.log", lambda e: None)
+    copier.run()
+    assert (tmp_path / "plain.log").read_bytes() == b"one\ntwo\n"
