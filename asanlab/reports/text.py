@@ -7,7 +7,7 @@ import signal
 from dataclasses import asdict
 
 from .. import __version__
-from .findings import Category, Finding, failing, frame_class, meaningful
+from .findings import Category, Finding, cut_short, failing, frame_class, meaningful
 from .types import Frame, Tool
 
 # What `asanlab run` adds to the app's command line (run.SIGTERM_PREPEND lives in this folder).
@@ -122,20 +122,26 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
                 lines.append(f"    coroutine: {ex.php.coroutine}")
         lines += _frames(ex.frames, "    ")
         if f.cut_short:
-            lines.append(f"    (the C stack stops in {f.cut_short}, built without frame pointers: --full-stacks "
-                         "unwinds through it, at about 3.5x the cost)")
-        if ex.freed_by:
-            lines.append("    freed by:")
-            lines += _frames(ex.freed_by, "      ")
-        if ex.allocated_by and not ex.is_leak:
-            lines.append("    allocated by:")
-            lines += _frames(ex.allocated_by, "      ")
+            lines.append(_cut_hint(f.cut_short, "    "))
+        # An error's own stack is unwound completely when it happens; the free and the allocation
+        # were unwound with frame pointers when they happened.
+        for label, stack in (("freed by", ex.freed_by), ("allocated by", [] if ex.is_leak else ex.allocated_by)):
+            if stack:
+                lines.append(f"    {label}:")
+                lines += _frames(stack, "      ")
+                if ex.tool == Tool.ASAN and cut_short(stack):
+                    lines.append(_cut_hint(cut_short(stack), "      "))
         if ex.summary and not ex.is_leak:
             lines.append(f"    SUMMARY: {ex.summary}")
         if full:
             lines.append("    --- full report ---")
             lines += ["    " + t for t in ex.text.splitlines()]
     return "\n".join(lines) + "\n"
+
+
+def _cut_hint(library: str, indent: str) -> str:
+    return (f"{indent}(the C stack stops in {library}, built without frame pointers: --full-stacks unwinds "
+            "through it, at about 3.5x the cost)")
 
 
 def render_json(session: dict | None, findings: list[Finding], notices: list | None = None) -> str:

@@ -375,3 +375,34 @@ def test_a_stack_cut_short_by_the_fast_unwinder_names_the_library(frames, where)
     assert f.cut_short == where and f.to_dict()["cut_short"] == where
     shown = render(None, [f])
     assert (f"the C stack stops in {where}" in shown) == (where is not None), shown
+
+
+def test_an_errors_free_stack_cut_short_says_so():
+    """A double free through FFI: ASan's own stack of the second free is complete (unwound when it
+    happens); the first free's and the allocation's were unwound with frame pointers and stop in libffi."""
+    from asanlab.reports.text import render
+
+    text = ("==9==ERROR: AddressSanitizer: attempting double-free on 0x602000000010 in thread T0:\n"
+            "    #0 0x55f45a486111 in free (/opt/php/bin/php+0xa86111) (BuildId: 3647)\n"
+            "    #1 0x7f3c4e293f79  (/lib/x86_64-linux-gnu/libffi.so.8+0x6f79) (BuildId: 4b5e)\n"
+            "    #2 0x561f22a49d89 in ffi_call (/lib/x86_64-linux-gnu/libffi.so.8+0x5492) (BuildId: 4b5e)\n"
+            "    #3 0x561f22a49d90 in zif_ffi_trampoline /usr/src/php-src/ext/ffi/ffi.c:2830:3\n"
+            "    #4 0x561f22003680 in _start (/opt/php/bin/php+0xa03680) (BuildId: 6214)\n\n"
+            "0x602000000010 is located 0 bytes inside of 16-byte region [0x602000000010,0x602000000020)\n"
+            "freed by thread T0 here:\n"
+            "    #0 0x55f45a486111 in free (/opt/php/bin/php+0xa86111) (BuildId: 3647)\n"
+            "    #1 0x7f3c4e293f79  (/lib/x86_64-linux-gnu/libffi.so.8+0x6f79) (BuildId: 4b5e)\n\n"
+            "previously allocated by thread T0 here:\n"
+            f"    #0 {MALLOC}\n"
+            "    #1 0x7f3c4e293f79  (/lib/x86_64-linux-gnu/libffi.so.8+0x6f79) (BuildId: 4b5e)\n"
+            "    #2 0x7ffd3c1b9bf0  ([stack]+0x1b9bf)\n\n"
+            "SUMMARY: AddressSanitizer: double-free (/opt/php/bin/php+0xa86111) in free\n")
+    [r] = parse(text)
+    assert r.kind == "double-free" and r.freed_by and r.allocated_by
+    [f] = group([r])
+    assert f.cut_short is None  # for errors, the hint is on the stacks it concerns
+    shown = render(None, [f])
+    freed, allocated = shown.index("    freed by:"), shown.index("    allocated by:")
+    hint = "      (the C stack stops in libffi.so.8, built without frame pointers: --full-stacks"
+    assert shown.count(hint) == 2, shown
+    assert freed < shown.index(hint) < allocated < shown.rindex(hint), shown
