@@ -211,4 +211,5 @@ def reports_and_findings(s: Session) -> tuple[list[Report], list[Finding]]:
         seen = {r.text for r in reports}
         reports += [r for r in parse(s.output_log.read_text(errors="replace"), source="output.log")
                     if r.text not in seen]
+    reports += crash.from_abnormal_exits(s.data.get("abnormal_exits") or [], reports)
     return reports, group(reports)

@@ -10,6 +10,7 @@ PHP stack is the block "crash <pid>" of php-backtrace.<pid>, as for ASan's error
 from __future__ import annotations
 
 import re
+import signal
 from pathlib import Path
 
 from .php_stack import LINE_NUMBER, PhpFrame, PhpStack
@@ -19,6 +20,7 @@ FILE_PREFIX = "crash."
 MAX_FILE_BYTES = 8 << 20  # gdb's bt full of a deep stack is large; a crash loop appends many
 KINDS = {"SIGSEGV": "SEGV", "SIGBUS": "BUS", "SIGABRT": "ABRT", "SIGILL": "ILL", "SIGFPE": "FPE"}
 TRAMPOLINE = "<signal handler called>"
+ROLE = re.compile(r"\b(task_worker|worker|manager)\b")  # in Swoole's "worker(pid=8, id=1) abnormal exit" line
 # glibc's backtrace_symbols_fd: "/opt/php/bin/php(zend_ffi_write+0x1d)[0x55d0c0ffee]", "/lib/x.so(+0x7b16)[0x7f...]"
 GLIBC_FRAME = re.compile(r"(?P<module>[^(\[]+)\((?P<function>[^+)]*)(?:\+(?P<offset>0x[0-9a-f]+))?\)\s*\[0x[0-9a-f]+\]")
 # gdb's frame head: "#5  0x000055d0c0ffee in " or "#5  " (the frame's pc at a line's start)
@@ -96,6 +98,50 @@ def _report(lines: list[str], source: str) -> Report:
     if php.frames:
         r.php = php
     return r
+
+
+ABNORMAL_EXIT = re.compile(r"(worker|task_worker|manager)?\(?pid=(?P<pid>\d+), id=(?P<id>\d+)\)? abnormal exit, "
+                           r"status=(?P<status>-?\d+), signal=(?P<signal>\d+)")
+
+
+def abnormal_exit(line: str) -> dict | None:
+    """Swoole's manager's line for a process that ended abnormally, as the session keeps it."""
+    m = ABNORMAL_EXIT.search(line)
+    if m is None:
+        return None
+    return {"line": line.strip(), "pid": int(m.group("pid")), "status": int(m.group("status")),
+            "signal": int(m.group("signal"))}
+
+
+def abnormal_exits_in(path: Path) -> list[dict]:
+    """The abnormal exits a whole output.log holds (a session closed by a later asanlab)."""
+    if not path.is_file():
+        return []
+    with open(path, errors="replace") as fh:
+        return [e for e in map(abnormal_exit, fh) if e is not None]
+
+
+def from_abnormal_exits(exits: list[dict], reports: list[Report]) -> list[Report]:
+    """A Swoole process that died by a crash signal and left no report of its own (an image asanlab
+    did not build has no crash handler): the manager's `abnormal exit` line is then all the evidence
+    there is, and it is still a crash. `exits` are run's records of those lines (abnormal_exit)."""
+    reported = {r.pid for r in reports if r.pid is not None and not r.is_leak}  # an error or a crash names it
+    out: list[Report] = []
+    for e in exits:
+        try:
+            name = signal.Signals(int(e["signal"])).name
+            pid = int(e["pid"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if name not in KINDS or pid in reported:
+            continue
+        role = ROLE.search(str(e.get("line", "")))
+        kind = KINDS[name]
+        out.append(Report(tool=Tool.CRASH, kind=kind, pid=pid, source="output.log",
+                          message=f"{kind} (signal {e['signal']} {name}) in a Swoole "
+                                  f"{role.group(1).replace('_', ' ') if role else 'process'} that left no stack",
+                          text=str(e.get("line", "")) + "\n"))
+    return out
 
 
 def gdb_frames(lines: list[str]) -> list[Frame]:

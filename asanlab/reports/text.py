@@ -121,6 +121,9 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
             if ex.php.coroutine is not None:
                 lines.append(f"    coroutine: {ex.php.coroutine}")
         lines += _frames(ex.frames, "    ")
+        if f.tool is Tool.CRASH and not ex.frames and ex.php is None:
+            lines.append("    no C or PHP stack: nothing in the process caught the signal. An image asanlab did not "
+                         "build has no crash handler: build one from a recipe (`tools: [gdb]` adds gdb's backtrace)")
         if f.cut_short:
             lines.append(_cut_hint(f.cut_short, "    "))
         # An error's own stack is unwound completely when it happens; the free and the allocation

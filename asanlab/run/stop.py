@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import containers
 from .. import session as sessions
 from ..events import Event, Reporter, null_reporter
+from ..reports.crash import abnormal_exits_in
 from .session_end import close_session
 
 
@@ -80,7 +81,8 @@ def recover_orphans(client, reporter: Reporter = null_reporter) -> list[str]:
             exit_code = None
         if s is not None and s.data.get("status") == "running":
             close_session(s, status="finished", stop_reason="orphaned", exit_code=exit_code,
-                   error="asanlab was killed during the run; stopped and closed by a later asanlab", abnormal=[])
+                   error="asanlab was killed during the run; stopped and closed by a later asanlab",
+                   abnormal=abnormal_exits_in(s.output_log))
             closed.append(s.id)
         containers.remove(c)
     # Sessions whose asanlab died before its container existed (or after it was removed).
@@ -91,7 +93,8 @@ def recover_orphans(client, reporter: Reporter = null_reporter) -> list[str]:
             continue
         if s.data.get("status") == "running" and containers.owner_is_gone(s.data.get("owner") or ""):
             close_session(s, status="finished", stop_reason="orphaned", exit_code=None,
-                   error="asanlab was killed during the run; closed by a later asanlab", abnormal=[])
+                   error="asanlab was killed during the run; closed by a later asanlab",
+                   abnormal=abnormal_exits_in(s.output_log))
             reporter(Event("run.orphan", f"session {s.id} was left running by a killed asanlab: closed"))
             closed.append(s.id)
     return closed

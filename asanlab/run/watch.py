@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..events import Event, Reporter
+from ..reports.crash import abnormal_exit
 from ..reports.findings import Category, category
 from ..reports.sanitizers import _starts_report, parse
 from .options import DriverContext
 from .stop import StopRequest
-
-ABNORMAL_EXIT = re.compile(r"(worker|task_worker|manager)?\(?pid=(?P<pid>\d+), id=(?P<id>\d+)\)? abnormal exit, "
-                           r"status=(?P<status>-?\d+), signal=(?P<signal>\d+)")
-
 
 class Watcher(threading.Thread):
     """Tells the user about each sanitizer report as soon as its process has written it.
@@ -133,10 +130,9 @@ class OutputCopier(threading.Thread):
         return data[cut:]
 
     def _line(self, line: str) -> None:
-        m = ABNORMAL_EXIT.search(line)
-        if m:
-            self.abnormal.append({"line": line.strip(), "pid": int(m.group("pid")), "status": int(m.group("status")),
-                                  "signal": int(m.group("signal"))})
+        exit = abnormal_exit(line)
+        if exit is not None:
+            self.abnormal.append(exit)
         self.reporter(Event("run.output", line))
 
 

@@ -75,6 +75,9 @@ def test_run_under_valgrind_reports_a_handlers_leak_and_invalid_write(debug_reci
             for _ in range(5):
                 assert s.get(f"http://127.0.0.1:{port}/leak", timeout=60).text == "ok\n"
             assert s.get(f"http://127.0.0.1:{port}/write", timeout=60).text == "ok\n"
+            with pytest.raises(requests.RequestException):  # the worker dies: a write to address 8
+                s.get(f"http://127.0.0.1:{port}/crash", timeout=60).raise_for_status()
+        wait_http(f"http://127.0.0.1:{port}/", 300)  # the manager started a new worker, under memcheck too
         out, err = stop_run(proc, timeout=600)
     assert proc.returncode == 1, err[-3000:]
     result = json.loads(out)
@@ -84,13 +87,18 @@ def test_run_under_valgrind_reports_a_handlers_leak_and_invalid_write(debug_reci
     assert len(xml) >= 4, xml  # master, manager, two workers: one file each
     failing = [f for f in result["findings"] if f["category"] != "startup-leak"]
     print(json.dumps([(f["category"], f["kind"], f["signature"], f["leaked_bytes"]) for f in failing], indent=1))
-    [write] = [f for f in failing if f["kind"] == "invalid-write"]
-    assert write["tool"] == "Valgrind"
-    assert any("memset" in (fr.get("function") or "") for fr in write["example"]["frames"]), write
+    writes = [f for f in failing if f["kind"] == "invalid-write"]
+    assert all(w["tool"] == "Valgrind" for w in writes) and len(writes) == 2, writes
+    [write] = [w for w in writes if any("memset" in (fr.get("function") or "") for fr in w["example"]["frames"])]
+    # The worker's write to address 8: memcheck names it with the FFI frames that wrote, and the
+    # process's death adds no finding of its own (its report is this one).
+    [crash] = [w for w in writes if w is not write]
+    assert any("zend_ffi" in (fr.get("function") or "") for fr in crash["example"]["frames"][:3]), crash
+    assert "Address 0x8 " in crash["example"]["text"], crash["example"]["text"][-2000:]
     [leak] = [f for f in failing if f["category"] == "leak"]
     assert leak["leaked_bytes"] == 500 and leak["tool"] == "Valgrind", leak
     assert any("ffi" in (fr.get("function") or "") + (fr.get("module") or "") for fr in leak["example"]["frames"])
-    assert len(failing) == 2, failing  # nothing else: the start-up leaks of every process are folded
+    assert len(failing) == 3, failing  # nothing else: the start-up leaks of every process are folded
     assert any(f["category"] == "startup-leak" for f in result["findings"])
     assert containers_of(docker_client, sid) == []
 
@@ -146,3 +154,38 @@ def test_a_worker_that_dies_by_sigsegv_leaves_its_crash_in_the_session(debug_rec
     assert "CRASH SEGV on address 0x8 (signal 11 SIGSEGV)" in shown.stdout, shown.stdout
     assert "crash() /app/server.php" in shown.stdout and "GET /crash" in shown.stdout, shown.stdout
     assert containers_of(docker_client, sid) == []
+
+
+def test_a_worker_crash_in_an_image_without_the_agent_is_still_a_finding(debug_recipe, docker_client):
+    """`--image` of an image asanlab's agent is not in (here the debug image, its label taken away):
+    nothing in the worker catches the signal, so Swoole's manager's `abnormal exit` line is the
+    evidence; it is a finding (exit 1) that says what is missing and how to get it."""
+    import io
+
+    folder, env = debug_recipe
+    [image] = docker_client.images.list(filters={"label": "org.asanlab.recipe=e2e-debug"})
+    tag = "asanlab-test/debug-no-agent:latest"
+    docker_client.images.build(fileobj=io.BytesIO(f'FROM {image.id}\nLABEL org.asanlab.agent=""\n'.encode()),
+                               tag=tag, rm=True)
+    try:
+        (folder / "crash2").mkdir(exist_ok=True)
+        (folder / "crash2" / "server.php").write_text(SERVER)
+        port = free_port()
+        with serving(folder, env, "crash2/server.php", "--image", tag, "-p", f"{port}:9501", "--format", "json",
+                     url=f"http://127.0.0.1:{port}/", ready_within=300) as proc:
+            with requests.Session() as s:
+                with pytest.raises(requests.RequestException):
+                    s.get(f"http://127.0.0.1:{port}/crash", timeout=20).raise_for_status()
+            wait_http(f"http://127.0.0.1:{port}/", 120)  # the manager started a new worker
+            out, err = stop_run(proc, timeout=300)
+        assert proc.returncode == 1, err[-3000:]
+        result = json.loads(out)
+        [crash] = [f for f in result["findings"] if f["tool"] == "Crash"]
+        assert crash["kind"] == "SEGV" and crash["category"] == "error", crash
+        assert crash["example"]["message"] == "SEGV (signal 11 SIGSEGV) in a Swoole worker that left no stack"
+        sid = result["session"]["id"]
+        shown = asanlab("replay", sid, cwd=folder, env=env, timeout=120)
+        assert shown.returncode == 1 and "no C or PHP stack: nothing in the process caught the signal" in shown.stdout
+        assert containers_of(docker_client, sid) == []
+    finally:
+        docker_client.images.remove(tag, force=True)

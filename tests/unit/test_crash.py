@@ -130,3 +130,47 @@ def test_a_swoole_worker_crash_from_the_debug_image():
     stacks = php_stack.parse((FIXTURES / "swoole-worker-segv.php-backtrace").read_text())
     assert stacks["crash 8"].request == "GET /crash" and stacks["crash 8"].coroutine == 3
     assert "coroutine cid: [3]" in r.text  # Swoole's co_bt
+
+
+ABNORMAL = ("[2026-11-26 10:00:00 $1.0]\tWARNING\tServer::check_worker_exit_status(): "
+            "worker(pid=8, id=1) abnormal exit, status=0, signal=11")
+
+
+def test_abnormal_exit_line():
+    assert crash.abnormal_exit(ABNORMAL) == {"line": ABNORMAL.strip(), "pid": 8, "status": 0, "signal": 11}
+    assert crash.abnormal_exit("worker(pid=8, id=1) exit normally") is None
+
+
+def test_a_worker_that_died_by_a_signal_and_left_no_report_is_a_crash(state):
+    """An image asanlab did not build has no crash handler: the manager's line is the evidence, and
+    a finding (a CI gate fails on it). A worker that left its own report, a normal exit, an exit by
+    ASan (status 1, no signal) and a kill are not crashes of their own."""
+    from asanlab import session
+    from asanlab.run.session_end import close_session
+
+    s = session.create({"command": ["php", "/app/server.php"], "app": "/tmp/server.php"})
+    lines = [ABNORMAL,
+             ABNORMAL.replace("pid=8", "pid=9").replace("status=0, signal=11", "status=1, signal=0"),
+             ABNORMAL.replace("pid=8", "pid=10").replace("signal=11", "signal=9"),
+             ABNORMAL.replace("pid=8", "pid=12"),  # left crash.12 below: one finding, with its stack
+             "task_worker(pid=13, id=3) abnormal exit, status=0, signal=6"]
+    s.output_log.parent.mkdir(parents=True, exist_ok=True)
+    s.output_log.write_text("\n".join(lines) + "\n")
+    (s.path / session.PHP_STACK_SUBDIR).mkdir(parents=True, exist_ok=True)
+    (s.path / session.PHP_STACK_SUBDIR / "crash.12").write_text(
+        (FIXTURES / "swoole-worker-segv.txt").read_text().replace("crash 8", "crash 12"))
+    exits = crash.abnormal_exits_in(s.output_log)
+    assert [e["pid"] for e in exits] == [8, 9, 10, 12, 13]
+    findings = close_session(s, status="finished", stop_reason="interrupted", exit_code=0, error=None, abnormal=exits)
+    crashes = sorted((f.example.pid, f.kind, f.signature) for f in findings if f.tool is Tool.CRASH)
+    assert [(pid, kind) for pid, kind, _ in crashes] == [(8, "SEGV"), (12, "SEGV"), (13, "ABRT")], crashes
+    assert all(f.category is Category.ERROR for f in findings)
+    [bare] = [f for f in findings if f.example.pid == 8]
+    assert bare.example.message == "SEGV (signal 11 SIGSEGV) in a Swoole worker that left no stack"
+    shown = render(s.data, findings)
+    assert "CRASH SEGV (signal 11 SIGSEGV) in a Swoole worker that left no stack" in shown
+    assert "CRASH ABRT (signal 6 SIGABRT) in a Swoole task worker that left no stack" in shown
+    assert shown.count("no C or PHP stack: nothing in the process caught the signal") == 2, shown
+    # Read again later (replay) from the session alone: the same.
+    again = session.reports_and_findings(session.load(s.id))[1]
+    assert sorted(f.signature for f in again) == sorted(f.signature for f in findings)

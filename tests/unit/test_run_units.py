@@ -60,14 +60,6 @@ def test_secrets_are_masked_in_the_session():
            {"DB_PASSWORD": "***", "API_TOKEN": "***", "MODE": "z"}
 
 
-def test_abnormal_exit_line():
-    from asanlab.run.watch import ABNORMAL_EXIT
-
-    m = ABNORMAL_EXIT.search("[2026-11-26 10:00:00 $1.0]\tWARNING\tServer::check_worker_exit_status(): "
-                                 "worker(pid=8, id=1) abnormal exit, status=0, signal=11")
-    assert m and m.group("pid") == "8" and m.group("signal") == "11"
-
-
 R = recipe.parse('name: x\nphp:\n  version: "8.2.1"\nswoole:\n  version: "6.1.9"\n')
 
 
