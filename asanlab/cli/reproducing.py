@@ -17,6 +17,7 @@ from ..errors import EXIT_FINDINGS, UsageError
 from ..image.choice import agent_path, image_for
 from ..reports import gate
 from ..reports.gate import FailOn
+from ..run.traffic import most_open_at_once
 from .common import BASELINE_HELP, EXIT_CODES, FAIL_ON_HELP, TextOrJson, _ranged, app, err, out
 
 
@@ -40,6 +41,11 @@ def reproduce(
                                             "finding back as often as the whole recording did in as many replays "
                                             "(for a finding that comes back only some of the time).",
                                        callback=_ranged("--tries", 1, 100))] = 1,
+    concurrent: Annotated[bool, typer.Option("--concurrent", help="Open the connections at their recorded times, "
+                                                                 "side by side, and send each request at its recorded "
+                                                                 "time (or after the answer before it): for a bug that "
+                                                                 "needs two requests in flight at once. A bundle "
+                                                                 "minimized this way replays this way.")] = False,
     recording: Annotated[Optional[Path], typer.Option(help="Replay this recording instead (for example a bundle's "
                                                              "recording.jsonl).")] = None,
     minimize: Annotated[Optional[str], typer.Option("--minimize", metavar="ID|SIGNATURE",
@@ -70,7 +76,8 @@ def reproduce(
     try:
         image_ref, image_id, r = _image(src, image, recipe, reporter)
         target = Target(client(), src, image_ref, image_id, agent_path(image_ref, client), _free_port(),
-                        env=env or [], grace=grace, recipe=r, reporter=reporter)
+                        env=env or [], grace=grace, recipe=r, reporter=reporter,
+                        concurrent=concurrent or src.concurrent)
         if minimize is not None:
             _minimize(target, minimize, fmt, tries)
             return
@@ -81,6 +88,7 @@ def reproduce(
     new = {f.signature for f in judged.shown}
     if fmt is TextOrJson.json:
         out.print(json.dumps({"source": src.id, "image": image_ref, **outcome.to_dict(),
+                              "connections_at_once": most_open_at_once(src.conns),
                               **({"new": sorted(new)} if baseline_session is not None else {})}, indent=2),
                   markup=False)
     else:
@@ -94,6 +102,10 @@ def reproduce(
         for sig in outcome.original:
             if sig not in outcome.seen:
                 out.print(f"  gone in {runs} of {runs}  {sig}", markup=False)
+        at_once = most_open_at_once(src.conns)
+        if at_once > 1 and not target.concurrent and any(sig not in outcome.seen for sig in outcome.original):
+            out.print(f"  the recording had {at_once} connections open at once and they were replayed one after "
+                      f"another: --concurrent replays them as they overlapped", markup=False)
         if not outcome.findings:
             out.print("  no finding came back", markup=False)
         died = Counter(u for rep in outcome.replayed for u in rep.unanswered)
@@ -144,15 +156,22 @@ def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
         raise UsageError(f"no failing finding {wanted!r} in {src.id}",
                          hint="`asanlab replay ID` lists the findings with their ids")
     wanted_sig = match[0].signature
-    shrunk = minimize(all_requests(src.conns), lambda keep: any(
-        f.signature == wanted_sig for f in target.replay(src.conns, {"minimize": wanted_sig}, keep=keep)[0]),
-        tries=tries, reporter=target.reporter)
+    try:
+        shrunk = minimize(all_requests(src.conns), lambda keep: any(
+            f.signature == wanted_sig for f in target.replay(src.conns, {"minimize": wanted_sig}, keep=keep)[0]),
+            tries=tries, reporter=target.reporter)
+    except UsageError as e:
+        at_once = most_open_at_once(src.conns)
+        if at_once > 1 and not target.concurrent:
+            raise UsageError(e.message, hint=f"the recording had {at_once} connections open at once: --concurrent "
+                                             f"replays them as they overlapped") from None
+        raise
     finding = None
     if src.session is not None:
         from ..session import reports_and_findings
 
         finding = next((f.to_dict() for f in reports_and_findings(src.session)[1] if f.signature == wanted_sig), None)
-    folder = reproducer.write(src, shrunk, match[0], finding)
+    folder = reproducer.write(src, shrunk, match[0], finding, concurrent=target.concurrent)
     if fmt is TextOrJson.json:
         out.print(json.dumps({"source": src.id, "signature": wanted_sig, "bundle": str(folder),
                               "file": str(folder / "recording.jsonl"),
@@ -164,8 +183,11 @@ def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
         rate = f" ({shrunk.hits} of {tries}; the whole recording {shrunk.original_hits} of {tries})" if tries > 1 else ""
         out.print(f"{len(shrunk.requests)} of {sum(len(c.requests) for c in src.conns)} request(s) still give "
                   f"{wanted_sig}{rate}, found in {shrunk.replays} replays:", markup=False)
+        messages = {c.id: len(c.messages) for c in src.conns if c.upgraded}
         for r in shrunk.requests:
-            out.print(f"  connection {r.connection} #{r.index}: {r.line}", markup=False)
+            then = f" and its {messages[r.connection]} WebSocket message(s)" \
+                if r.status == 101 and messages.get(r.connection) else ""
+            out.print(f"  connection {r.connection} #{r.index}: {r.line}{then}", markup=False)
         out.print(f"reproducer bundle: {folder}  (run it: asanlab reproduce {folder})", markup=False)
     raise typer.Exit(EXIT_FINDINGS)
 

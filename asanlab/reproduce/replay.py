@@ -1,11 +1,16 @@
-"""One replay of a recording against a running app: the connections one after another in the
-order they opened, and on each its requests byte for byte as the app received them, each sent
-after the app answered the one before (as the client did), until the app closes the connection.
-The request that got no answer (the one a worker died on) is kept."""
+"""One replay of a recording against a running app. On each connection its requests go byte for
+byte as the app received them, each sent after the app answered the one before (as the client
+did), until the app closes the connection. Sequential (the default): the connections one after
+another in the order they opened, so each replay is the same. Concurrent: each connection opens at
+its recorded time (counted from the first one kept) and sends each request at its recorded time or
+after the answer before it, whichever is later, so connections overlap as they did when recorded
+(a bug that needs two requests in flight at once). The request that got no answer (the one a
+worker died on) is kept."""
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +22,8 @@ from ..run import DriverContext
 
 READY_TIMEOUT = 60.0  # seconds for the fresh app to accept a connection
 ANSWER_TIMEOUT = 10.0  # seconds of silence after which a connection's answer is given up
+FRAME_GAP_CAP = 1.0  # seconds: a replay one connection after another does not wait out a WebSocket's idle time
+DRAIN_IDLE = 1.0  # seconds of the app's silence after a WebSocket's last frame: it has handled them
 
 
 @dataclass
@@ -25,48 +32,103 @@ class Replayed:
     requests: int = 0
     failed_connections: int = 0  # refused or reset: the app was not there, or died
     unanswered: list[str] = field(default_factory=list)  # "GET /fire (connection 3 #1)": no answer came
+    concurrent: bool = False
+    websocket_connections: int = 0  # upgraded (101), their frames sent
 
     def to_dict(self) -> dict:
-        return {"connections": self.connections, "requests": self.requests,
+        return {"connections": self.connections, "requests": self.requests, "concurrent": self.concurrent,
+                "websocket_connections": self.websocket_connections,
                 "failed_connections": self.failed_connections, "unanswered": self.unanswered}
 
 
 class Replay:
     """The companion's driver: sends the recording once, then returns (which stops the app)."""
 
-    def __init__(self, conns: list[traffic.Connection], port: int, keep: set[tuple[int, int]] | None = None):
+    def __init__(self, conns: list[traffic.Connection], port: int, keep: set[tuple[int, int]] | None = None,
+                 concurrent: bool = False):
         self.conns, self.port = conns, port
         self.keep = keep  # (connection, index) of the requests to send; None: all, and any bytes after them
-        self.result = Replayed()
+        self.concurrent = concurrent
+        self.result = Replayed(concurrent=concurrent)
+        self._lock = threading.Lock()  # the result, when connections run in threads
 
     def __call__(self, ctx: DriverContext) -> None:
         if not self._wait_ready(ctx):
             return
+        plan = []
         for conn in self.conns:
-            if ctx.stop.is_set():
-                return
-            requests = conn.requests
-            rest = conn.inbound[sum(len(r.raw) for r in requests):]  # bytes after the last request (or not HTTP)
+            requests, rest = conn.requests, conn.after_requests()
             if self.keep is not None:
                 requests = [r for r in requests if (conn.id, r.index) in self.keep]
-                rest = b""
-            if not requests and not rest:
-                continue
+                # A WebSocket's messages go with its upgrade request; other bytes past HTTP do not.
+                if not (conn.upgraded and requests and requests[-1].index == conn.requests[-1].index):
+                    rest = []
+            if requests or rest:
+                # A candidate of a minimization opens each connection just before its first kept
+                # request: the dropped requests' time is not waited for.
+                opens = requests[0].time if self.keep is not None and requests else conn.opened
+                plan.append((opens, requests, rest))
+        if not self.concurrent:
+            for _, requests, rest in plan:
+                if ctx.stop.is_set():
+                    return
+                self._connection(ctx, requests, rest)
+            return
+        if not plan:
+            return
+        zero, started = min(opens for opens, _, _ in plan), time.monotonic()
+
+        def at(t: float) -> bool:
+            """Wait until recorded time t (seconds since the first connection kept); False: stopped."""
+            return not ctx.stop.wait(max(0.0, started + (t - zero) - time.monotonic()))
+
+        def opened_on_time(opens: float, requests: list[traffic.HttpRequest], rest: list[tuple[float, bytes]]) -> None:
+            if at(opens):
+                self._connection(ctx, requests, rest, at)
+
+        threads = [threading.Thread(target=opened_on_time, args=job, name="asanlab-replay", daemon=True)
+                   for job in plan]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def _connection(self, ctx: DriverContext, requests: list[traffic.HttpRequest], rest: list[tuple[float, bytes]],
+                    at=None) -> None:
+        """One connection's requests, then the bytes past them (a WebSocket's frames) at their
+        recorded times (`at`), or, one connection after another, at their recorded gaps up to
+        FRAME_GAP_CAP."""
+        with self._lock:
             self.result.connections += 1
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=ANSWER_TIMEOUT) as sock:
-                    answers = _Answers(sock)
-                    # As the client did: one request, its answer, the next (pipelining changes timing).
-                    for r in requests:
-                        sock.sendall(r.raw)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=ANSWER_TIMEOUT) as sock:
+                answers = _Answers(sock)
+                # As the client did: one request, its answer, the next (pipelining changes timing).
+                for r in requests:
+                    if (at is not None and not at(r.time)) or ctx.stop.is_set():
+                        return
+                    sock.sendall(r.raw)
+                    with self._lock:
                         self.result.requests += 1
-                        if not answers.read_one(r.method):
+                    if not answers.read_one(r):
+                        with self._lock:
                             self.result.unanswered.append(f"{r.line} (connection {r.connection} #{r.index})")
-                            break
-                    else:
-                        if rest:
-                            sock.sendall(rest)
-            except OSError:
+                        return
+                    if answers.switched:
+                        break
+                previous = rest[0][0] if rest else 0.0
+                for t, data in rest:
+                    waited = at(t) if at is not None else not ctx.stop.wait(min(max(0.0, t - previous), FRAME_GAP_CAP))
+                    if not waited:
+                        return
+                    previous = t
+                    sock.sendall(data)
+                if answers.switched:
+                    with self._lock:
+                        self.result.websocket_connections += 1
+                    answers.drain()  # the app handles the messages before the replay goes on (or stops it)
+        except OSError:
+            with self._lock:
                 self.result.failed_connections += 1
 
     def _wait_ready(self, ctx: DriverContext) -> bool:
@@ -91,16 +153,21 @@ class Replay:
 
 
 class _Answers:
-    """The app's answers on one connection, read one at a time (h11)."""
+    """The app's answers on one connection, read one at a time (h11); a 101 to a WebSocket upgrade
+    switches the connection, after which the app's bytes are only drained."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.client = h11.Connection(h11.CLIENT)
+        self.switched = False
 
-    def read_one(self, method: str) -> bool:
-        """Read the answer to a request of this method; False when the app closed or went silent."""
+    def read_one(self, request: traffic.HttpRequest) -> bool:
+        """Read the answer to this request; False when the app closed or went silent."""
         try:
-            self.client.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
+            # A stand-in of the request for h11 (the real bytes went to the app): its method, and
+            # its upgrade headers, without which h11 would refuse a 101.
+            self.client.send(h11.Request(method=request.method, target="/", headers=[("host", "x")] + [
+                (k, v) for k, v in request.headers if k in ("connection", "upgrade")]))
             self.client.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return False
@@ -118,6 +185,9 @@ class _Answers:
                     return False
                 self.client.receive_data(chunk)
                 continue
+            if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                self.switched = True
+                return True
             if isinstance(event, h11.EndOfMessage):
                 if self.client.our_state is not h11.DONE or self.client.their_state is not h11.DONE:
                     return False
@@ -126,4 +196,12 @@ class _Answers:
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return False
 
-
+    def drain(self) -> None:
+        """Read what the app sends until it closes, goes quiet for DRAIN_IDLE, or ANSWER_TIMEOUT passes."""
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        self.sock.settimeout(DRAIN_IDLE)
+        try:
+            while time.monotonic() < deadline and self.sock.recv(65536):
+                pass
+        except OSError:
+            pass  # quiet (a timeout) or reset: either way the app had its turn

@@ -30,7 +30,8 @@ SKIPPED = {".asanlab", ".git"}  # asanlab's own sessions live beside many apps
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
-def write(src: Source, shrunk: Shrunk, expected: Expected, finding: dict | None = None) -> Path:
+def write(src: Source, shrunk: Shrunk, expected: Expected, finding: dict | None = None,
+          concurrent: bool = False) -> Path:
     """Write the bundle into the source's reproducer/ folder (replacing an older one); its path."""
     out = src.output_dir
     tmp = out.with_name(f".{out.name}.tmp")
@@ -45,6 +46,7 @@ def write(src: Source, shrunk: Shrunk, expected: Expected, finding: dict | None 
         "app": {"name": src.app.name, "path": str(src.app), "copied": copied},
         "args": src.args, "env": src.env, "port": src.port,
         "image": {"id": src.image_id, "refs": src.image_refs}, "recipe": src.recipe, "stacks": src.stacks,
+        "replay": "concurrent" if concurrent else "sequential",
         "recording": "recording.jsonl",
         "findings": [vars(expected)],
         "rate": {"hits": shrunk.hits, "original_hits": shrunk.original_hits, "tries": shrunk.tries},

@@ -45,6 +45,7 @@ class Source:
     # Allocation stacks unwound as when recorded (session.stacks_of): an FFI leak's signature is
     # its stack, and a replay must find the same one.
     stacks: str = "full"
+    concurrent: bool = False  # a bundle minimized with connections replayed concurrently replays so
 
     @property
     def masked(self) -> list[str]:
@@ -108,7 +109,8 @@ def from_bundle(folder: Path, recording: Path | None = None) -> Source:
             recipe_path=recipe_file if recipe_file.is_file() else None, recipe=meta.get("recipe"),
             conns=traffic.read(recording_path),
             expected=[Expected(f["signature"], f["id"], f["category"], f["kind"]) for f in meta.get("findings") or []],
-            bundle=folder, stacks=sessions.stacks_of({"stacks": meta.get("stacks")})))
+            bundle=folder, stacks=sessions.stacks_of({"stacks": meta.get("stacks")}),
+            concurrent=meta.get("replay") == "concurrent"))
     except (KeyError, TypeError) as e:
         raise UsageError(f"{folder / BUNDLE_FILE}: missing or wrong field {e}") from None
 

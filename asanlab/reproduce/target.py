@@ -52,6 +52,7 @@ class Target:
     grace: float = 15.0
     recipe: object | None = None
     reporter: Reporter = null_reporter
+    concurrent: bool = False  # connections overlap as recorded (replay.py)
 
     def replay(self, conns: list[traffic.Connection], info: dict,
                keep: set[tuple[int, int]] | None = None) -> tuple[list[Finding], Replayed, str]:
@@ -59,7 +60,7 @@ class Target:
         findings, what was sent, and its session id."""
         src = self.source
         base_env = [f"{k}={v}" for k, v in src.env.items() if v != "***"]
-        replay = Replay(conns, self.port, keep)
+        replay = Replay(conns, self.port, keep, concurrent=self.concurrent)
         opts = RunOptions(app=src.app, image=self.image, image_id=self.image_id, args=list(src.args),
                           ports=[f"127.0.0.1:{self.port}:{src.port.split('/')[0]}"],
                           env=base_env + list(self.env), grace=self.grace, recipe=self.recipe, agent=self.agent,
@@ -82,6 +83,7 @@ def reproduce(target: Target, *, runs: int) -> Outcome:
             out.seen[f.signature] = out.seen.get(f.signature, 0) + 1
             out.findings.setdefault(f.signature, f)
         died = f"; no answer to {', '.join(replayed.unanswered[:3])}" if replayed.unanswered else ""
+        ws = f" ({replayed.websocket_connections} WebSocket)" if replayed.websocket_connections else ""
         reporter(Event("reproduce.progress", f"run {n}/{runs}: {replayed.requests} request(s) replayed on "
-                                             f"{replayed.connections} connection(s); {len(found)} finding(s){died}"))
+                                             f"{replayed.connections} connection(s){ws}; {len(found)} finding(s){died}"))
     return out

@@ -44,17 +44,21 @@ def traffic_summary(recorder, s: sessions.Session, reporter: Reporter) -> dict:
     among them."""
     from . import traffic
 
-    requests = traffic.all_requests(traffic.read(recorder.out))
+    conns = traffic.read(recorder.out)
+    requests = traffic.all_requests(conns)
+    messages = sum(len(c.messages) for c in conns)
     cut = recorder.cut_at
     # Past the limit no answer was kept: a request without one may have been answered after the cut.
     unanswered = [f"{r.line} (connection {r.connection})" for r in requests if r.status is None] \
         if cut is None else []
     reporter(Event("run.recorded", f"recorded {len(requests)} request(s) on {recorder.connections} connection(s)"
+                   + (f" and {messages} WebSocket message(s)" if messages else "")
                    + (f"; never answered: {', '.join(unanswered[:5])}" if unanswered else ""),
-                   {"requests": len(requests), "unanswered": len(unanswered)}))
+                   {"requests": len(requests), "unanswered": len(unanswered), "websocket_messages": messages}))
     if cut is not None:
         reporter(Event("run.warning", f"the recording stopped keeping bytes at {recorder.limit >> 20} MiB, "
                                       f"{cut:.0f} s in: requests after that were forwarded, not recorded, and which "
                                       "request went unanswered cannot be told"))
     return {"connections": recorder.connections, "bytes_in": recorder.bytes_in, "requests": len(requests),
+            "websocket_messages": messages,
             "unanswered": unanswered[:100], "cut_at": cut, "limit": recorder.limit}

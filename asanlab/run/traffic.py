@@ -15,6 +15,7 @@ pipelining and chunked bodies included. Requests are parsed from them when neede
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -35,6 +36,14 @@ class Connection:
     sent: list[tuple[float, bytes]] = field(default_factory=list)  # client -> app
     answered: list[tuple[float, bytes]] = field(default_factory=list)  # app -> client
     closed_by: str | None = None  # None: still open when the recording ended
+    closed: float | None = None  # when it closed
+
+    @property
+    def last(self) -> float:
+        """When it was last seen: its close, else its last bytes either way."""
+        if self.closed is not None:
+            return self.closed
+        return max([self.opened] + [t for t, _ in self.sent] + [t for t, _ in self.answered])
 
     @property
     def inbound(self) -> bytes:
@@ -44,6 +53,30 @@ class Connection:
     def requests(self) -> list["HttpRequest"]:
         """Its requests, parsed once: a reproduction replays the same recording many times."""
         return requests_of(self)
+
+    @property
+    def upgraded(self) -> bool:
+        """Its last request switched it to WebSocket (the app answered 101)."""
+        return bool(self.requests) and self.requests[-1].status == 101
+
+    def after_requests(self) -> list[tuple[float, bytes]]:
+        """What the client sent past its HTTP requests, with when: a WebSocket's frames after the
+        upgrade, or bytes that are not HTTP/1.1."""
+        skip = sum(len(r.raw) for r in self.requests)
+        out = []
+        for t, data in self.sent:
+            if skip >= len(data):
+                skip -= len(data)
+                continue
+            out.append((t, data[skip:]))
+            skip = 0
+        return out
+
+    @cached_property
+    def messages(self) -> list["WsMessage"]:
+        """The WebSocket messages the client sent after the upgrade (wsproto), each with when its
+        last frame arrived; [] for a connection that stayed HTTP."""
+        return ws_messages(self) if self.upgraded else []
 
 
 @dataclass
@@ -61,6 +94,21 @@ class HttpRequest:
     @property
     def line(self) -> str:
         return f"{self.method} {self.target}"
+
+
+@dataclass
+class WsMessage:
+    connection: int
+    index: int  # its place among the connection's messages, from 0
+    time: float
+    kind: str  # text, binary, ping, pong, close
+    size: int  # bytes of payload
+    preview: str = ""  # the start of a text message
+
+    @property
+    def line(self) -> str:
+        shown = f" {self.preview!r}" if self.kind == "text" else (f" {self.preview}" if self.preview else "")
+        return f"WebSocket {self.kind} {self.size} B{shown}"
 
 
 def read(path: Path) -> list[Connection]:
@@ -84,7 +132,7 @@ def read(path: Path) -> list[Connection]:
                     continue
                 (conn.sent if "in" in e else conn.answered).append((t, data))
             elif "close" in e:
-                conn.closed_by = str(e["close"])
+                conn.closed_by, conn.closed = str(e["close"]), t
     return sorted(conns.values(), key=lambda c: (c.opened, c.id))
 
 
@@ -133,15 +181,55 @@ def requests_of(conn: Connection) -> list[HttpRequest]:
     return _with_statuses(out, conn)
 
 
+def ws_messages(conn: Connection) -> list[WsMessage]:
+    """The client's WebSocket messages on an upgraded connection: its handshake and frames given to
+    wsproto as the app's side, as they arrived. Frames cut by the recording's end are not counted."""
+    import wsproto
+    from wsproto import events as ws
+
+    server = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+    server.receive_data(conn.requests[-1].raw)
+    try:
+        if not any(isinstance(e, ws.Request) for e in server.events()):
+            return []
+        server.send(ws.AcceptConnection())
+    except wsproto.utilities.LocalProtocolError:
+        return []
+    out: list[WsMessage] = []
+    size, preview = 0, ""
+    for t, data in conn.after_requests():
+        try:
+            server.receive_data(data)
+            for e in server.events():
+                if isinstance(e, ws.Message):
+                    size += len(e.data)
+                    if isinstance(e, ws.TextMessage) and len(preview) < 40:
+                        preview += e.data[:40 - len(preview)]
+                    if e.message_finished:
+                        kind = "text" if isinstance(e, ws.TextMessage) else "binary"
+                        out.append(WsMessage(conn.id, len(out), t, kind, size, preview))
+                        size, preview = 0, ""
+                elif isinstance(e, (ws.Ping, ws.Pong)):
+                    out.append(WsMessage(conn.id, len(out), t, type(e).__name__.lower(), len(e.payload)))
+                elif isinstance(e, ws.CloseConnection):
+                    out.append(WsMessage(conn.id, len(out), t, "close", len(e.reason or ""), f"code {e.code}"))
+                    return out
+        except (wsproto.utilities.RemoteProtocolError, wsproto.utilities.LocalProtocolError):
+            break  # not WebSocket after all: what came before stands
+    return out
+
+
 def _with_statuses(requests: list[HttpRequest], conn: Connection) -> list[HttpRequest]:
-    """The app's answers, in order: HTTP/1.1 answers a connection's requests in the order sent."""
+    """The app's answers, in order: HTTP/1.1 answers a connection's requests in the order sent. A
+    101 to a WebSocket upgrade ends them: what follows is WebSocket."""
     client = h11.Connection(h11.CLIENT)
     answers = iter(conn.answered)
     statuses: list[int] = []
     for req in requests:  # the client side must have sent a request before it reads an answer
         try:
             client.send(h11.Request(method=req.method, target=req.target or "/",
-                                    headers=[("host", "x")] + [(k, v) for k, v in req.headers if k.lower() == "connection"]))
+                                    headers=[("host", "x")] + [(k, v) for k, v in req.headers
+                                                               if k.lower() in ("connection", "upgrade")]))
             client.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             break
@@ -157,6 +245,9 @@ def _with_statuses(requests: list[HttpRequest], conn: Connection) -> list[HttpRe
                     break
                 client.receive_data(chunk[1])
                 continue
+            if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                statuses.append(101)  # switched: no more HTTP on this connection
+                break
             if isinstance(event, h11.Response):
                 statuses.append(event.status_code)
             elif isinstance(event, h11.EndOfMessage):
@@ -172,6 +263,19 @@ def _with_statuses(requests: list[HttpRequest], conn: Connection) -> list[HttpRe
     for req, status in zip(requests, statuses):
         req.status = status
     return requests
+
+
+def most_open_at_once(conns: list[Connection]) -> int:
+    """The most connections that were open at the same time: above 1, a sequential replay is not
+    what the app received. One closing as another opens is not at once."""
+    closes: list[float] = []  # a heap: when the connections open so far close
+    most = 0
+    for c in sorted(conns, key=lambda c: c.opened):
+        while closes and closes[0] <= c.opened:
+            heapq.heappop(closes)
+        heapq.heappush(closes, c.last)
+        most = max(most, len(closes))
+    return most
 
 
 def all_requests(conns: list[Connection]) -> list[HttpRequest]:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -527,3 +528,154 @@ def test_run_records_the_traffic_and_reproduce_brings_the_crash_back(swoole_reci
     with tarfile.open(archive) as tar:
         names = tar.getnames()
     assert f"asanlab-{sid}/reproducer/bundle.json" in names and f"asanlab-{sid}/reproducer/app/server.php" in names
+
+
+RACE = """<?php
+// A double free that needs two requests in flight at once on one worker: /hold keeps a block while
+// its coroutine sleeps, /drop frees whatever is held, then /hold frees it again. Sent one after the
+// other, /drop finds nothing held. Swoole's defaults: process mode, coroutines on, two workers.
+$libc = FFI::cdef("void *malloc(size_t); void free(void *);");
+$server = new Swoole\\Http\\Server("0.0.0.0", 9501);
+$server->set(["worker_num" => 2, "log_level" => SWOOLE_LOG_WARNING]);
+$held = null;
+$server->on("request", function ($request, $response) use ($libc, &$held) {
+    $uri = $request->server["request_uri"];
+    if ($uri === "/hold") {
+        $held = $libc->malloc(16);
+        Swoole\\Coroutine::sleep(0.5);
+        $libc->free($held);
+        $held = null;
+    } elseif ($uri === "/drop" && $held !== null) {
+        $libc->free($held);
+    }
+    $response->end("ok\\n");
+});
+$server->start();
+"""
+
+
+def test_reproduce_concurrent_brings_back_a_crash_that_needs_overlapping_requests(swoole_recipe, docker_client):
+    """Four connections in flight together: /hold, /hold, /drop, /drop (a connection stays on one
+    worker, chosen by its number, so each worker that holds a block also gets a /drop). Replayed one
+    connection after another the crash is gone, and reproduce says why; `--concurrent` opens them at
+    their recorded times and brings it back."""
+    folder, env = swoole_recipe
+    (folder / "race").mkdir(exist_ok=True)
+    (folder / "race" / "server.php").write_text(RACE)
+    port = free_port()
+
+    def get(path: str, delay: float, answers: dict) -> None:
+        time.sleep(delay)
+        try:
+            answers[path + str(delay)] = requests.get(f"http://127.0.0.1:{port}{path}", timeout=10).status_code
+        except requests.RequestException:
+            answers[path + str(delay)] = None  # the /hold whose worker died on the double free
+
+    with serving(folder, env, "race/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501", "--record",
+                 "--format", "json", "--grace", "30", url=f"http://127.0.0.1:{port}/") as proc:
+        answers: dict = {}
+        clients = [threading.Thread(target=get, args=(path, delay, answers))
+                   for path, delay in [("/hold", 0.0), ("/hold", 0.05), ("/drop", 0.2), ("/drop", 0.25)]]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+        out, err = stop_run(proc, timeout=180)
+    assert proc.returncode == 1, err[-3000:]
+    recorded = json.loads(out)
+    [signature] = {f["signature"] for f in recorded["findings"] if f["kind"] == "double-free"}
+    sid = recorded["session"]["id"]
+    assert answers["/drop0.2"] == 200 and answers["/hold0.0"] is None, answers
+
+    one_by_one = asanlab("reproduce", sid, "--runs", "1", "--grace", "30", cwd=folder, env=env, timeout=900)
+    assert one_by_one.returncode == 0, one_by_one.stdout + one_by_one.stderr[-3000:]
+    assert f"gone in 1 of 1  {signature}" in one_by_one.stdout, one_by_one.stdout
+    assert "connections open at once and they were replayed one after another: --concurrent" in one_by_one.stdout
+
+    together = asanlab("reproduce", sid, "--runs", "2", "--concurrent", "--format", "json", "--grace", "30",
+                       cwd=folder, env=env, timeout=900)
+    assert together.returncode == 1, together.stderr[-3000:]
+    result = json.loads(together.stdout)
+    assert {f["signature"]: f["came_back"] for f in result["findings"]}.get(signature) == 2, \
+        (result, together.stderr[-2000:])
+    assert result["connections_at_once"] >= 4 and all(r["concurrent"] for r in result["replayed"]), result
+    for s in result["sessions"]:
+        assert containers_of(docker_client, s) == []
+
+
+WEBSOCKET = """<?php
+// A WebSocket server in Swoole's defaults (process mode, coroutines on, two workers): the message
+// "arm" keeps a block for its connection, "fire" frees it twice.
+$libc = FFI::cdef("void *malloc(size_t); void free(void *);");
+$server = new Swoole\\WebSocket\\Server("0.0.0.0", 9501);
+$server->set(["worker_num" => 2, "log_level" => SWOOLE_LOG_WARNING]);
+$armed = [];
+$server->on("message", function ($server, $frame) use ($libc, &$armed) {
+    if ($frame->data === "arm") {
+        $armed[$frame->fd] = $libc->malloc(16);
+    } elseif ($frame->data === "fire" && isset($armed[$frame->fd])) {
+        $libc->free($armed[$frame->fd]);
+        $libc->free($armed[$frame->fd]);
+    }
+    $server->push($frame->fd, "ok " . $frame->data);
+});
+$server->on("request", function ($request, $response) {
+    $response->end("ok\\n");
+});
+$server->start();
+"""
+
+
+def test_a_websocket_crash_is_recorded_replayed_and_shrunk_to_its_connection(swoole_recipe, docker_client):
+    """`run --record` keeps a WebSocket's upgrade and messages; `reproduce` upgrades again and sends
+    the messages, bringing the double free back; `--minimize` keeps the upgrade with its messages."""
+    import asyncio
+
+    import aiohttp
+
+    folder, env = swoole_recipe
+    (folder / "ws").mkdir(exist_ok=True)
+    (folder / "ws" / "server.php").write_text(WEBSOCKET)
+    port = free_port()
+
+    async def talk() -> list:
+        got = []
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"http://127.0.0.1:{port}/chat", timeout=10) as ws:
+                for text in ("hello", "arm", "fire"):
+                    await ws.send_str(text)
+                    try:
+                        msg = await ws.receive(timeout=10)
+                    except asyncio.TimeoutError:  # a dead worker's connection stays open, silent
+                        got.append("no answer")
+                        break
+                    got.append(msg.data if msg.type == aiohttp.WSMsgType.TEXT else msg.type.name)
+        return got
+
+    with serving(folder, env, "ws/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501", "--record",
+                 "--format", "json", "--grace", "30", url=f"http://127.0.0.1:{port}/") as proc:
+        got = asyncio.run(talk())
+        assert got[:2] == ["ok hello", "ok arm"] and got[2] != "ok fire", got  # the worker died on "fire"
+        out, err = stop_run(proc, timeout=180)
+    assert proc.returncode == 1, err[-3000:]
+    recorded = json.loads(out)
+    [double_free] = [f for f in recorded["findings"] if f["kind"] == "double-free"]
+    sid = recorded["session"]["id"]
+    stored = read_json(folder / ".asanlab" / "sessions" / sid / "session.json")["traffic"]
+    assert stored["websocket_messages"] == 3 and stored["unanswered"] == [], stored  # the upgrade was answered: 101
+    assert "and 3 WebSocket message(s)" in err
+
+    again = asanlab("reproduce", sid, "--runs", "1", "--format", "json", "--grace", "30", cwd=folder, env=env,
+                    timeout=900)
+    assert again.returncode == 1, again.stderr[-3000:]
+    result = json.loads(again.stdout)
+    assert {f["signature"]: f["came_back"] for f in result["findings"]}.get(double_free["signature"]) == 1, \
+        (result, again.stderr[-2000:])
+    assert result["replayed"][0]["websocket_connections"] == 1, result["replayed"]
+
+    shrunk = asanlab("reproduce", sid, "--minimize", double_free["id"], "--grace", "30", cwd=folder, env=env,
+                     timeout=1800)
+    assert shrunk.returncode == 1, shrunk.stderr[-3000:]
+    assert "1 of " in shrunk.stdout and "GET /chat and its 3 WebSocket message(s)" in shrunk.stdout, shrunk.stdout
+    for s in result["sessions"]:
+        assert containers_of(docker_client, s) == []

@@ -169,6 +169,7 @@ def test_a_reproducer_bundle_runs_what_the_session_ran(state, tmp_path):
     # Unwound as the session was (a leak's signature is its stack); older sessions and bundles: full.
     assert again.stacks == src.stacks == "fast"
     assert again.expected == [expected]
+    assert not again.concurrent and json.loads((folder / "bundle.json").read_text())["replay"] == "sequential"
     [req] = traffic.all_requests(again.conns)
     assert (req.line, req.body) == ("POST /orders", b'{"id": 1}')
     # The same request in soak's --requests-file format, read by soak's own reader.
@@ -189,6 +190,9 @@ def test_a_bundle_written_again_replaces_the_old_one(state, tmp_path):
     folder = reproducer.write(src, minimize(reqs, lambda keep: (1, 1) in keep), expected)
     assert not (folder / "stale").exists() and not (folder / "finding.json").exists()
     assert len(traffic.all_requests(source.load(str(folder)).conns)) == 1
+    # Minimized with its connections overlapping as recorded: the bundle replays that way too.
+    folder = reproducer.write(src, minimize(reqs, lambda keep: (1, 1) in keep), expected, concurrent=True)
+    assert source.load(str(folder)).concurrent
 
 
 def test_a_bad_bundle_is_a_clear_error(tmp_path):
