@@ -14,7 +14,7 @@ from ..image import recipe as recipes
 from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import EXIT_FINDINGS, UsageError
-from ..image.choice import agent_path, image_for
+from ..image.choice import agent_path, image_for, tools_of
 from ..reports import gate
 from ..reports.gate import FailOn
 from ..run.traffic import most_open_at_once
@@ -75,7 +75,12 @@ def reproduce(
     reporter = ConsoleReporter(err)
     try:
         image_ref, image_id, r = _image(src, image, recipe, reporter)
-        target = Target(client(), src, image_ref, image_id, agent_path(image_ref, client), _free_port(),
+        if src.valgrind and "valgrind" not in tools_of(image_ref, client):
+            raise UsageError(f"{src.id} ran under Valgrind (run --valgrind), and image {image_ref[:71]} has none",
+                             hint="give an image built with `tools: [valgrind]`")
+        # asanlab's agent reads ASan's reports and allocator: nothing for it to do under Valgrind.
+        agent = None if src.valgrind else agent_path(image_ref, client)
+        target = Target(client(), src, image_ref, image_id, agent, _free_port(),
                         env=env or [], grace=grace, recipe=r, reporter=reporter,
                         concurrent=concurrent or src.concurrent)
         if minimize is not None:

@@ -46,7 +46,7 @@ def write(src: Source, shrunk: Shrunk, expected: Expected, finding: dict | None 
         "app": {"name": src.app.name, "path": str(src.app), "copied": copied},
         "args": src.args, "env": src.env, "port": src.port,
         "image": {"id": src.image_id, "refs": src.image_refs}, "recipe": src.recipe, "stacks": src.stacks,
-        "replay": "concurrent" if concurrent else "sequential",
+        "replay": "concurrent" if concurrent else "sequential", "valgrind": src.valgrind,
         "recording": "recording.jsonl",
         "findings": [vars(expected)],
         "rate": {"hits": shrunk.hits, "original_hits": shrunk.original_hits, "tries": shrunk.tries},

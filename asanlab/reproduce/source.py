@@ -46,6 +46,7 @@ class Source:
     # its stack, and a replay must find the same one.
     stacks: str = "full"
     concurrent: bool = False  # a bundle minimized with connections replayed concurrently replays so
+    valgrind: bool = False  # run under memcheck (`run --valgrind`): its replays are too
 
     @property
     def masked(self) -> list[str]:
@@ -77,7 +78,9 @@ def from_session(ref: str, recording: Path | None = None) -> Source:
         id=s.id, app=Path(d.get("app") or ""), args=list(d.get("args") or []), env=dict(d.get("user_env") or {}),
         port=(d.get("traffic") or {}).get("port") or "9501/tcp", image_id=(d.get("image") or {}).get("id"),
         image_refs=[r for r in [(d.get("image") or {}).get("ref")] if r], recipe_path=recipe_path,
-        recipe=d.get("recipe"), conns=conns, expected=_failing(s), session=s, stacks=sessions.stacks_of(d)))
+        recipe=d.get("recipe"), conns=conns, expected=_failing(s), session=s, stacks=sessions.stacks_of(d),
+        # Sessions from before asanlab kept the flag: their command starts with valgrind.
+        valgrind=bool(d.get("valgrind")) or (d.get("command") or [""])[0] == "valgrind"))
 
 
 def _failing(s: sessions.Session) -> list[Expected]:
@@ -110,7 +113,7 @@ def from_bundle(folder: Path, recording: Path | None = None) -> Source:
             conns=traffic.read(recording_path),
             expected=[Expected(f["signature"], f["id"], f["category"], f["kind"]) for f in meta.get("findings") or []],
             bundle=folder, stacks=sessions.stacks_of({"stacks": meta.get("stacks")}),
-            concurrent=meta.get("replay") == "concurrent"))
+            concurrent=meta.get("replay") == "concurrent", valgrind=bool(meta.get("valgrind"))))
     except (KeyError, TypeError) as e:
         raise UsageError(f"{folder / BUNDLE_FILE}: missing or wrong field {e}") from None
 

@@ -64,7 +64,7 @@ class Target:
         opts = RunOptions(app=src.app, image=self.image, image_id=self.image_id, args=list(src.args),
                           ports=[f"127.0.0.1:{self.port}:{src.port.split('/')[0]}"],
                           env=base_env + list(self.env), grace=self.grace, recipe=self.recipe, agent=self.agent,
-                          full_stacks=src.stacks == "full" or self.agent is None,
+                          full_stacks=src.stacks == "full" or self.agent is None, valgrind=src.valgrind,
                           companion=Companion(kind="reproduce", driver=replay, info={"reproduce": {"of": src.id, **info}}))
         result = run(self.client, opts, reporter=self.reporter)
         return failing(result.findings), replay.result, result.session.id

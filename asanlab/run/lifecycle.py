@@ -180,7 +180,7 @@ def _new_session(opts: RunOptions, app: Path, command: list[str], env: dict[str,
         "ports": {k: list(v) for k, v in ports.items()},
         "timeout": opts.timeout, "grace": opts.grace, "owner": containers.owner(),
         # How allocation stacks were unwound: `reproduce` unwinds the same way, so signatures compare.
-        "stacks": "full" if opts.full_stacks else "fast", **(extra.info if extra else {}),
+        "stacks": "full" if opts.full_stacks else "fast", "valgrind": opts.valgrind, **(extra.info if extra else {}),
     })
 
 

@@ -215,3 +215,19 @@ def test_a_bad_bundle_is_a_clear_error(tmp_path):
     archive.write_bytes(b"\x1f\x8b")
     with pytest.raises(UsageError, match="unpack it"):
         source.load(str(archive))
+
+
+def test_a_session_run_under_valgrind_is_replayed_under_valgrind(state, tmp_path):
+    """`run --valgrind`'s findings are memcheck's: a replay without it could not bring them back."""
+    s = _session_with_recording(state, tmp_path)
+    assert not source.load(s.id).valgrind
+    s.data["command"] = ["valgrind", "--tool=memcheck", "php", "/app/server.php"]  # a session from before the flag
+    s.save()
+    src = source.load(s.id)
+    assert src.valgrind
+    expected = source.Expected("invalid-write | memset", "abc", "memory-error", "invalid-write")
+    folder = reproducer.write(src, minimize(traffic.all_requests(src.conns), lambda keep: True), expected)
+    assert source.load(str(folder)).valgrind
+    s.data.update({"command": ["php", "/app/server.php"], "valgrind": True})
+    s.save()
+    assert source.load(s.id).valgrind
