@@ -3,7 +3,6 @@ written), its output (copied verbatim, Swoole's abnormal-exit lines noted), and 
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path

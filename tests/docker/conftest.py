@@ -207,6 +207,21 @@ def remove_images(docker_client, recipe_name: str) -> None:
         docker_client.images.remove(image.id, force=True)
 
 
+@contextlib.contextmanager
+def without_agent(docker_client, recipe_name: str, tag: str):
+    """The recipe's image as an image asanlab did not build would be: its agent label taken away.
+    Yields the tag; removes it after."""
+    import io
+
+    [image] = docker_client.images.list(filters={"label": f"org.asanlab.recipe={recipe_name}"})
+    docker_client.images.build(fileobj=io.BytesIO(f'FROM {image.id}\nLABEL org.asanlab.agent=""\n'.encode()),
+                               tag=tag, rm=True)
+    try:
+        yield tag
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
 def read_json(path: Path):
     return json.loads(path.read_text())
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from .conftest import free_port, REPO, asanlab, containers_of
+from .conftest import free_port, REPO, asanlab, containers_of, without_agent
 
 pytestmark = pytest.mark.docker
 
@@ -92,14 +92,8 @@ def test_clean_server_is_stable(work):
 def test_an_image_without_the_agent_still_gets_a_verdict(work, docker_client):
     """`--image` of a PHP image without asanlab's agent (here the same image, its label taken away):
     no allocator bytes, stacks or PHP lines, said once; memory from /proc still gives the verdict."""
-    import io
-
     folder, env = work
-    [image] = docker_client.images.list(filters={"label": "org.asanlab.recipe=e2e-php"})
-    tag = "asanlab-test/no-agent:latest"
-    docker_client.images.build(fileobj=io.BytesIO(f'FROM {image.id}\nLABEL org.asanlab.agent=""\n'.encode()),
-                               tag=tag, rm=True)
-    try:
+    with without_agent(docker_client, "e2e-php", "asanlab-test/no-agent:latest") as tag:
         (folder / "noagent").mkdir(exist_ok=True)
         shutil.copy(SERVER, folder / "noagent" / "app.php")
         port = free_port()
@@ -112,8 +106,6 @@ def test_an_image_without_the_agent_still_gets_a_verdict(work, docker_client):
         assert a["not_measured"] == ["the image has no asanlab agent: memory from /proc only (no allocator bytes, "
                                      "allocation stacks, PHP lines, PHP variables or coroutine counts)"]
         assert proc.stdout.count("has no asanlab agent") == 1
-    finally:
-        docker_client.images.remove(tag, force=True)
 
 
 def test_app_that_never_answers_is_an_infrastructure_error(work, docker_client):

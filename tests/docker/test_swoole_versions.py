@@ -51,6 +51,20 @@ def test_swoole_release_builds_and_reports(work, swoole_source, docker_client, v
     app = folder / f"smoke-{version}"
     app.mkdir(exist_ok=True)
     (app / "server.php").write_text(SERVER)
+    # A clean run first: nothing but start-up in any process (master, manager, workers), exit 0,
+    # with run's default unwinder (frame pointers).
+    port = free_port()
+    with serving(folder, env, f"{app.name}/server.php", "--recipe", recipe, "-p", f"{port}:9501", "--format", "json",
+                 "--grace", "30", url=f"http://127.0.0.1:{port}/", ready_within=180) as proc:
+        with requests.Session() as s:
+            for _ in range(20):
+                assert s.get(f"http://127.0.0.1:{port}/", timeout=10).text.startswith(version)
+        out, err = stop_run(proc, timeout=180)
+    clean = json.loads(out)
+    failing = [(f["category"], f["signature"], f["pids"]) for f in clean["findings"] if f["category"] != "startup-leak"]
+    assert proc.returncode == 0 and failing == [], (failing, err[-3000:])
+    assert clean["session"]["stacks"] == "fast"
+
     port = free_port()
     with serving(folder, env, f"{app.name}/server.php", "--recipe", recipe, "-p", f"{port}:9501", "--format", "json",
                  "--grace", "30", url=f"http://127.0.0.1:{port}/", ready_within=180) as proc:

@@ -12,7 +12,8 @@ import re
 import pytest
 import requests
 
-from .conftest import SWOOLE_MAIN, asanlab, containers_of, free_port, remove_images, serving, stop_run, wait_http
+from .conftest import (SWOOLE_MAIN, asanlab, containers_of, free_port, remove_images, serving, stop_run,
+                       wait_http, without_agent)
 
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
 
@@ -160,14 +161,8 @@ def test_a_worker_crash_in_an_image_without_the_agent_is_still_a_finding(debug_r
     """`--image` of an image asanlab's agent is not in (here the debug image, its label taken away):
     nothing in the worker catches the signal, so Swoole's manager's `abnormal exit` line is the
     evidence; it is a finding (exit 1) that says what is missing and how to get it."""
-    import io
-
     folder, env = debug_recipe
-    [image] = docker_client.images.list(filters={"label": "org.asanlab.recipe=e2e-debug"})
-    tag = "asanlab-test/debug-no-agent:latest"
-    docker_client.images.build(fileobj=io.BytesIO(f'FROM {image.id}\nLABEL org.asanlab.agent=""\n'.encode()),
-                               tag=tag, rm=True)
-    try:
+    with without_agent(docker_client, "e2e-debug", "asanlab-test/debug-no-agent:latest") as tag:
         (folder / "crash2").mkdir(exist_ok=True)
         (folder / "crash2" / "server.php").write_text(SERVER)
         port = free_port()
@@ -187,5 +182,3 @@ def test_a_worker_crash_in_an_image_without_the_agent_is_still_a_finding(debug_r
         shown = asanlab("replay", sid, cwd=folder, env=env, timeout=120)
         assert shown.returncode == 1 and "no C or PHP stack: nothing in the process caught the signal" in shown.stdout
         assert containers_of(docker_client, sid) == []
-    finally:
-        docker_client.images.remove(tag, force=True)
