@@ -153,7 +153,7 @@ def _image_id(ref: str, missing_ok: bool = False) -> str | None:
 def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
     from ..reproduce import reproducer
     from ..reproduce.minimize import minimize
-    from ..run.traffic import all_requests
+    from ..run.traffic import all_units
 
     src = target.source
     match = [e for e in src.expected if wanted in (e.id, e.signature)]
@@ -162,7 +162,7 @@ def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
                          hint="`asanlab replay ID` lists the findings with their ids")
     wanted_sig = match[0].signature
     try:
-        shrunk = minimize(all_requests(src.conns), lambda keep: any(
+        shrunk = minimize(all_units(src.conns), lambda keep: any(
             f.signature == wanted_sig for f in target.replay(src.conns, {"minimize": wanted_sig}, keep=keep)[0]),
             tries=tries, reporter=target.reporter)
     except UsageError as e:
@@ -186,13 +186,10 @@ def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
                                            for r in shrunk.requests]}, indent=2), markup=False)
     else:
         rate = f" ({shrunk.hits} of {tries}; the whole recording {shrunk.original_hits} of {tries})" if tries > 1 else ""
-        out.print(f"{len(shrunk.requests)} of {sum(len(c.requests) for c in src.conns)} request(s) still give "
+        out.print(f"{len(shrunk.requests)} of {len(all_units(src.conns))} request(s) and WebSocket message(s) still give "
                   f"{wanted_sig}{rate}, found in {shrunk.replays} replays:", markup=False)
-        messages = {c.id: len(c.messages) for c in src.conns if c.upgraded}
         for r in shrunk.requests:
-            then = f" and its {messages[r.connection]} WebSocket message(s)" \
-                if r.status == 101 and messages.get(r.connection) else ""
-            out.print(f"  connection {r.connection} #{r.index}: {r.line}{then}", markup=False)
+            out.print(f"  connection {r.connection} #{r.index}: {r.line}", markup=False)
         out.print(f"reproducer bundle: {folder}  (run it: asanlab reproduce {folder})", markup=False)
     raise typer.Exit(EXIT_FINDINGS)
 

@@ -22,16 +22,17 @@ from typing import Callable
 
 from ..errors import UsageError
 from ..events import Event, Reporter, null_reporter
-from ..run.traffic import HttpRequest
+from ..run.traffic import HttpRequest, WsMessage
 
-Key = tuple[int, int]  # (connection, index) of a request
+Key = tuple[int, int]  # (connection, index) of a request or a WebSocket message
+Unit = HttpRequest | WsMessage
 # Replays the requests whose keys are given in a fresh container: did the finding come back?
 Test = Callable[[set[Key]], bool]
 
 
 @dataclass
 class Shrunk:
-    requests: list[HttpRequest]
+    requests: list[Unit]
     hits: int  # of `tries` replays of the kept requests
     original_hits: int  # of `tries` replays of the whole recording
     tries: int
@@ -39,14 +40,14 @@ class Shrunk:
     replays: int
 
 
-def minimize(requests: list[HttpRequest], test: Test, *, tries: int = 1,
+def minimize(requests: list[Unit], test: Test, *, tries: int = 1,
              reporter: Reporter = null_reporter) -> Shrunk:
     order = {(r.connection, r.index): n for n, r in enumerate(requests)}
     judged: dict[frozenset, tuple[int, int]] = {}  # candidate -> (hits, replays made)
     replays = 0
     needed = 1  # hits a candidate must reach in `tries` replays: set from the whole recording's in step 1
 
-    def hits(subset: list[HttpRequest]) -> int:
+    def hits(subset: list[Unit]) -> int:
         nonlocal replays
         key = frozenset((r.connection, r.index) for r in subset)
         if key not in judged:
@@ -61,7 +62,7 @@ def minimize(requests: list[HttpRequest], test: Test, *, tries: int = 1,
                                                  + (f" ({got} of {tries})" if tries > 1 else "")))
         return judged[key][0]
 
-    def keeps(subset: list[HttpRequest]) -> bool:
+    def keeps(subset: list[Unit]) -> bool:
         return bool(subset) and hits(subset) >= needed
 
     whole = 0
@@ -78,12 +79,12 @@ def minimize(requests: list[HttpRequest], test: Test, *, tries: int = 1,
                               "--tries")
     needed = hits_needed(whole, tries)
 
-    def sort(rs) -> list[HttpRequest]:
+    def sort(rs) -> list[Unit]:
         return sorted(rs, key=lambda r: order[(r.connection, r.index)])
 
-    fixed: list[HttpRequest] = []
+    fixed: list[Unit] = []
     rest = list(requests)
-    for u in [r for r in requests if r.status is None][:3]:  # step 2
+    for u in [r for r in requests if r.unanswered][:3]:  # step 2
         if keeps([u]):
             fixed, rest = [u], []
             break
@@ -92,11 +93,11 @@ def minimize(requests: list[HttpRequest], test: Test, *, tries: int = 1,
             fixed, rest = [u], [r for r in prefix if r is not u]
             break
 
-    def with_fixed(subset: list[HttpRequest]) -> bool:
+    def with_fixed(subset: list[Unit]) -> bool:
         return keeps(sort(fixed + subset))
 
     if rest:  # step 3
-        by_conn: dict[int, list[HttpRequest]] = {}
+        by_conn: dict[int, list[Unit]] = {}
         for r in rest:
             by_conn.setdefault(r.connection, []).append(r)
         if len(by_conn) > 1:

@@ -57,12 +57,9 @@ class Replay:
             return
         plan = []
         for conn in self.conns:
-            requests, rest = conn.requests, conn.after_requests()
-            if self.keep is not None:
-                requests = [r for r in requests if (conn.id, r.index) in self.keep]
-                # A WebSocket's messages go with its upgrade request; other bytes past HTTP do not.
-                if not (conn.upgraded and requests and requests[-1].index == conn.requests[-1].index):
-                    rest = []
+            # All of it byte for byte, or a candidate's requests and WebSocket messages.
+            requests, rest = (conn.requests, conn.after_requests()) if self.keep is None else \
+                traffic.kept(conn, self.keep)
             if requests or rest:
                 # A candidate of a minimization opens each connection just before its first kept
                 # request: the dropped requests' time is not waited for.

@@ -39,7 +39,9 @@ def write(src: Source, shrunk: Shrunk, expected: Expected, finding: dict | None 
     tmp.mkdir(parents=True)
     keep = {(r.connection, r.index) for r in shrunk.requests}
     traffic.write(tmp / "recording.jsonl", src.conns, keep)
-    (tmp / "requests.jsonl").write_text("".join(json.dumps(requests_line(r)) + "\n" for r in shrunk.requests))
+    # soak's format holds HTTP requests: a WebSocket's messages are in recording.jsonl only.
+    (tmp / "requests.jsonl").write_text("".join(json.dumps(requests_line(r)) + "\n" for r in shrunk.requests
+                                                if isinstance(r, traffic.HttpRequest)))
     copied = _copy_app(src.app.parent, tmp / "app")
     meta = {
         "format": BUNDLE_FORMAT, "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from": src.id,
@@ -51,7 +53,7 @@ def write(src: Source, shrunk: Shrunk, expected: Expected, finding: dict | None 
         "findings": [vars(expected)],
         "rate": {"hits": shrunk.hits, "original_hits": shrunk.original_hits, "tries": shrunk.tries},
         "requests": [{"connection": r.connection, "index": r.index, "request": r.line} for r in shrunk.requests],
-        "recorded_requests": sum(len(c.requests) for c in src.conns),
+        "recorded_requests": len(traffic.all_units(src.conns)),
     }
     (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     if src.recipe:
@@ -90,7 +92,7 @@ def _readme(src: Source, shrunk: Shrunk, expected: Expected, copied: bool) -> st
     rate = f"{shrunk.hits} of {shrunk.tries}" if shrunk.tries > 1 else "every replay"
     app = "app/ holds a copy of the app's folder" if copied else f"the app is {src.app} (too large to copy)"
     image = src.image_refs[0] if src.image_refs else (src.image_id or "the recorded image")
-    return (f"asanlab reproducer: {len(shrunk.requests)} request(s), kept from {sum(len(c.requests) for c in src.conns)} "
+    return (f"asanlab reproducer: {len(shrunk.requests)} request(s), kept from {len(traffic.all_units(src.conns))} "
             f"recorded in {src.id}, that bring back\n  {expected.category} {expected.kind}  {expected.signature}\n"
             f"({rate}; the whole recording: {shrunk.original_hits} of {shrunk.tries}).\n\n"
             f"Run it:             asanlab reproduce THIS_FOLDER --runs 10\n"

@@ -95,20 +95,46 @@ class HttpRequest:
     def line(self) -> str:
         return f"{self.method} {self.target}"
 
+    @property
+    def unanswered(self) -> bool:
+        return self.status is None
+
 
 @dataclass
 class WsMessage:
+    """A message a client sent on a WebSocket. Its index follows its connection's HTTP requests'
+    (the upgrade is the last of them), so (connection, index) names requests and messages alike."""
+
     connection: int
-    index: int  # its place among the connection's messages, from 0
-    time: float
+    index: int
+    time: float  # when its last frame arrived
     kind: str  # text, binary, ping, pong, close
-    size: int  # bytes of payload
-    preview: str = ""  # the start of a text message
+    payload: bytes
+    code: int | None = None  # a close's status code
+
+    unanswered = False  # WebSocket has no answer to wait for
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
 
     @property
     def line(self) -> str:
-        shown = f" {self.preview!r}" if self.kind == "text" else (f" {self.preview}" if self.preview else "")
-        return f"WebSocket {self.kind} {self.size} B{shown}"
+        if self.kind == "text":
+            return f"WebSocket text {self.size} B {self.payload[:40].decode(errors='replace')!r}"
+        return f"WebSocket {self.kind} {self.size} B" + (f" code {self.code}" if self.code is not None else "")
+
+    def frame(self) -> bytes:
+        """The message as one client frame (masked with a new key): what a replay of only some of a
+        connection's messages sends. The app reads the same message."""
+        from wsproto.frame_protocol import FrameProtocol
+
+        fp = FrameProtocol(client=True, extensions=[])
+        if self.kind == "close":
+            return bytes(fp.close(self.code, self.payload.decode(errors="replace") or None))
+        if self.kind in ("ping", "pong"):
+            return bytes(getattr(fp, self.kind)(self.payload))
+        return bytes(fp.send_data(self.payload.decode() if self.kind == "text" else self.payload, fin=True))
 
 
 def read(path: Path) -> list[Connection]:
@@ -196,23 +222,22 @@ def ws_messages(conn: Connection) -> list[WsMessage]:
     except wsproto.utilities.LocalProtocolError:
         return []
     out: list[WsMessage] = []
-    size, preview = 0, ""
+    first = len(conn.requests)
+    parts: list[bytes] = []  # a fragmented message's frames so far
     for t, data in conn.after_requests():
         try:
             server.receive_data(data)
             for e in server.events():
                 if isinstance(e, ws.Message):
-                    size += len(e.data)
-                    if isinstance(e, ws.TextMessage) and len(preview) < 40:
-                        preview += e.data[:40 - len(preview)]
+                    parts.append(e.data.encode() if isinstance(e, ws.TextMessage) else bytes(e.data))
                     if e.message_finished:
                         kind = "text" if isinstance(e, ws.TextMessage) else "binary"
-                        out.append(WsMessage(conn.id, len(out), t, kind, size, preview))
-                        size, preview = 0, ""
+                        out.append(WsMessage(conn.id, first + len(out), t, kind, b"".join(parts)))
+                        parts = []
                 elif isinstance(e, (ws.Ping, ws.Pong)):
-                    out.append(WsMessage(conn.id, len(out), t, type(e).__name__.lower(), len(e.payload)))
+                    out.append(WsMessage(conn.id, first + len(out), t, type(e).__name__.lower(), bytes(e.payload)))
                 elif isinstance(e, ws.CloseConnection):
-                    out.append(WsMessage(conn.id, len(out), t, "close", len(e.reason or ""), f"code {e.code}"))
+                    out.append(WsMessage(conn.id, first + len(out), t, "close", (e.reason or "").encode(), e.code))
                     return out
         except (wsproto.utilities.RemoteProtocolError, wsproto.utilities.LocalProtocolError):
             break  # not WebSocket after all: what came before stands
@@ -283,17 +308,47 @@ def all_requests(conns: list[Connection]) -> list[HttpRequest]:
     return sorted((r for c in conns for r in c.requests), key=lambda r: (r.time, r.connection, r.index))
 
 
+def all_units(conns: list[Connection]) -> list[HttpRequest | WsMessage]:
+    """What a minimization keeps or drops: every request and every WebSocket message, by time."""
+    return sorted([r for c in conns for r in c.requests] + [m for c in conns for m in c.messages],
+                  key=lambda r: (r.time, r.connection, r.index))
+
+
+def kept(conn: Connection, keep: set[tuple[int, int]]) -> tuple[list[HttpRequest], list[tuple[float, bytes]]]:
+    """A connection's requests in `keep` and the bytes to send after them, with when: its kept
+    WebSocket messages, each as a frame, with the upgrade whenever one is kept (a message needs
+    it); a WebSocket whose messages could not be read goes whole with its upgrade."""
+    requests = [r for r in conn.requests if (conn.id, r.index) in keep]
+    if not conn.upgraded:
+        return requests, []
+    upgrade = conn.requests[-1]
+    if conn.messages:
+        messages = [m for m in conn.messages if (conn.id, m.index) in keep]
+        if messages and upgrade not in requests:
+            requests.append(upgrade)
+        return requests, [(m.time, m.frame()) for m in messages]
+    return requests, conn.after_requests() if upgrade in requests else []
+
+
+SWITCHED = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
 def write(path: Path, conns: list[Connection], keep: set[tuple[int, int]]) -> None:
-    """A recording of only the requests in `keep` ((connection, index)), each connection's in their
-    order and at their first times: what `reproduce --recording` replays."""
+    """A recording of only the requests and WebSocket messages in `keep` ((connection, index)),
+    each connection's in their order and at their first times: what `reproduce --recording` replays.
+    An upgrade kept is written with a 101, so that its messages are read as such again."""
     lines = []
     for conn in conns:
-        kept = [r for r in conn.requests if (conn.id, r.index) in keep]
-        if not kept:
+        requests, after = kept(conn, keep)
+        if not requests:
             continue
         lines.append({"c": conn.id, "t": conn.opened, "open": conn.peer})
-        lines += [{"c": conn.id, "t": r.time, "in": base64.b64encode(r.raw).decode()} for r in kept]
-        lines.append({"c": conn.id, "t": kept[-1].time, "close": "client"})
+        for r in requests:
+            lines.append({"c": conn.id, "t": r.time, "in": base64.b64encode(r.raw).decode()})
+            if r.status == 101:
+                lines.append({"c": conn.id, "t": r.time, "out": base64.b64encode(SWITCHED).decode()})
+        lines += [{"c": conn.id, "t": t, "in": base64.b64encode(data).decode()} for t, data in after]
+        lines.append({"c": conn.id, "t": max([r.time for r in requests] + [t for t, _ in after]), "close": "client"})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(x, separators=(",", ":")) + "\n" for x in lines))

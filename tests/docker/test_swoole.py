@@ -641,7 +641,7 @@ def test_a_websocket_crash_is_recorded_replayed_and_shrunk_to_its_connection(swo
     async def talk() -> list:
         got = []
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"http://127.0.0.1:{port}/chat", timeout=10) as ws:
+            async with session.ws_connect(f"http://127.0.0.1:{port}/chat") as ws:
                 for text in ("hello", "arm", "fire"):
                     await ws.send_str(text)
                     try:
@@ -673,9 +673,18 @@ def test_a_websocket_crash_is_recorded_replayed_and_shrunk_to_its_connection(swo
         (result, again.stderr[-2000:])
     assert result["replayed"][0]["websocket_connections"] == 1, result["replayed"]
 
-    shrunk = asanlab("reproduce", sid, "--minimize", double_free["id"], "--grace", "30", cwd=folder, env=env,
-                     timeout=1800)
+    # Shrunk to the two messages that make it (their upgrade goes with them), and the bundle, whose
+    # recording holds them as frames of its own, brings it back.
+    shrunk = asanlab("reproduce", sid, "--minimize", double_free["id"], "--format", "json", "--grace", "30",
+                     cwd=folder, env=env, timeout=1800)
     assert shrunk.returncode == 1, shrunk.stderr[-3000:]
-    assert "1 of " in shrunk.stdout and "GET /chat and its 3 WebSocket message(s)" in shrunk.stdout, shrunk.stdout
-    for s in result["sessions"]:
+    kept = json.loads(shrunk.stdout)
+    assert [r["request"] for r in kept["requests"]] == ["WebSocket text 3 B 'arm'", "WebSocket text 4 B 'fire'"], kept
+    bundle = asanlab("reproduce", kept["bundle"], "--runs", "1", "--format", "json", "--grace", "30", cwd=folder,
+                     env=env, timeout=900)
+    assert bundle.returncode == 1, bundle.stderr[-3000:]
+    again = json.loads(bundle.stdout)
+    assert {f["signature"]: f["came_back"] for f in again["findings"]}.get(double_free["signature"]) == 1, again
+    assert again["replayed"][0]["requests"] == 1 and again["replayed"][0]["websocket_connections"] == 1
+    for s in result["sessions"] + again["sessions"]:
         assert containers_of(docker_client, s) == []

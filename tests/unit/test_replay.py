@@ -206,13 +206,25 @@ def test_a_websocket_is_recorded_as_its_upgrade_and_messages_and_replayed(tmp_pa
     assert [(m.line, m.time) for m in conn.messages] == [
         ("WebSocket text 5 B 'hello'", 0.2), ("WebSocket text 4 B 'fire'", 0.3), ("WebSocket binary 300 B", 5.0),
         ("WebSocket close 0 B code 1000", 5.0)]
-    ws_only = [c for c in conns if c.upgraded]
+    assert [m.index for m in conn.messages] == [2, 3, 4, 5]  # after the connection's two requests
     started = time.monotonic()
-    # Only the upgrade kept (the GET before it dropped): its messages go with it.
-    done = _replay(ws_only, port, keep={(1, 1)})
+    done = _replay(conns, port)  # all of it, byte for byte
     assert received == ["hello", "fire", "300 bytes"]
-    assert (done.requests, done.websocket_connections, done.unanswered, done.failed_connections) == (1, 1, [], 0)
+    assert (done.requests, done.websocket_connections, done.unanswered, done.failed_connections) == (2, 1, [], 0)
     assert time.monotonic() - started < 5  # the recorded 4.7 s of silence is not waited out one after another
+
+    # A minimization's candidate: one message kept; the upgrade goes with it, the GET before it does not.
+    received.clear()
+    done = _replay(conns, port, keep={(1, 3)})
+    assert received == ["fire"] and (done.requests, done.websocket_connections) == (1, 1)
+    # Written as a recording of its own (a reproducer bundle's), it reads back as the same.
+    traffic.write(tmp_path / "kept.jsonl", conns, {(1, 3), (1, 4)})
+    [again] = traffic.read(tmp_path / "kept.jsonl")
+    assert [(r.line, r.status) for r in again.requests] == [("GET /ws", 101)]
+    assert [m.line for m in again.messages] == ["WebSocket text 4 B 'fire'", "WebSocket binary 300 B"]
+    assert [m.line for m in traffic.all_units(conns)] == [
+        "GET /before", "GET /ws", "WebSocket text 5 B 'hello'", "WebSocket text 4 B 'fire'", "WebSocket binary 300 B",
+        "WebSocket close 0 B code 1000"]
 
 
 def test_a_websocket_replayed_concurrently_keeps_its_recorded_gaps(tmp_path, ws_server):
@@ -226,3 +238,22 @@ def test_a_websocket_replayed_concurrently_keeps_its_recorded_gaps(tmp_path, ws_
     done = _replay(conns, port, concurrent=True)
     assert received == ["hello", "fire"] and done.websocket_connections == 1
     assert time.monotonic() - started >= 1.5
+
+
+def test_a_minimization_keeps_the_websocket_messages_that_matter(tmp_path):
+    """Messages are units of their own: the one that trips the bug is kept, with its upgrade when replayed."""
+    from asanlab.reproduce.minimize import minimize
+
+    upgrade, accepted, (hello, fire, blob, close) = _ws_conversation()
+    conns = _write(tmp_path / "r.jsonl", [
+        {"c": 1, "t": 0.0, "open": "p"}, {"c": 1, "t": 0.0, "in": _get("/before")}, {"c": 1, "t": 0.01, "out": _ok()},
+        {"c": 2, "t": 0.1, "open": "p"}, {"c": 2, "t": 0.1, "in": _b64(upgrade)}, {"c": 2, "t": 0.11, "out": _b64(accepted)},
+        {"c": 2, "t": 0.2, "in": _b64(hello)}, {"c": 2, "t": 0.3, "in": _b64(fire)}, {"c": 2, "t": 0.4, "in": _b64(blob)},
+        {"c": 2, "t": 0.5, "in": _b64(close)},
+    ])
+    units = traffic.all_units(conns)
+    assert not any(u.unanswered for u in units)  # a WebSocket message waits for no answer
+    shrunk = minimize(units, lambda keep: (2, 2) in keep)  # the "fire" message (after the upgrade, #0)
+    assert [u.line for u in shrunk.requests] == ["WebSocket text 4 B 'fire'"]
+    requests, after = traffic.kept(conns[1], {(2, 2)})
+    assert [r.line for r in requests] == ["GET /ws"] and len(after) == 1
