@@ -212,4 +212,5 @@ def reports_and_findings(s: Session) -> tuple[list[Report], list[Finding]]:
         reports += [r for r in parse(s.output_log.read_text(errors="replace"), source="output.log")
                     if r.text not in seen]
     reports += crash.from_abnormal_exits(s.data.get("abnormal_exits") or [], reports)
+    reports += crash.from_main_exit(s.data, reports)
     return reports, group(reports)

@@ -144,6 +144,24 @@ def from_abnormal_exits(exits: list[dict], reports: list[Report]) -> list[Report
     return out
 
 
+def from_main_exit(session: dict, reports: list[Report]) -> list[Report]:
+    """The app's main process (pid 1 in its container) ended by itself with Docker's 128 + a crash
+    signal and left no report of its own: a crash, as a worker's abnormal exit is."""
+    code = session.get("exit_code")
+    if session.get("stop_reason") != "exited" or not isinstance(code, int) or not 128 < code < 160:
+        return []
+    try:
+        name = signal.Signals(code - 128).name
+    except ValueError:
+        return []
+    if name not in KINDS or any(r.pid == 1 and not r.is_leak for r in reports):
+        return []
+    kind = KINDS[name]
+    return [Report(tool=Tool.CRASH, kind=kind, pid=1, source="session.json",
+                   message=f"{kind} (signal {code - 128} {name}) in the app's main process, which left no stack",
+                   text=f"the container's main process exited with code {code} (128 + signal {code - 128})\n")]
+
+
 def gdb_frames(lines: list[str]) -> list[Frame]:
     """The frames of gdb's bt under the signal's trampoline (above it: the agent's handler), renumbered."""
     frames: list[Frame] = []

@@ -10,10 +10,11 @@ from ..reports.findings import Finding, failing
 def close_session(s: sessions.Session, *, status: str, stop_reason: str, exit_code: int | None, error: str | None,
                   abnormal: list[dict]) -> list[Finding]:
     """The session's end: its reports read once more, counts and findings saved."""
-    s.data["abnormal_exits"] = abnormal  # a worker that died by a signal and left no report is a finding
+    # A process that died by a signal and left no report is a finding: read with the reports.
+    s.data.update({"abnormal_exits": abnormal, "stop_reason": stop_reason, "exit_code": exit_code})
     reports, findings = sessions.reports_and_findings(s)
     s.data.update({
-        "status": status, "ended": sessions.now(), "stop_reason": stop_reason, "exit_code": exit_code,
+        "status": status, "ended": sessions.now(),
         "error": error, "processes": _processes(reports),
         "counts": {"reports": len(reports), "findings": len(findings), "failing": len(failing(findings))},
     })

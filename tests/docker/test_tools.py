@@ -182,3 +182,14 @@ def test_a_worker_crash_in_an_image_without_the_agent_is_still_a_finding(debug_r
         shown = asanlab("replay", sid, cwd=folder, env=env, timeout=120)
         assert shown.returncode == 1 and "no C or PHP stack: nothing in the process caught the signal" in shown.stdout
         assert containers_of(docker_client, sid) == []
+
+        # A plain script that segfaults: Docker's exit code 139 is the evidence.
+        (folder / "crash2" / "script.php").write_text(
+            "<?php\n$a = FFI::new('intptr_t');\n$a->cdata = 8;\nFFI::cast('int *', $a)[0] = 1;\n")
+        proc = asanlab("run", "crash2/script.php", "--image", tag, "--format", "json", cwd=folder, env=env,
+                       timeout=600)
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        result = json.loads(proc.stdout)
+        assert result["session"]["exit_code"] == 139
+        [crash] = [f for f in result["findings"] if f["tool"] == "Crash"]
+        assert crash["example"]["message"] == "SEGV (signal 11 SIGSEGV) in the app's main process, which left no stack"

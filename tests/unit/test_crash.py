@@ -174,3 +174,32 @@ def test_a_worker_that_died_by_a_signal_and_left_no_report_is_a_crash(state):
     # Read again later (replay) from the session alone: the same.
     again = session.reports_and_findings(session.load(s.id))[1]
     assert sorted(f.signature for f in again) == sorted(f.signature for f in findings)
+
+
+def test_a_main_process_that_died_by_a_signal_and_left_no_report_is_a_crash(state):
+    """A PHP script segfaulting in an image without the agent: Docker's exit code 139 is the
+    evidence. Stopped by asanlab (137 after the grace), or a report of its own: no extra finding."""
+    from asanlab import session
+    from asanlab.run.session_end import close_session
+
+    s = session.create({"command": ["php", "/app/a.php"], "app": "/tmp/a.php"})
+    s.output_log.parent.mkdir(parents=True, exist_ok=True)
+    s.output_log.write_text("Segmentation fault\n")
+    findings = close_session(s, status="finished", stop_reason="exited", exit_code=139, error=None, abnormal=[])
+    [f] = findings
+    assert (f.tool, f.kind, f.category, f.example.pid) == (Tool.CRASH, "SEGV", Category.ERROR, 1)
+    assert "CRASH SEGV (signal 11 SIGSEGV) in the app's main process, which left no stack" in render(s.data, findings)
+    for stop_reason, code in (("interrupted", 137), ("exited", 0), ("exited", 255), ("timeout", 143)):
+        s = session.create({"command": ["php", "/app/a.php"], "app": "/tmp/a.php"})
+        s.output_log.parent.mkdir(parents=True, exist_ok=True)
+        s.output_log.write_text("")
+        assert close_session(s, status="finished", stop_reason=stop_reason, exit_code=code, error=None,
+                             abnormal=[]) == []
+    # The agent's own report of pid 1 is the finding; the exit code adds nothing.
+    s = session.create({"command": ["php", "/app/a.php"], "app": "/tmp/a.php"})
+    (s.path / session.PHP_STACK_SUBDIR).mkdir(parents=True, exist_ok=True)
+    (s.path / session.PHP_STACK_SUBDIR / "crash.1").write_text(
+        (FIXTURES / "swoole-worker-segv.txt").read_text().replace("crash 8", "crash 1"))
+    s.output_log.write_text("")
+    [f] = close_session(s, status="finished", stop_reason="exited", exit_code=139, error=None, abnormal=[])
+    assert f.example.address == "0x8"
