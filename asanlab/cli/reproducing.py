@@ -116,6 +116,17 @@ def reproduce(
         died = Counter(u for rep in outcome.replayed for u in rep.unanswered)
         for line, n in died.most_common(5):
             out.print(f"  no answer to {line} in {n} of {runs} run(s) (the request a worker died on?)", markup=False)
+        unlike = Counter(d for rep in outcome.replayed for d in rep.differed)
+        for line, n in unlike.most_common(5):
+            out.print(f"  answered unlike the recording: {line}, in {n} of {runs} run(s)", markup=False)
+        if len(unlike) > 5:
+            out.print(f"  ... and {len(unlike) - 5} more answer(s) unlike the recording (--format json lists them)",
+                      markup=False)
+    if outcome.not_this_app:
+        compared = outcome.replayed[0].compared
+        raise UsageError(f"none of {src.app.name}'s answers to the {compared} recorded requests matched the recording, "
+                         f"in {runs} run(s): is it a recording of this app?",
+                         hint="replay the session that recorded it, or give --recording of this app's traffic")
     raise typer.Exit(judged.exit_code)
 
 

@@ -34,10 +34,13 @@ class Replayed:
     unanswered: list[str] = field(default_factory=list)  # "GET /fire (connection 3 #1)": no answer came
     concurrent: bool = False
     websocket_connections: int = 0  # upgraded (101), their frames sent
+    compared: int = 0  # answers whose status can be set beside the recorded one
+    differed: list[str] = field(default_factory=list)  # "GET /a (connection 3 #0): 200 recorded, 404 now"
 
     def to_dict(self) -> dict:
         return {"connections": self.connections, "requests": self.requests, "concurrent": self.concurrent,
-                "websocket_connections": self.websocket_connections,
+                "websocket_connections": self.websocket_connections, "compared": self.compared,
+                "differed": self.differed,
                 "failed_connections": self.failed_connections, "unanswered": self.unanswered}
 
 
@@ -111,6 +114,12 @@ class Replay:
                         with self._lock:
                             self.result.unanswered.append(f"{r.line} (connection {r.connection} #{r.index})")
                         return
+                    if r.status is not None:
+                        with self._lock:
+                            self.result.compared += 1
+                            if answers.status != r.status:
+                                self.result.differed.append(f"{r.line} (connection {r.connection} #{r.index}): "
+                                                            f"{r.status} recorded, {answers.status} now")
                     if answers.switched:
                         break
                 previous = rest[0][0] if rest else 0.0
@@ -157,6 +166,7 @@ class _Answers:
         self.sock = sock
         self.client = h11.Connection(h11.CLIENT)
         self.switched = False
+        self.status: int | None = None  # of the last answer read
 
     def read_one(self, request: traffic.HttpRequest) -> bool:
         """Read the answer to this request; False when the app closed or went silent."""
@@ -183,8 +193,10 @@ class _Answers:
                 self.client.receive_data(chunk)
                 continue
             if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
-                self.switched = True
+                self.switched, self.status = True, 101
                 return True
+            if isinstance(event, h11.Response):
+                self.status = event.status_code
             if isinstance(event, h11.EndOfMessage):
                 if self.client.our_state is not h11.DONE or self.client.their_state is not h11.DONE:
                     return False

@@ -29,6 +29,13 @@ class Outcome:
     def rate(self, signature: str) -> str:
         return f"{self.seen.get(signature, 0)} of {self.runs}"
 
+    @property
+    def not_this_app(self) -> bool:
+        """Every answer that could be compared differed from the recorded one, in every run, and no
+        recorded finding came back: the recording is of another app (or of another version of it)."""
+        return bool(self.replayed) and all(r.compared >= 3 and len(r.differed) == r.compared for r in self.replayed) \
+            and not any(sig in self.seen for sig in self.original)
+
     def to_dict(self) -> dict:
         return {"runs": self.runs, "sessions": self.sessions,
                 "replayed": [r.to_dict() for r in self.replayed],
@@ -84,6 +91,8 @@ def reproduce(target: Target, *, runs: int) -> Outcome:
             out.findings.setdefault(f.signature, f)
         died = f"; no answer to {', '.join(replayed.unanswered[:3])}" if replayed.unanswered else ""
         ws = f" ({replayed.websocket_connections} WebSocket)" if replayed.websocket_connections else ""
+        if replayed.differed:
+            died += f"; {len(replayed.differed)} of {replayed.compared} answer(s) unlike the recording"
         reporter(Event("reproduce.progress", f"run {n}/{runs}: {replayed.requests} request(s) replayed on "
                                              f"{replayed.connections} connection(s){ws}; {len(found)} finding(s){died}"))
     return out

@@ -23,7 +23,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/slow":
             time.sleep(0.6)
         self.server.seen.append((self.path, started, time.monotonic()))
-        self.send_response(200)
+        self.send_response(404 if self.path == "/missing" else 200)
         self.send_header("Content-Length", "3")
         self.end_headers()
         self.wfile.write(b"ok\n")
@@ -257,3 +257,24 @@ def test_a_minimization_keeps_the_websocket_messages_that_matter(tmp_path):
     assert [u.line for u in shrunk.requests] == ["WebSocket text 4 B 'fire'"]
     requests, after = traffic.kept(conns[1], {(2, 2)})
     assert [r.line for r in requests] == ["GET /ws"] and len(after) == 1
+
+
+def test_answers_unlike_the_recording_are_counted_and_another_apps_recording_is_told(tmp_path, server):
+    from asanlab.reproduce.replay import Replayed
+    from asanlab.reproduce.target import Outcome
+
+    conns = _write(tmp_path / "r.jsonl", [
+        {"c": 1, "t": 0.0, "open": "p"}, {"c": 1, "t": 0.0, "in": _get("/fast")}, {"c": 1, "t": 0.01, "out": _ok()},
+        {"c": 1, "t": 0.1, "in": _get("/missing")}, {"c": 1, "t": 0.11, "out": _ok()},
+        {"c": 1, "t": 0.2, "in": _get("/never")},  # in flight when recorded: nothing to compare
+    ])
+    done = _replay(conns, server.server_port)
+    assert (done.requests, done.compared) == (3, 2)
+    assert done.differed == ["GET /missing (connection 1 #1): 200 recorded, 404 now"]
+
+    other = Replayed(requests=5, compared=4, differed=["x"] * 4)
+    assert Outcome(runs=2, original=["sig"], replayed=[other, other]).not_this_app
+    # Some answers alike, too few to tell, or the recorded finding back: not another app's recording.
+    assert not Outcome(runs=2, original=["sig"], replayed=[other, done]).not_this_app
+    assert not Outcome(runs=1, original=["sig"], replayed=[Replayed(compared=2, differed=["x", "y"])]).not_this_app
+    assert not Outcome(runs=1, original=["sig"], seen={"sig": 1}, replayed=[other]).not_this_app
