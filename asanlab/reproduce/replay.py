@@ -171,10 +171,13 @@ class _Answers:
     def read_one(self, request: traffic.HttpRequest) -> bool:
         """Read the answer to this request; False when the app closed or went silent."""
         try:
-            # A stand-in of the request for h11 (the real bytes went to the app): its method, and
-            # its upgrade headers, without which h11 would refuse a 101.
+            # A stand-in of the request for h11 (the real bytes went to the app): its method, and a
+            # WebSocket's upgrade headers, without which h11 would refuse a 101. Nothing else: a
+            # `Connection: close` would make h11 refuse the next request on a connection that the
+            # app kept open.
+            upgrade = any(k == "upgrade" for k, _ in request.headers)
             self.client.send(h11.Request(method=request.method, target="/", headers=[("host", "x")] + [
-                (k, v) for k, v in request.headers if k in ("connection", "upgrade")]))
+                (k, v) for k, v in request.headers if upgrade and k in ("connection", "upgrade")]))
             self.client.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return False
