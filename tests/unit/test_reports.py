@@ -406,3 +406,12 @@ def test_an_errors_free_stack_cut_short_says_so():
     hint = "      (the C stack stops in libffi.so.8, built without frame pointers: --full-stacks"
     assert shown.count(hint) == 2, shown
     assert freed < shown.index(hint) < allocated < shown.rindex(hint), shown
+
+
+def test_a_swoole_5_reactor_threads_buffer_is_start_up():
+    """A clean Swoole 5.1.8 server's master (process mode, run's fast unwinder): each reactor
+    thread's message buffer, allocated once as the thread starts, is never freed at exit."""
+    [r] = parse((FIXTURES.parent / "swoole" / "master-reactor-thread-buffer.log").read_text())
+    assert r.leaked_bytes == 131088 and any(f.function and f.function.startswith("swoole::ReactorThread::init")
+                                             for f in r.frames)
+    assert category(r) == "startup-leak"
