@@ -126,7 +126,13 @@ def read_reports(folder: Path) -> list[Report]:
     if not folder.exists():
         return reports
     for f in sorted(p for p in folder.iterdir() if p.is_file()):
-        reports += list(read_file(f, f.name))
+        found = list(read_file(f, f.name))
+        # UBSan's lines carry no pid: the log's name does (log_path's sanitizer.<pid>).
+        pid = f.name.rpartition(".")[2]
+        for r in found:
+            if r.pid is None and pid.isascii() and pid.isdigit():
+                r.pid = int(pid)
+        reports += found
     return reports
 
 

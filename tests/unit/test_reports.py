@@ -415,3 +415,13 @@ def test_a_swoole_5_reactor_threads_buffer_is_start_up():
     assert r.leaked_bytes == 131088 and any(f.function and f.function.startswith("swoole::ReactorThread::init")
                                              for f in r.frames)
     assert category(r) == "startup-leak"
+
+
+def test_a_ubsan_report_takes_its_pid_from_its_log_name(tmp_path):
+    """UBSan's lines carry no pid; log_path names each process's file sanitizer.<pid>."""
+    from asanlab.session import read_reports
+
+    (tmp_path / "sanitizer.7").write_text(fixture_text("ubsan-misaligned-websocket"))
+    [r] = read_reports(tmp_path)
+    assert (r.tool, r.pid, r.frames[0].function) == ("UndefinedBehaviorSanitizer", 7,
+                                                      "swoole::websocket::mask(char*, unsigned long, char const*)")
