@@ -307,7 +307,11 @@ def test_output_is_whole_past_the_daemons_log_rotation(built, work, docker_clien
     proc = asanlab("run", app, "--image", built[0], "--format", "json", cwd=folder, env=env, check=1, timeout=600)
     result = json.loads(proc.stdout)
     log = (folder / ".asanlab" / "sessions" / result["session"]["id"] / "raw" / "output.log").read_bytes()
-    assert log.count(b"a" * 99 + b"\n") == 300000 and log.rstrip().endswith(b"last line"), len(log)
+    assert log.count(b"a" * 99 + b"\n") == 300000 and b"\nlast line\n" in log, len(log)
+    # After the script's last line only stderr may come: the symbolizer's complaint about a frame
+    # the fast unwinder misread (`[stack]`), when the leak report is written.
+    after = log.split(b"\nlast line\n", 1)[1]
+    assert all(line.startswith(b"LLVMSymbolizer: ") for line in after.splitlines()), after[:2000]
     assert [f["leaked_bytes"] for f in result["findings"] if f["kind"] == "direct-leak"] == [200]
 
 
