@@ -107,10 +107,9 @@ def reproduce(
         for sig in outcome.original:
             if sig not in outcome.seen:
                 out.print(f"  gone in {runs} of {runs}  {sig}", markup=False)
-        at_once = most_open_at_once(src.conns)
-        if at_once > 1 and not target.concurrent and any(sig not in outcome.seen for sig in outcome.original):
-            out.print(f"  the recording had {at_once} connections open at once and they were replayed one after "
-                      f"another: --concurrent replays them as they overlapped", markup=False)
+        hint = _concurrent_hint(target)
+        if hint and any(sig not in outcome.seen for sig in outcome.original):
+            out.print(f"  {hint}", markup=False)
         if not outcome.findings:
             out.print("  no finding came back", markup=False)
         died = Counter(u for rep in outcome.replayed for u in rep.unanswered)
@@ -177,10 +176,9 @@ def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
             f.signature == wanted_sig for f in target.replay(src.conns, {"minimize": wanted_sig}, keep=keep)[0]),
             tries=tries, reporter=target.reporter)
     except UsageError as e:
-        at_once = most_open_at_once(src.conns)
-        if at_once > 1 and not target.concurrent:
-            raise UsageError(e.message, hint=f"the recording had {at_once} connections open at once: --concurrent "
-                                             f"replays them as they overlapped") from None
+        hint = _concurrent_hint(target)
+        if hint:
+            raise UsageError(e.message, hint=hint) from None
         raise
     finding = None
     if src.session is not None:
@@ -203,6 +201,15 @@ def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
             out.print(f"  connection {r.connection} #{r.index}: {r.line}", markup=False)
         out.print(f"reproducer bundle: {folder}  (run it: asanlab reproduce {folder})", markup=False)
     raise typer.Exit(EXIT_FINDINGS)
+
+
+def _concurrent_hint(target) -> str | None:
+    """Why a finding may not have come back: connections that overlapped, replayed one by one."""
+    at_once = most_open_at_once(target.source.conns)
+    if at_once < 2 or target.concurrent:
+        return None
+    return (f"the recording had {at_once} connections open at once and they were replayed one after another: "
+            "--concurrent replays them as they overlapped")
 
 
 def _free_port() -> int:

@@ -20,7 +20,6 @@ FILE_PREFIX = "crash."
 MAX_FILE_BYTES = 8 << 20  # gdb's bt full of a deep stack is large; a crash loop appends many
 KINDS = {"SIGSEGV": "SEGV", "SIGBUS": "BUS", "SIGABRT": "ABRT", "SIGILL": "ILL", "SIGFPE": "FPE"}
 TRAMPOLINE = "<signal handler called>"
-ROLE = re.compile(r"\b(task_worker|worker|manager)\b")  # in Swoole's "worker(pid=8, id=1) abnormal exit" line
 # glibc's backtrace_symbols_fd: "/opt/php/bin/php(zend_ffi_write+0x1d)[0x55d0c0ffee]", "/lib/x.so(+0x7b16)[0x7f...]"
 GLIBC_FRAME = re.compile(r"(?P<module>[^(\[]+)\((?P<function>[^+)]*)(?:\+(?P<offset>0x[0-9a-f]+))?\)\s*\[0x[0-9a-f]+\]")
 # gdb's frame head: "#5  0x000055d0c0ffee in " or "#5  " (the frame's pc at a line's start)
@@ -135,31 +134,39 @@ def from_abnormal_exits(exits: list[dict], reports: list[Report]) -> list[Report
             continue
         if name not in KINDS or pid in reported:
             continue
-        role = ROLE.search(str(e.get("line", "")))
+        line = ABNORMAL_EXIT.search(str(e.get("line", "")))
+        role = line.group(1) if line and line.group(1) else "process"
         kind = KINDS[name]
         out.append(Report(tool=Tool.CRASH, kind=kind, pid=pid, source="output.log",
-                          message=f"{kind} (signal {e['signal']} {name}) in a Swoole "
-                                  f"{role.group(1).replace('_', ' ') if role else 'process'} that left no stack",
+                          message=f"{kind} (signal {e['signal']} {name}) in a Swoole {role.replace('_', ' ')} "
+                                  "that left no stack",
                           text=str(e.get("line", "")) + "\n"))
     return out
 
 
-def from_main_exit(session: dict, reports: list[Report]) -> list[Report]:
-    """The app's main process (pid 1 in its container) ended by itself with Docker's 128 + a crash
-    signal and left no report of its own: a crash, as a worker's abnormal exit is."""
+def main_died_by(session: dict) -> int | None:
+    """The signal the container's main process ended by on its own (exit code 128 + the signal,
+    Docker's convention), not by asanlab's stop; None otherwise."""
     code = session.get("exit_code")
-    if session.get("stop_reason") != "exited" or not isinstance(code, int) or not 128 < code < 160:
-        return []
+    if session.get("stop_reason") != "exited" or not isinstance(code, int) or not 128 < code < 128 + 32:
+        return None
+    return code - 128
+
+
+def from_main_exit(session: dict, reports: list[Report]) -> list[Report]:
+    """The app's main process (pid 1 in its container) ended by itself with a crash signal and left
+    no report of its own: a crash, as a worker's abnormal exit is."""
+    number = main_died_by(session)
     try:
-        name = signal.Signals(code - 128).name
+        name = signal.Signals(number).name if number is not None else ""
     except ValueError:
         return []
     if name not in KINDS or any(r.pid == 1 and not r.is_leak for r in reports):
         return []
     kind = KINDS[name]
     return [Report(tool=Tool.CRASH, kind=kind, pid=1, source="session.json",
-                   message=f"{kind} (signal {code - 128} {name}) in the app's main process, which left no stack",
-                   text=f"the container's main process exited with code {code} (128 + signal {code - 128})\n")]
+                   message=f"{kind} (signal {number} {name}) in the app's main process, which left no stack",
+                   text=f"the container's main process exited with code {number + 128} (128 + signal {number})\n")]
 
 
 def gdb_frames(lines: list[str]) -> list[Frame]:

@@ -7,6 +7,7 @@ import signal
 from dataclasses import asdict
 
 from .. import __version__
+from .crash import main_died_by
 from .findings import Category, Finding, cut_short, failing, frame_class, meaningful
 from .types import Frame, Tool
 
@@ -56,13 +57,13 @@ def title(f: Finding) -> str:
 def _died_by(session: dict) -> str | None:
     """"signal 11 (SIGSEGV)" when the container's main process ended by a signal on its own (exit
     code 128 + the signal, Docker's convention), not by asanlab's stop."""
-    code = session.get("exit_code")
-    if session.get("stop_reason") != "exited" or not isinstance(code, int) or not 128 < code < 128 + 32:
+    number = main_died_by(session)
+    if number is None:
         return None
     try:
-        return f"signal {code - 128} ({signal.Signals(code - 128).name})"
+        return f"signal {number} ({signal.Signals(number).name})"
     except ValueError:
-        return f"signal {code - 128}"
+        return f"signal {number}"
 
 
 def render(session: dict | None, findings: list[Finding], *, show_all: bool = False, full: bool = False,
@@ -132,8 +133,8 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
             if stack:
                 lines.append(f"    {label}:")
                 lines += _frames(stack, "      ")
-                if ex.tool == Tool.ASAN and cut_short(stack):
-                    lines.append(_cut_hint(cut_short(stack), "      "))
+                if ex.tool == Tool.ASAN and (library := cut_short(stack)):
+                    lines.append(_cut_hint(library, "      "))
         if ex.summary and not ex.is_leak:
             lines.append(f"    SUMMARY: {ex.summary}")
         if full:
