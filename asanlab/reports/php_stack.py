@@ -47,7 +47,9 @@ class PhpFrame:
 @dataclass
 class PhpStack:
     frames: list[PhpFrame] = field(default_factory=list)  # innermost first
-    request: str | None = None  # "GET /path" when a Swoole HTTP handler was serving one
+    # "GET /path" when a Swoole HTTP handler was serving one; "WebSocket message on connection 3,
+    # 4 byte(s): "fire"" for a WebSocket message handler.
+    request: str | None = None
     coroutine: int | None = None  # Swoole's coroutine id when the error happened in a coroutine
     # For a leak: the PHP code that allocated it (not the code running at the report), and how many
     # of the leak's listed objects it allocated, of how many.

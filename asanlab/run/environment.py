@@ -33,7 +33,9 @@ ASAN_DEFAULTS = {
 FAST_STACKS = {"fast_unwind_on_malloc": 1}
 ORIGIN_LSAN_OPTIONS = {"report_objects": 1}
 # ASan and UBSan share one log_path setting (the last one read wins): give both the same.
-UBSAN_DEFAULTS = {"log_path": f"{LOG_DIR}/sanitizer", "print_stacktrace": 1}
+# asanlab/data/ubsan.supp is copied into each run's config folder (lifecycle).
+UBSAN_SUPPRESSIONS = f"{CONFIG_DIR}/ubsan.supp"
+UBSAN_DEFAULTS = {"log_path": f"{LOG_DIR}/sanitizer", "print_stacktrace": 1, "suppressions": UBSAN_SUPPRESSIONS}
 
 
 def options_string(options: dict) -> str:

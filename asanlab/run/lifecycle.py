@@ -192,6 +192,7 @@ def _volumes(s: sessions.Session, app: Path, suppressions: list[str], mounts: di
     data = Path(__file__).parent.parent / "data"
     (config / "sigterm.php").write_bytes((data / "sigterm.php").read_bytes())
     (config / CRASH_GDB_SCRIPT).write_bytes((data / CRASH_GDB_SCRIPT).read_bytes())
+    (config / "ubsan.supp").write_bytes((data / "ubsan.supp").read_bytes())  # UBSAN_OPTIONS names it
     if under_valgrind:
         (config / "valgrind.supp").write_bytes(valgrind.SHIPPED.read_bytes())
     if suppressions:

@@ -274,6 +274,36 @@ static const char *request_field(zend_object *request, const char *key) {
     return v && Z_TYPE_P(v) == IS_STRING ? Z_STRVAL_P(v) : NULL;
 }
 
+/* A Swoole\WebSocket\Frame (or its CloseFrame) as the request a handler serves: its connection
+ * and the start of its data, non-printable bytes as '.', written as it is read (no allocation). */
+static int websocket_frame(zend_object *frame) {
+    const char *name = ZSTR_VAL(frame->ce->name);
+    return strcmp(name, "Swoole\\WebSocket\\Frame") == 0 || strcmp(name, "Swoole\\WebSocket\\CloseFrame") == 0;
+}
+
+static void put_websocket_frame(int fd, zend_object *frame) {
+    zval rv_fd, rv_data;
+    zval *conn = read_property(frame->ce, frame, "fd", sizeof "fd" - 1, 1, &rv_fd);
+    zval *data = read_property(frame->ce, frame, "data", sizeof "data" - 1, 1, &rv_data);
+    char line[64];
+    put_str(fd, "request WebSocket message");
+    if (conn && Z_TYPE_P(conn) == IS_LONG) {
+        snprintf(line, sizeof line, " on connection %ld", (long)Z_LVAL_P(conn));
+        put_str(fd, line);
+    }
+    if (data && Z_TYPE_P(data) == IS_STRING) {
+        size_t n = Z_STRLEN_P(data), shown = n < 64 ? n : 64;
+        snprintf(line, sizeof line, ", %zu byte(s): \"", n);
+        put_str(fd, line);
+        for (size_t i = 0; i < shown; i++) {
+            char c = Z_STRVAL_P(data)[i];
+            put(fd, c >= 0x20 && c < 0x7f && c != '"' ? &c : ".", 1);
+        }
+        put_str(fd, shown < n ? "\"..." : "\"");
+    }
+    put_str(fd, "\n");
+}
+
 /* The Swoole coroutine running now (> 0), or -1 outside one, 0 without Swoole. Found when first
  * needed: swoole.so is loaded after the agent starts. Swoole 6 names it swoole_coroutine_get_id,
  * 5.1 swoole_coroutine_get_current_id (C names, for gdb and C callers). */
@@ -293,6 +323,7 @@ static long current_coroutine(void) {
  *   frame <function>\t<file>\t<line>      innermost first; internal functions have no file
  *   coroutine <id>                         in a Swoole coroutine
  *   request <method> <uri>                 when a frame got a Swoole\Http\Request argument
+ *   request WebSocket message ...          or a Swoole\WebSocket\Frame (its connection and data)
  *   end
  * It allocates nothing: the heap may be what just failed. */
 static void write_block(const char *key, size_t key_length);
@@ -332,6 +363,7 @@ static void write_block(const char *key, size_t key_length) {
     put(fd, key, key_length);
     put_str(fd, "\n");
     const char *method = NULL, *uri = NULL;
+    zend_object *message = NULL;
     int depth = 0;
     for (zend_execute_data *ex = eg->current_execute_data; ex && depth < 64; ex = ex->prev_execute_data) {
         zend_function *f = ex->func;
@@ -351,11 +383,15 @@ static void write_block(const char *key, size_t key_length) {
         } else {
             put_str(fd, "\t\t0\n");
         }
-        for (uint32_t i = 1; !uri && read_property && hash_str_find && i <= ZEND_CALL_NUM_ARGS(ex) && i <= 8; i++) {
+        for (uint32_t i = 1; !uri && !message && read_property && hash_str_find && i <= ZEND_CALL_NUM_ARGS(ex) && i <= 8;
+             i++) {
             zval *arg = ZEND_CALL_ARG(ex, i);
-            if (Z_TYPE_P(arg) == IS_OBJECT && strcmp(ZSTR_VAL(Z_OBJCE_P(arg)->name), "Swoole\\Http\\Request") == 0) {
+            if (Z_TYPE_P(arg) != IS_OBJECT) continue;
+            if (strcmp(ZSTR_VAL(Z_OBJCE_P(arg)->name), "Swoole\\Http\\Request") == 0) {
                 method = request_field(Z_OBJ_P(arg), "request_method");
                 uri = request_field(Z_OBJ_P(arg), "request_uri");
+            } else if (websocket_frame(Z_OBJ_P(arg))) {
+                message = Z_OBJ_P(arg);
             }
         }
     }
@@ -370,6 +406,8 @@ static void write_block(const char *key, size_t key_length) {
         put_str(fd, " ");
         put_str(fd, uri);
         put_str(fd, "\n");
+    } else if (message) {
+        put_websocket_frame(fd, message);
     }
     put_str(fd, "end\n");
     close(fd);

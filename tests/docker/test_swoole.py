@@ -435,7 +435,8 @@ def test_soak_names_a_descriptor_leak_and_the_workers_it_silences(swoole_recipe,
 
 ARMED = """<?php
 // A double free that needs two requests on one connection: /arm keeps a block, /fire frees it
-// twice. Swoole's defaults: process mode, coroutines on, two workers (a connection stays on one).
+// twice. Swoole 6's defaults: base mode (no mode given), coroutines on, two workers (a connection
+// stays on one). The other apps here name process mode.
 $libc = FFI::cdef("void *malloc(size_t); void free(void *);");
 $server = new Swoole\\Http\\Server("0.0.0.0", 9501);
 $server->set(["worker_num" => 2, "log_level" => SWOOLE_LOG_WARNING]);
@@ -605,13 +606,25 @@ def test_reproduce_concurrent_brings_back_a_crash_that_needs_overlapping_request
 
 WEBSOCKET = """<?php
 // A WebSocket server in Swoole's defaults as users run them (process mode, coroutines on, two
-// workers), answering each message. Under UBSan, Swoole 6.1.9 stops on the first masked frame a
-// client sends: swoole::websocket::mask() loads 32 bits from a misaligned address
-// (src/protocol/websocket.cc:98), and asanlab's images stop at any undefined behaviour.
+// workers) with a double free in its message handler that needs two messages on one connection:
+// "arm" keeps a block, "fire" frees it twice; any other message is echoed. Swoole unmasks every
+// client frame with misaligned loads, which asanlab's UBSan images report and go on from, and
+// asanlab's shipped UBSan suppression silences.
+$libc = FFI::cdef("void *malloc(size_t); void free(void *);");
 $server = new Swoole\\WebSocket\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
 $server->set(["worker_num" => 2, "log_level" => SWOOLE_LOG_WARNING]);
-$server->on("message", function ($server, $frame) {
-    $server->push($frame->fd, "ok " . $frame->data);
+$armed = [];
+$server->on("message", function ($server, $frame) use ($libc, &$armed) {
+    if ($frame->data === "arm") {
+        $armed[$frame->fd] = $libc->malloc(16);
+        $server->push($frame->fd, "armed");
+    } elseif ($frame->data === "fire" && isset($armed[$frame->fd])) {
+        $libc->free($armed[$frame->fd]);
+        $libc->free($armed[$frame->fd]);
+        $server->push($frame->fd, "fired");
+    } else {
+        $server->push($frame->fd, "ok " . $frame->data);
+    }
 });
 $server->on("request", function ($request, $response) {
     $response->end("ok\\n");
@@ -620,10 +633,12 @@ $server->start();
 """
 
 
-def test_a_websocket_finding_is_recorded_replayed_and_shrunk_to_its_message(swoole_recipe, docker_client):
-    """`run --record` keeps a WebSocket's upgrade (answered: 101) and messages; `reproduce` upgrades
-    again and sends the messages, and the worker's finding comes back; `--minimize` keeps the one
-    message that gives it (its upgrade goes with it), and the bundle brings it back."""
+def test_a_websocket_handlers_crash_is_named_recorded_replayed_and_shrunk_to_its_messages(swoole_recipe,
+                                                                                          docker_client):
+    """A WebSocket server runs in the ASan+UBSan image (Swoole's misaligned unmasking is no
+    finding); the double free in its message handler is named with its PHP line and the message it
+    served; `run --record` keeps the upgrade (answered: 101) and the messages, `reproduce` brings the
+    crash back, `--minimize` keeps the two messages that make it, and the bundle brings it back."""
     import asyncio
 
     import aiohttp
@@ -637,12 +652,13 @@ def test_a_websocket_finding_is_recorded_replayed_and_shrunk_to_its_message(swoo
         got = []
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(f"http://127.0.0.1:{port}/chat") as ws:
-                await ws.send_str("hello")
-                try:
-                    msg = await ws.receive(timeout=10)
-                    got.append(msg.data if msg.type == aiohttp.WSMsgType.TEXT else msg.type.name)
-                except asyncio.TimeoutError:  # a dead worker's connection stays open, silent
-                    got.append("no answer")
+                for text in ("hello", "arm", "hello again", "fire"):
+                    await ws.send_str(text)
+                    try:
+                        msg = await ws.receive(timeout=5)
+                        got.append(msg.data if msg.type == aiohttp.WSMsgType.TEXT else msg.type.name)
+                    except asyncio.TimeoutError:  # a dead worker's connection stays open, silent
+                        got.append("no answer")
         return got
 
     with serving(folder, env, "ws/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501", "--record",
@@ -650,12 +666,20 @@ def test_a_websocket_finding_is_recorded_replayed_and_shrunk_to_its_message(swoo
         got = asyncio.run(talk())
         out, err = stop_run(proc, timeout=180)
     assert proc.returncode == 1, err[-3000:]
-    assert got != ["ok hello"], got
+    assert got == ["ok hello", "armed", "ok hello again", "no answer"], got
     recorded = json.loads(out)
-    [finding] = [f for f in recorded["findings"] if "swoole::websocket::mask" in f["signature"]]
+    assert not [f for f in recorded["findings"] if "websocket::mask" in f["signature"]], recorded["findings"]
+    [finding] = [f for f in recorded["findings"] if f["category"] == "error"]
+    assert finding["kind"] == "double-free", finding
+    php = finding["example"]["php"]
+    print("PHP side:", php)
+    assert {"function": "{closure}", "file": "/app/server.php",
+            "line": line_of(WEBSOCKET, "$libc->free($armed[$frame->fd]);", 2)} in php["frames"], php
+    assert php["request"].startswith("WebSocket message on connection ") and php["request"].endswith(
+        ', 4 byte(s): "fire"'), php
     sid = recorded["session"]["id"]
     stored = read_json(folder / ".asanlab" / "sessions" / sid / "session.json")["traffic"]
-    assert stored["websocket_messages"] >= 1 and stored["unanswered"] == [], stored  # the upgrade was answered: 101
+    assert stored["websocket_messages"] == 4 and stored["unanswered"] == [], stored  # the upgrade was answered: 101
     assert "WebSocket message(s)" in err
 
     again = asanlab("reproduce", sid, "--runs", "1", "--format", "json", "--grace", "30", cwd=folder, env=env,
@@ -666,18 +690,18 @@ def test_a_websocket_finding_is_recorded_replayed_and_shrunk_to_its_message(swoo
         (result, again.stderr[-2000:])
     assert result["replayed"][0]["websocket_connections"] == 1, result["replayed"]
 
-    # Shrunk to one message (its upgrade goes with it); the bundle, whose recording holds it as a
-    # frame of its own, brings the finding back.
+    # Shrunk to the two messages (their upgrade goes with them); the bundle, whose recording holds
+    # them as frames of their own, brings the finding back.
     shrunk = asanlab("reproduce", sid, "--minimize", finding["id"], "--format", "json", "--grace", "30",
                      cwd=folder, env=env, timeout=1800)
     assert shrunk.returncode == 1, shrunk.stderr[-3000:]
     kept = json.loads(shrunk.stdout)
-    assert len(kept["requests"]) == 1 and kept["requests"][0]["request"].startswith("WebSocket "), kept
+    assert [r["request"] for r in kept["requests"]] == ["WebSocket text 3 B 'arm'", "WebSocket text 4 B 'fire'"], kept
     bundle = asanlab("reproduce", kept["bundle"], "--runs", "1", "--format", "json", "--grace", "30", cwd=folder,
                      env=env, timeout=900)
     assert bundle.returncode == 1, bundle.stderr[-3000:]
     again = json.loads(bundle.stdout)
     assert {f["signature"]: f["came_back"] for f in again["findings"]}.get(finding["signature"]) == 1, again
-    assert again["replayed"][0]["requests"] == 1 and again["replayed"][0]["websocket_connections"] == 1
+    assert again["replayed"][0]["requests"] == 2 and again["replayed"][0]["websocket_connections"] == 1
     for s in result["sessions"] + again["sessions"]:
         assert containers_of(docker_client, s) == []

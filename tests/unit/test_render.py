@@ -154,3 +154,14 @@ def test_gdb_alone_goes_into_an_asan_image():
     assert "-fsanitize=address" in out.dockerfile and "/opt/asanlab/gdb/php.gdbinit" in out.dockerfile
     assert "HAVE_VALGRIND" not in out.dockerfile and out.labels["org.asanlab.tools"] == "gdb"
     assert "org.asanlab.tools" in render.render(r(SWOOLE)).labels and render.render(r(SWOOLE)).labels["org.asanlab.tools"] == ""
+
+
+def test_extensions_recover_from_misaligned_accesses_and_stop_at_other_undefined_behaviour():
+    """Swoole unmasks every WebSocket frame with misaligned loads: a UBSan image that stopped there
+    could not run a WebSocket server. The later -fsanitize-recover wins for alignment only."""
+    flags = render.sanitizer_cflags(r(SWOOLE))
+    assert flags.index("-fno-sanitize-recover=undefined") < flags.index("-fsanitize-recover=alignment")
+    d = render.render(r(SWOOLE)).dockerfile
+    swoole_stage = d[d.index("FROM php-build AS ext-swoole"):]
+    assert "-fsanitize-recover=alignment" in swoole_stage.split("\nFROM ")[0]
+    assert "-fsanitize-recover" not in " ".join(render.sanitizer_cflags(r(SWOOLE + "sanitizers:\n  undefined: false\n")))

@@ -48,6 +48,22 @@ def test_environment_keeps_log_path_and_applies_recipe_overrides():
     assert env["APP_ENV"] == "test"
 
 
+def test_ubsan_reads_asanlabs_suppressions_and_they_silence_only_misaligned_accesses(state, tmp_path):
+    """Every run names asanlab/data/ubsan.supp and has it in its config folder; the images recover
+    from misaligned accesses only, so an entry of another kind would never be honoured."""
+    from asanlab.run.lifecycle import _volumes
+
+    assert "suppressions=/asanlab/config/ubsan.supp" in run.environment(None, {}, False)["UBSAN_OPTIONS"]
+    s = session.create({"command": ["php", "/app/a.php"], "app": str(tmp_path / "a.php")})
+    volumes = _volumes(s, tmp_path / "a.php", [], {})
+    assert volumes[str(s.path / "config")] == {"bind": "/asanlab/config", "mode": "ro"}
+    shipped = (s.path / "config" / "ubsan.supp").read_text().splitlines()
+    entries = [line for line in shipped if line.strip() and not line.startswith("#")]
+    assert entries and all(line.startswith("alignment:") for line in entries), entries
+    for line in entries:  # each says why, in the comment just above it
+        assert shipped[shipped.index(line) - 1].startswith("#"), line
+
+
 def test_leak_checker_off():
     r = recipe.parse('name: x\nphp:\n  version: "8.2.1"\nsanitizers:\n  leak: false\n')
     assert "detect_leaks=0" in run.environment(r, {}, False)["ASAN_OPTIONS"]
