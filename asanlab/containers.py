@@ -71,13 +71,16 @@ class Result:
 
 
 def call(client, image: str, command: list[str], *, role: str, timeout: float,
-         environment: dict[str, str] | None = None, stderr: bool = True) -> Result:
+         environment: dict[str, str] | None = None, stderr: bool = True,
+         entrypoint: list[str] | None = None) -> Result:
     """Run a short command in a throwaway container and return what it printed: the one way
     asanlab does so (check, symbolize, bundle). The container is labelled like every other and
     removed however this ends (error, wait timeout, Ctrl-C). Docker's errors, and requests' for a
     wait that times out, pass through untranslated: the caller says what it was doing
     (docker_client.docker_errors)."""
     extra = {"environment": environment} if environment is not None else {}
+    if entrypoint is not None:
+        extra["entrypoint"] = entrypoint
     with temporary(client, image, role=role, command=command, **extra) as container:
         container.start()
         status = container.wait(timeout=timeout)

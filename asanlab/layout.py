@@ -8,6 +8,7 @@ AGENT_DIR = "/asanlab/agent"  # the soak's trigger and the agents' answers: sess
 PHP_STACK_DIR = "/asanlab/php"  # the agent's PHP backtraces of sanitizer errors: session raw/php
 STATE_DIR = "/asanlab/state"  # what the app's PHP says of itself to asanlab (sigterm.php's mark): session state
 AGENT_PATH = "/opt/asanlab/lib/asanlab-agent.so"  # asanlab's agent in every image it builds (images/agent)
+HANDLER_DIR = "/asanlab/lib"  # asanlab's crash handler, mounted read-only into images without the agent
 GDB_DIR = "/opt/asanlab/gdb"  # php.gdbinit (php-src's .gdbinit) and swoole.gdbinit, from the image's own sources
 
 LABEL_PREFIX = "org.asanlab"

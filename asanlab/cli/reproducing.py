@@ -14,6 +14,7 @@ from ..image import recipe as recipes
 from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import EXIT_FINDINGS, UsageError
+from ..image import crash_handler
 from ..image.choice import agent_path, image_for, tools_of
 from ..reports import gate
 from ..reports.gate import FailOn
@@ -80,8 +81,9 @@ def reproduce(
                              hint="give an image built with `tools: [valgrind]`")
         # asanlab's agent reads ASan's reports and allocator: nothing for it to do under Valgrind.
         agent = None if src.valgrind else agent_path(image_ref, client)
+        handler = crash_handler.for_image(client(), image_ref, reporter) if agent is None and not src.valgrind else None
         target = Target(client(), src, image_ref, image_id, agent, _free_port(),
-                        env=env or [], grace=grace, recipe=r, reporter=reporter,
+                        env=env or [], grace=grace, recipe=r, reporter=reporter, crash_handler=handler,
                         concurrent=concurrent or src.concurrent)
         if minimize is not None:
             _minimize(target, minimize, fmt, tries)

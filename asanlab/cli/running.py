@@ -14,6 +14,7 @@ from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import UsageError
 from ..reports.gate import FailOn
+from ..image import crash_handler
 from ..image.choice import agent_path, image_for, tools_of
 from .common import (EXIT_CODES, FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption, SuppressionsOption,
                      _ranged, app, err, full_stacks_for)
@@ -105,10 +106,12 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
                                   "with --recipe it")
         # asanlab's agent reads ASan's reports and allocator: nothing for it to do under Valgrind.
         agent = None if valgrind else agent_path(image_ref, client)
+        handler = crash_handler.for_image(client(), image_ref, reporter) if agent is None and not valgrind else None
         full_stacks = agent is None or full_stacks_for(full_stacks, baseline_session, rules)
         result = do_run(client(), RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(args),
                                              ports=list(publish), env=list(env), timeout=timeout, grace=grace, recipe=r,
-                                             suppressions=rules, agent=agent, record=record, valgrind=valgrind,
+                                             suppressions=rules, agent=agent, crash_handler=handler, record=record,
+                                             valgrind=valgrind,
                                              # The agent names each leak's PHP code and start-up, so
                                              # a C stack cut short by the fast unwinder loses little.
                                              full_stacks=full_stacks),

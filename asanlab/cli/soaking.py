@@ -18,6 +18,7 @@ from ..docker_client import client
 from ..errors import UsageError
 from ..events import Event
 from ..soak.growth import DEFAULT_BUDGET, Criteria
+from ..image import crash_handler
 from ..image.choice import agent_path, image_for
 from ..reports.gate import FailOn
 from .common import (BASELINE_HELP, SOAK_FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption,
@@ -139,7 +140,9 @@ def soak(
                                            "variables, nor Swoole's coroutine counts"))
         run_opts = RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(ctx.args),
                               ports=publish or [], env=env or [], grace=grace, recipe=r, suppressions=rules,
-                              record=record)
+                              record=record,
+                              crash_handler=crash_handler.for_image(client(), image_ref, reporter) if agent is None
+                              else None)
         soak_opts = SoakOptions(requests=reqs, checkpoints=points, concurrency=concurrency,
                                 samples_per_checkpoint=samples, ready_timeout=ready_timeout,
                                 full_stacks=full_stacks_for(full_stacks, baseline_session),

@@ -58,9 +58,9 @@ def build(recipe: Recipe, client_factory, *, no_cache: bool = False, network: st
         existing.tag(rendered.repository, rendered.readable_tag)
         return BuildResult(existing.id, rendered.image_ref, rendered.readable_ref, rendered.digest, True,
                            time.monotonic() - started, None, None)
-    _require_base_image(client, recipe)
+    require_base_image(client, recipe.base_image)
     log_path = state_dir() / "builds" / f"{recipe.name}-{rendered.digest[:12]}.log"
-    image_id = _stream_build(client, rendered, log_path, no_cache=no_cache, network=network, reporter=reporter)
+    image_id = stream_build(client, rendered, log_path, no_cache=no_cache, network=network, reporter=reporter)
     result_check = None
     if verify:
         reporter(Event("check.start", "checking that the image is really instrumented"))
@@ -79,22 +79,22 @@ def build(recipe: Recipe, client_factory, *, no_cache: bool = False, network: st
                        log_path, result_check)
 
 
-def _require_base_image(client, recipe: Recipe) -> None:
-    if find_image(client, recipe.base_image) is not None:
+def require_base_image(client, base_image: str) -> None:
+    if find_image(client, base_image) is not None:
         return
     from docker.errors import APIError
 
     try:
-        name, _, tag = recipe.base_image.partition(":")
+        name, _, tag = base_image.partition(":")
         client.images.pull(name, tag=tag or "latest")
     except APIError as e:
-        raise InfraError(f"base image {recipe.base_image} is not on this machine and cannot be pulled "
+        raise InfraError(f"base image {base_image} is not on this machine and cannot be pulled "
                          f"({str(e.explanation or e)[:160]})",
                          hint="without a registry, make it locally: `make base-image` (debootstrap + docker import)") \
             from None
 
 
-def _stream_build(client, rendered: Rendered, log_path: Path, *, no_cache: bool, network: str | None,
+def stream_build(client, rendered: Rendered, log_path: Path, *, no_cache: bool, network: str | None,
                   reporter: Reporter) -> str:
     from docker.errors import APIError
 

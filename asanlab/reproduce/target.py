@@ -60,6 +60,7 @@ class Target:
     recipe: object | None = None
     reporter: Reporter = null_reporter
     concurrent: bool = False  # connections overlap as recorded (replay.py)
+    crash_handler: object | None = None  # image/crash_handler.Handler, for an image without the agent
 
     def replay(self, conns: list[traffic.Connection], info: dict,
                keep: set[tuple[int, int]] | None = None) -> tuple[list[Finding], Replayed, str]:
@@ -71,6 +72,7 @@ class Target:
         opts = RunOptions(app=src.app, image=self.image, image_id=self.image_id, args=list(src.args),
                           ports=[f"127.0.0.1:{self.port}:{src.port.split('/')[0]}"],
                           env=base_env + list(self.env), grace=self.grace, recipe=self.recipe, agent=self.agent,
+                          crash_handler=self.crash_handler,
                           full_stacks=src.stacks == "full" or self.agent is None, valgrind=src.valgrind,
                           companion=Companion(kind="reproduce", driver=replay, info={"reproduce": {"of": src.id, **info}}))
         result = run(self.client, opts, reporter=self.reporter)

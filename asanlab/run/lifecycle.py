@@ -14,7 +14,7 @@ from .. import containers
 from .. import session as sessions
 from ..errors import InfraError, UsageError
 from ..events import Event, Reporter, null_reporter
-from ..layout import APP_DIR, CONFIG_DIR, LOG_DIR, PHP_STACK_DIR, STATE_DIR
+from ..layout import APP_DIR, CONFIG_DIR, HANDLER_DIR, LOG_DIR, PHP_STACK_DIR, STATE_DIR
 from .environment import FAST_STACKS, ORIGIN_LSAN_OPTIONS, SIGTERM_PREPEND, environment, masked
 from .options import DriverContext, RunOptions, RunResult, parse_env, parse_ports
 from .recording import recorded_port, start_recorder, traffic_summary
@@ -53,7 +53,9 @@ def _run(client, opts: RunOptions, stop: StopRequest, reporter: Reporter) -> Run
         command = valgrind.command(command)
     recover_orphans(client, reporter)  # a killed asanlab's container would hold its port and its session
     s = _new_session(opts, app, command, env, user_env, ports)
-    volumes = _volumes(s, app, suppressions, mounts, under_valgrind=opts.valgrind)
+    handler = _crash_handler(opts)
+    volumes = _volumes(s, app, suppressions, mounts, under_valgrind=opts.valgrind,
+                       libraries=handler.folder if handler is not None else None)
     reporter(Event("run.session", f"session {s.id} in {s.path}", {"id": s.id, "path": str(s.path)}))
     recorded = recorded_port(ports, reporter) if opts.record else None
     if recorded is not None:  # Docker publishes on a free loopback port; the recorder takes the user's
@@ -149,22 +151,30 @@ def _environment(opts: RunOptions, user_env: dict[str, str], suppressions: bool)
     asan = {**({} if opts.full_stacks else FAST_STACKS), **(extra.asan_options if extra else {})}
     env = environment(opts.recipe, user_env, suppressions, asan, lsan_options=ORIGIN_LSAN_OPTIONS if origins else None)
     mounts = {"state": STATE_DIR, **(extra.mounts if extra else {})}
-    if opts.agent:
-        preload = " ".join(p for p in (opts.agent, env.get("LD_PRELOAD")) if p)
+    handler = _crash_handler(opts)
+    preloaded = opts.agent or (handler.preload if handler is not None else None)
+    if preloaded:
+        preload = " ".join(p for p in (preloaded, env.get("LD_PRELOAD")) if p)
         # The agent writes the PHP side of reports there, and catches the crashes no sanitizer
-        # handles, with gdb's view where the image has gdb (images/agent/crash.c).
+        # handles, with gdb's view where the image has gdb (images/agent/crash.c); so does the crash
+        # handler in an image without the agent.
         env.update({"LD_PRELOAD": preload, "ASANLAB_PHP_TRACE_DIR": PHP_STACK_DIR,
                     "ASANLAB_CRASH_GDB": f"{CONFIG_DIR}/{CRASH_GDB_SCRIPT}"})
         if origins:
             env["ASANLAB_PHP_ORIGINS"] = "1"
         mounts[sessions.PHP_STACK_SUBDIR] = PHP_STACK_DIR
-    if opts.agent and opts.timeout:
+    if preloaded and opts.timeout:
         # Kept inside the container too, for when asanlab is killed: the agent in PID 1 stops the
         # app a little after asanlab would have (images/agent/asanlab-agent.c, check_deadline).
         env.update({"ASANLAB_DEADLINE": f"{time.time() + opts.timeout + opts.grace + DEADLINE_MARGIN:.0f}",
                     "ASANLAB_DEADLINE_GRACE": f"{opts.grace:.0f}"})
     env.update(extra.env if extra else {})
     return env, mounts
+
+
+def _crash_handler(opts: RunOptions):
+    """The crash handler to mount and preload: only where the image has no agent, not under Valgrind."""
+    return opts.crash_handler if not opts.agent and not opts.valgrind else None
 
 
 def _new_session(opts: RunOptions, app: Path, command: list[str], env: dict[str, str], user_env: dict[str, str],
@@ -185,8 +195,9 @@ def _new_session(opts: RunOptions, app: Path, command: list[str], env: dict[str,
 
 
 def _volumes(s: sessions.Session, app: Path, suppressions: list[str], mounts: dict[str, str], *,
-             under_valgrind: bool = False) -> dict:
-    """The app's folder read-only, the session's log, config and mounted subfolders."""
+             under_valgrind: bool = False, libraries: Path | None = None) -> dict:
+    """The app's folder read-only, the session's log, config and mounted subfolders, and the crash
+    handler's folder (libraries) read-only."""
     config = s.path / "config"
     config.mkdir()
     data = Path(__file__).parent.parent / "data"
@@ -200,6 +211,8 @@ def _volumes(s: sessions.Session, app: Path, suppressions: list[str], mounts: di
     volumes = {str(app.parent): {"bind": APP_DIR, "mode": "ro"},
                str(s.sanitizer_dir): {"bind": LOG_DIR, "mode": "rw"},
                str(config): {"bind": CONFIG_DIR, "mode": "ro"}}
+    if libraries is not None:
+        volumes[str(libraries)] = {"bind": HANDLER_DIR, "mode": "ro"}
     for sub, target in mounts.items():
         (s.path / sub).mkdir(parents=True, exist_ok=True)
         volumes[str(s.path / sub)] = {"bind": target, "mode": "rw"}

@@ -30,6 +30,9 @@ class RunOptions:
     # asanlab's agent in the image (its org.asanlab.agent label), preloaded into PHP: it writes the
     # PHP backtrace of every ASan error (images/agent). None: an image without it, reports stay C only.
     agent: str | None = None
+    # In an image without the agent: asanlab's crash handler (image/crash_handler.Handler), mounted and
+    # preloaded so that a crash leaves its C stack and PHP line. None: such a crash leaves no stack.
+    crash_handler: object | None = None
     suppressions: list[str] = field(default_factory=list)  # leak:PATTERN rules from --suppressions
     # Keep what clients sent the app (asanlab/run/proxy.py) on its first published TCP port, in the
     # session's traffic/ folder, for `asanlab reproduce`.

@@ -246,14 +246,6 @@ extern void __asan_set_error_report_callback(void (*callback)(const char *)) __a
  * sanitizers' common Die(), which calls this. */
 extern void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
 
-#if defined(ASANLAB_WITH_PHP) && !defined(ZTS)
-static char trace_dir[480];
-/* Found with dlsym, never linked: the agent is preloaded into non-PHP programs too (the symbolizer,
- * shells), where a reference to PHP's symbols would stop them from starting. */
-static zend_executor_globals *eg;
-static zval *(*read_property)(zend_class_entry *, zend_object *, const char *, size_t, bool, zval *);
-static zval *(*hash_str_find)(const HashTable *, const char *, size_t);
-
 static void put(int fd, const char *s, size_t n) {
     while (n > 0) {
         ssize_t w = write(fd, s, n);
@@ -264,6 +256,14 @@ static void put(int fd, const char *s, size_t n) {
 }
 
 static void put_str(int fd, const char *s) { put(fd, s, strlen(s)); }
+
+#if defined(ASANLAB_WITH_PHP) && !defined(ZTS)
+static char trace_dir[480];
+/* Found with dlsym, never linked: the agent is preloaded into non-PHP programs too (the symbolizer,
+ * shells), where a reference to PHP's symbols would stop them from starting. */
+static zend_executor_globals *eg;
+static zval *(*read_property)(zend_class_entry *, zend_object *, const char *, size_t, bool, zval *);
+static zval *(*hash_str_find)(const HashTable *, const char *, size_t);
 
 /* `$request->server[key]` of a Swoole\Http\Request, or NULL. */
 static const char *request_field(zend_object *request, const char *key) {
@@ -427,9 +427,46 @@ static void trace_init(void) {
     php_origin_start(trace_dir);
 }
 #else
+/* Built without PHP's headers: asanlab's crash handler for images it did not build
+ * (asanlab/image/crash_handler.py). It cannot walk PHP's frames (their layout is the headers'), but
+ * PHP's own exported functions, the same in PHP 7 and 8, name the function running and the file and
+ * line of the PHP code nearest it: one frame, found with dlsym like everything PHP here. */
+static char trace_dir[480];
+
+static void api_block(const char *key, size_t key_length) {
+    unsigned char (*is_executing)(void) = (unsigned char (*)(void))dlsym(RTLD_DEFAULT, "zend_is_executing");
+    const char *(*function)(void) = (const char *(*)(void))dlsym(RTLD_DEFAULT, "get_active_function_name");
+    const char *(*class)(const char **) = (const char *(*)(const char **))dlsym(RTLD_DEFAULT, "get_active_class_name");
+    const char *(*file)(void) = (const char *(*)(void))dlsym(RTLD_DEFAULT, "zend_get_executed_filename");
+    unsigned (*lineno)(void) = (unsigned (*)(void))dlsym(RTLD_DEFAULT, "zend_get_executed_lineno");
+    /* PHP runs in the main thread only: in another, its globals describe the main thread. */
+    if (!is_executing || !function || !file || !lineno || syscall(SYS_gettid) != getpid() || !is_executing()) return;
+    char path[512], line[64];
+    snprintf(path, sizeof path, "%s/php-backtrace.%d", trace_dir, (int)getpid());
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    const char *space = "", *scope = class ? class(&space) : "";
+    const char *name = function();
+    put_str(fd, "report ");
+    put(fd, key, key_length);
+    put_str(fd, "\nframe ");
+    if (scope && *scope && space && *space) {
+        put_str(fd, scope);
+        put_str(fd, space);
+    }
+    put_str(fd, name ? name : "{main}");
+    put_str(fd, "\t");
+    put_str(fd, file());
+    snprintf(line, sizeof line, "\t%u\nend\n", lineno());
+    put_str(fd, line);
+    close(fd);
+}
+
 static void trace_init(void) {
     const char *dir = getenv("ASANLAB_PHP_TRACE_DIR");
-    if (dir && *dir) crash_start(dir, NULL);
+    if (!dir || !*dir || strlen(dir) >= sizeof trace_dir) return;
+    strcpy(trace_dir, dir);
+    crash_start(dir, api_block);
 }
 #endif
 

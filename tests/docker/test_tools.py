@@ -157,39 +157,56 @@ def test_a_worker_that_dies_by_sigsegv_leaves_its_crash_in_the_session(debug_rec
     assert containers_of(docker_client, sid) == []
 
 
-def test_a_worker_crash_in_an_image_without_the_agent_is_still_a_finding(debug_recipe, docker_client):
+def test_a_worker_crash_in_an_image_without_the_agent_leaves_its_stack_through_asanlabs_crash_handler(
+        debug_recipe, docker_client):
     """`--image` of an image asanlab's agent is not in (here the debug image, its label taken away):
-    nothing in the worker catches the signal, so Swoole's manager's `abnormal exit` line is the
-    evidence; it is a finding (exit 1) that says what is missing and how to get it."""
+    asanlab builds its crash handler (the agent's sources without PHP's headers) in a helper image
+    from the Debian base, reads the image's glibc, mounts the handler and preloads it. The worker's
+    crash then leaves its C stack (gdb's, since this image has gdb) and the PHP function and line
+    that ran; so does a plain script's."""
     folder, env = debug_recipe
+    for old in docker_client.images.list(name="asanlab/crash-handler"):  # built for real, not found
+        docker_client.images.remove(old.id, force=True)
     with without_agent(docker_client, "e2e-debug", "asanlab-test/debug-no-agent:latest") as tag:
         (folder / "crash2").mkdir(exist_ok=True)
         (folder / "crash2" / "server.php").write_text(SERVER)
         port = free_port()
         with serving(folder, env, "crash2/server.php", "--image", tag, "-p", f"{port}:9501", "--format", "json",
-                     url=f"http://127.0.0.1:{port}/", ready_within=300) as proc:
+                     url=f"http://127.0.0.1:{port}/", ready_within=600) as proc:
             with requests.Session() as s:
                 with pytest.raises(requests.RequestException):
                     s.get(f"http://127.0.0.1:{port}/crash", timeout=20).raise_for_status()
             wait_http(f"http://127.0.0.1:{port}/", 120)  # the manager started a new worker
             out, err = stop_run(proc, timeout=300)
         assert proc.returncode == 1, err[-3000:]
+        assert "building asanlab's crash handler" in err, err[-3000:]
+        assert docker_client.images.list(name="asanlab/crash-handler"), "the helper image was not kept"
         result = json.loads(out)
         [crash] = [f for f in result["findings"] if f["tool"] == "Crash"]
-        assert crash["kind"] == "SEGV" and crash["category"] == "error", crash
-        assert crash["example"]["message"] == "SEGV (signal 11 SIGSEGV) in a Swoole worker that left no stack"
+        example = crash["example"]
+        print(json.dumps(example, indent=1)[:4000])
+        assert crash["kind"] == "SEGV" and crash["category"] == "error" and example["address"] == "0x8", crash
+        functions = [fr.get("function") or "" for fr in example["frames"]]
+        assert any("ffi" in fn for fn in functions[:3]), functions
+        line = SERVER.splitlines().index("    $p[0] = 1;  // SIGSEGV: a write to address 8") + 1
+        assert example["php"]["frames"][0] == {"function": "crash", "file": "/app/server.php", "line": line}, example
         sid = result["session"]["id"]
         shown = asanlab("replay", sid, cwd=folder, env=env, timeout=120)
-        assert shown.returncode == 1 and "no C or PHP stack: nothing in the process caught the signal" in shown.stdout
+        assert shown.returncode == 1 and f"crash() /app/server.php:{line}" in shown.stdout, shown.stdout
         assert containers_of(docker_client, sid) == []
 
-        # A plain script that segfaults: Docker's exit code 139 is the evidence.
+        # A plain script that segfaults: the handler's report is its main process's (pid 1), and
+        # Docker's exit code 139 adds no second finding. The handler is not built again.
         (folder / "crash2" / "script.php").write_text(
             "<?php\n$a = FFI::new('intptr_t');\n$a->cdata = 8;\nFFI::cast('int *', $a)[0] = 1;\n")
         proc = asanlab("run", "crash2/script.php", "--image", tag, "--format", "json", cwd=folder, env=env,
                        timeout=600)
         assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "building asanlab's crash handler" not in proc.stderr
         result = json.loads(proc.stdout)
         assert result["session"]["exit_code"] == 139
         [crash] = [f for f in result["findings"] if f["tool"] == "Crash"]
-        assert crash["example"]["message"] == "SEGV (signal 11 SIGSEGV) in the app's main process, which left no stack"
+        assert crash["example"]["address"] == "0x8", crash
+        # PHP's get_active_function_name() calls a script's top level "main".
+        assert crash["example"]["php"]["frames"] == [{"function": "main", "file": "/app/script.php", "line": 4}], \
+            crash["example"]["php"]
