@@ -9,7 +9,7 @@ function and line running through PHP's own exported functions. The library is c
 helper image once, cached in the state folder by its digest, and mounted read-only into runs.
 
 It is preloaded only into an image whose glibc is as new as the library needs (the image's dynamic
-loader says its version; read once per image): a library the loader cannot bind would stop PHP
+loader or libc says its version; read once per image): a library the loader cannot bind would stop PHP
 from starting. Anything that keeps the handler away leaves the run as it was, with a warning.
 """
 
@@ -37,6 +37,10 @@ REPOSITORY = "asanlab/crash-handler"
 FOLDER = "/opt/asanlab-crash"  # in the helper image: the library and the glibc version it needs
 LIBRARY = "asanlab-crash.so"
 LOADERS = {"amd64": "/lib64/ld-linux-x86-64.so.2", "arm64": "/lib/ld-linux-aarch64.so.1"}
+# What the loader is asked, in turn: its own --version (glibc 2.33 and newer), else libc.so.6 run as
+# a program, which prints its version (Debian's and Ubuntu's path, then Fedora's and RHEL's).
+LIBC_PATHS = {"amd64": ["/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6"],
+              "arm64": ["/lib/aarch64-linux-gnu/libc.so.6", "/lib64/libc.so.6"]}
 LOADER_VERSION = re.compile(r"version (\d+)\.(\d+)")
 
 
@@ -120,22 +124,25 @@ def _handler(folder: Path) -> Handler:
 
 
 def image_glibc(client, image) -> tuple[int, int] | None:
-    """The glibc of an image (its dynamic loader's own --version), or None: no glibc (Alpine's musl),
+    """The glibc of an image (as its dynamic loader and libc say), or None: no glibc (Alpine's musl),
     an architecture asanlab does not know. Kept per image id in the state folder."""
     cache = state_dir() / "crash-handler" / "glibc-of-images.json"
     known = json.loads(cache.read_text()) if cache.exists() else {}
     if image.id in known:
         return tuple(known[image.id]) if known[image.id] else None
-    loader = LOADERS.get(image.attrs.get("Architecture", ""))
+    arch = image.attrs.get("Architecture", "")
+    loader = LOADERS.get(arch)
     version = None
-    if loader:
+    for argument in (["--version"] + LIBC_PATHS[arch]) if loader else []:
         from docker.errors import DockerException
 
         try:
-            out = containers.call(client, image.id, ["--version"], role="check", timeout=60, entrypoint=[loader])
-            version = parse_glibc(out.output) if out.exit_code == 0 else None
+            out = containers.call(client, image.id, [argument], role="check", timeout=60, entrypoint=[loader])
         except DockerException:  # no such loader: the container does not start
-            version = None
+            break
+        version = parse_glibc(out.output) if out.exit_code == 0 else None
+        if version is not None:
+            break
     known[image.id] = list(version) if version else None
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(known, indent=1))

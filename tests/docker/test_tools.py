@@ -12,7 +12,7 @@ import re
 import pytest
 import requests
 
-from .conftest import (SWOOLE_MAIN, asanlab, containers_of, free_port, remove_images, serving, stop_run,
+from .conftest import (SWOOLE_MAIN, asanlab, containers_of, free_port, read_json, remove_images, serving, stop_run,
                        wait_http, without_agent)
 
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
@@ -70,7 +70,7 @@ def test_run_under_valgrind_reports_a_handlers_leak_and_invalid_write(debug_reci
     (folder / "vg").mkdir(exist_ok=True)
     (folder / "vg" / "server.php").write_text(SERVER)
     port = free_port()
-    with serving(folder, env, "vg/server.php", "--recipe", "debug.yml", "--valgrind", "-p", f"{port}:9501",
+    with serving(folder, env, "vg/server.php", "--recipe", "debug.yml", "--valgrind", "--record", "-p", f"{port}:9501",
                  "--format", "json", "--grace", "120", url=f"http://127.0.0.1:{port}/", ready_within=300) as proc:
         with requests.Session() as s:
             for _ in range(5):
@@ -102,6 +102,18 @@ def test_run_under_valgrind_reports_a_handlers_leak_and_invalid_write(debug_reci
     assert len(failing) == 3, failing  # nothing else: the start-up leaks of every process are folded
     assert any(f["category"] == "startup-leak" for f in result["findings"])
     assert containers_of(docker_client, sid) == []
+
+    # Replayed from its recording under memcheck again (the session keeps `valgrind`): the worker's
+    # invalid write and the handler's leak come back.
+    again = asanlab("reproduce", sid, "--runs", "1", "--format", "json", "--grace", "120", cwd=folder, env=env,
+                    timeout=1200)
+    assert again.returncode == 1, again.stderr[-3000:]
+    replayed = json.loads(again.stdout)
+    came = {f["signature"]: f["came_back"] for f in replayed["findings"]}
+    assert came.get(crash["signature"]) == 1 and came.get(leak["signature"]) == 1, (came, again.stderr[-2000:])
+    [rsid] = replayed["sessions"]
+    assert read_json(folder / ".asanlab" / "sessions" / rsid / "session.json")["valgrind"] is True
+    assert containers_of(docker_client, rsid) == []
 
 
 def test_valgrind_needs_an_image_that_has_it(work, debug_recipe):

@@ -13,7 +13,7 @@ from asanlab.run.lifecycle import _environment, _volumes
 def test_glibc_versions_are_read_from_the_library_and_from_an_images_loader():
     assert parse_glibc("GLIBC_2.34\n") == (2, 34)
     assert parse_glibc("ld.so (Debian GLIBC 2.36-9+deb12u13) stable release version 2.36.\nCopyright") == (2, 36)
-    assert parse_glibc("ld.so (GNU libc) stable release version 2.17, by Roland McGrath et al.") == (2, 17)
+    assert parse_glibc("GNU C Library (Debian GLIBC 2.31-13+deb11u11) stable release version 2.31.\n") == (2, 31)
     assert parse_glibc("sh: /lib64/ld-linux-x86-64.so.2: not found") is None
 
 
@@ -32,10 +32,11 @@ class FakeImage:
 
 
 class FakeClient:
-    """Only what for_image touches before the build: the image, and one `--version` container."""
+    """Only what for_image touches before the build: the image, and its loader's containers.
+    `answers`: the loader's argument -> (exit code, output); None: there is no such loader."""
 
-    def __init__(self, loader_output=None):
-        self.loader_output, self.commands = loader_output, []
+    def __init__(self, answers=None):
+        self.answers, self.commands = answers, []
         self.images = self
         self.containers = self
 
@@ -44,20 +45,20 @@ class FakeClient:
 
     def create(self, image, **kwargs):
         self.commands.append(kwargs)
-        if self.loader_output is None:
+        if self.answers is None:
             raise APIError("exec: no such file or directory")
-        return FakeContainer(self.loader_output)
+        return FakeContainer(*self.answers[kwargs["command"][0]])
 
 
 class FakeContainer:
-    def __init__(self, output):
-        self.output = output
+    def __init__(self, code, output):
+        self.code, self.output = code, output
 
     def start(self):
         pass
 
     def wait(self, timeout):
-        return {"StatusCode": 0}
+        return {"StatusCode": self.code}
 
     def logs(self, **kwargs):
         return self.output.encode()
@@ -66,13 +67,21 @@ class FakeContainer:
         pass
 
 
+NEW_GLIBC = {"--version": (0, "ld.so (Debian GLIBC 2.36-9) stable release version 2.36.")}
+# glibc 2.31's loader has no --version (it takes it for a program); its libc says its version.
+OLD_GLIBC = {"--version": (127, "--version: error while loading shared libraries: --version: cannot open shared "
+                                 "object file"),
+             "/lib/x86_64-linux-gnu/libc.so.6": (0, "GNU C Library (Debian GLIBC 2.31-13+deb11u11) stable release "
+                                                    "version 2.31.")}
+
+
 def events():
     seen = []
     return seen, seen.append
 
 
 def test_an_image_without_glibc_gets_no_handler_and_a_warning_once(state):
-    client = FakeClient(loader_output=None)  # Alpine: no /lib64/ld-linux-x86-64.so.2
+    client = FakeClient(answers=None)  # Alpine: no /lib64/ld-linux-x86-64.so.2
     seen, reporter = events()
     assert crash_handler.for_image(client, "alpine-php", reporter) is None
     assert [e.kind for e in seen] == ["run.warning"] and "no glibc" in seen[0].message
@@ -82,12 +91,13 @@ def test_an_image_without_glibc_gets_no_handler_and_a_warning_once(state):
 
 
 def test_an_image_with_an_older_glibc_than_the_handler_needs_gets_none(state, monkeypatch, tmp_path):
-    client = FakeClient(loader_output="ld.so (GNU libc) stable release version 2.31.")
+    client = FakeClient(answers=OLD_GLIBC)
     monkeypatch.setattr(crash_handler, "ensure", lambda client, reporter: Handler(tmp_path, (2, 34)))
     seen, reporter = events()
     assert crash_handler.for_image(client, "old-php", reporter) is None
     assert "glibc 2.31, older than asanlab's crash handler needs (2.34)" in seen[0].message
-    newer = FakeClient(loader_output="ld.so (Debian GLIBC 2.36-9) stable release version 2.36.")
+    assert [c["command"] for c in client.commands] == [["--version"], ["/lib/x86_64-linux-gnu/libc.so.6"]]
+    newer = FakeClient(answers=NEW_GLIBC)
     image = FakeImage("sha256:2")  # another image id: read again
     image.attrs["Config"] = {"Env": ["PATH=/usr/bin", "LD_PRELOAD=/usr/lib/libjemalloc.so.2"]}
     newer.get = lambda ref: image
@@ -105,7 +115,7 @@ def test_a_handler_that_cannot_be_built_leaves_the_run_as_it_was(state, monkeypa
 
     monkeypatch.setattr(crash_handler, "ensure", no_base)
     seen, reporter = events()
-    client = FakeClient(loader_output="ld.so (GNU libc) stable release version 2.36.")
+    client = FakeClient(answers=NEW_GLIBC)
     assert crash_handler.for_image(client, "php", reporter) is None
     assert "crash handler is not available (base image debian:bookworm" in seen[0].message
 
