@@ -13,17 +13,24 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h11
 
 from ..run import traffic
 from ..events import Event
+from ..reports.crash import ABNORMAL_EXIT
 from ..run import DriverContext
 
 READY_TIMEOUT = 60.0  # seconds for the fresh app to accept a connection
 ANSWER_TIMEOUT = 10.0  # seconds of silence after which a connection's answer is given up
 FRAME_GAP_CAP = 1.0  # seconds: a replay one connection after another does not wait out a WebSocket's idle time
 DRAIN_IDLE = 1.0  # seconds of the app's silence after a WebSocket's last frame: it has handled them
+# A request a worker died on gets no answer in Swoole's process mode: the master keeps the connection
+# open and silent. Once the manager has logged a process's `abnormal exit` since the request was
+# sent, the answer is given up after this much more silence, not after ANSWER_TIMEOUT.
+DEATH_GRACE = 2.0
+POLL = 0.25  # seconds between looks at the app's output while an answer is awaited
 
 
 @dataclass
@@ -102,7 +109,7 @@ class Replay:
             self.result.connections += 1
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=ANSWER_TIMEOUT) as sock:
-                answers = _Answers(sock)
+                answers = _Answers(sock, _Deaths(ctx.session.output_log if ctx.session is not None else None))
                 # As the client did: one request, its answer, the next (pipelining changes timing).
                 for r in requests:
                     if (at is not None and not at(r.time)) or ctx.stop.is_set():
@@ -158,12 +165,38 @@ class Replay:
         return False
 
 
+class _Deaths:
+    """Whether a process of the app died since a mark: Swoole's manager logs each one's `abnormal
+    exit` in the app's output (session output.log)."""
+
+    def __init__(self, log: Path | None):
+        self.log, self.offset = log, 0
+
+    def mark(self) -> None:
+        try:
+            self.offset = self.log.stat().st_size if self.log is not None else 0
+        except OSError:
+            self.offset = 0
+
+    def since_mark(self) -> bool:
+        if self.log is None:
+            return False
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(self.offset)
+                new = f.read().decode(errors="replace")
+        except OSError:
+            return False
+        return ABNORMAL_EXIT.search(new) is not None
+
+
 class _Answers:
     """The app's answers on one connection, read one at a time (h11); a 101 to a WebSocket upgrade
     switches the connection, after which the app's bytes are only drained."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, deaths: _Deaths | None = None):
         self.sock = sock
+        self.deaths = deaths or _Deaths(None)
         self.client = h11.Connection(h11.CLIENT)
         self.switched = False
         self.status: int | None = None  # of the last answer read
@@ -181,16 +214,14 @@ class _Answers:
             self.client.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return False
+        self.deaths.mark()
         while True:
             try:
                 event = self.client.next_event()
             except h11.RemoteProtocolError:
                 return False
             if event is h11.NEED_DATA:
-                try:
-                    chunk = self.sock.recv(65536)
-                except OSError:
-                    return False
+                chunk = self._receive()
                 if not chunk:
                     return False
                 self.client.receive_data(chunk)
@@ -207,6 +238,28 @@ class _Answers:
                 return True
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return False
+
+    def _receive(self) -> bytes:
+        """The app's next bytes; b"" when it closed, reset, stayed silent for ANSWER_TIMEOUT, or for
+        DEATH_GRACE after a process of it died."""
+        silent, since_death = 0.0, None
+        self.sock.settimeout(POLL)
+        try:
+            while True:
+                try:
+                    return self.sock.recv(65536)
+                except socket.timeout:
+                    silent += POLL
+                if silent >= ANSWER_TIMEOUT:
+                    return b""
+                if since_death is None and self.deaths.since_mark():
+                    since_death = silent
+                if since_death is not None and silent - since_death >= DEATH_GRACE:
+                    return b""
+        except OSError:
+            return b""
+        finally:
+            self.sock.settimeout(ANSWER_TIMEOUT)
 
     def drain(self) -> None:
         """Read what the app sends until it closes, goes quiet for DRAIN_IDLE, or ANSWER_TIMEOUT passes."""

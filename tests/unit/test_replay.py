@@ -22,6 +22,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         started = time.monotonic()
         if self.path == "/slow":
             time.sleep(0.6)
+        if self.path == "/die":  # as a Swoole master whose worker died: the connection stays, silent
+            self.server.seen.append((self.path, started, None))
+            self.server.closing.wait(20)
+            return
         self.server.seen.append((self.path, started, time.monotonic()))
         self.send_response(404 if self.path == "/missing" else 200)
         self.send_header("Content-Length", "3")
@@ -37,8 +41,10 @@ def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.seen = []
+    srv.closing = threading.Event()
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield srv
+    srv.closing.set()
     srv.shutdown()
     srv.server_close()
 
@@ -278,3 +284,34 @@ def test_answers_unlike_the_recording_are_counted_and_another_apps_recording_is_
     assert not Outcome(runs=2, original=["sig"], replayed=[other, done]).not_this_app
     assert not Outcome(runs=1, original=["sig"], replayed=[Replayed(compared=2, differed=["x", "y"])]).not_this_app
     assert not Outcome(runs=1, original=["sig"], seen={"sig": 1}, replayed=[other]).not_this_app
+
+
+def test_an_answer_is_given_up_soon_after_the_manager_logs_a_workers_death(tmp_path, server):
+    """In process mode the request a worker died on stays open and silent: once the app's output has
+    Swoole's `abnormal exit` line, the replay gives it up after DEATH_GRACE, not ANSWER_TIMEOUT (and
+    every minimization candidate that crashes saves the difference)."""
+    from types import SimpleNamespace
+
+    from asanlab.reproduce.replay import ANSWER_TIMEOUT, DEATH_GRACE
+
+    log = tmp_path / "output.log"
+    log.write_text("server started\n")
+    conns = _write(tmp_path / "r.jsonl", [{"c": 1, "t": 1.0, "open": "172.17.0.1:40001"},
+                                          {"c": 1, "t": 1.0, "in": _get("/die")}])
+
+    def worker_dies():
+        while not server.seen:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        with open(log, "a") as f:
+            f.write("[2026-11-30 20:50:01 $1.0]\tWARNING\tServer::check_worker_exit_status(): "
+                    "worker(pid=8, id=1) abnormal exit, status=0, signal=11\n")
+
+    threading.Thread(target=worker_dies, daemon=True).start()
+    replay = Replay(conns, server.server_port)
+    started = time.monotonic()
+    replay(DriverContext(container=None, session=SimpleNamespace(output_log=log), stop=threading.Event(),
+                         reporter=null_reporter))
+    took = time.monotonic() - started
+    assert replay.result.unanswered == ["GET /die (connection 1 #0)"]
+    assert 0.5 + DEATH_GRACE - 0.3 < took < ANSWER_TIMEOUT - 3, took
