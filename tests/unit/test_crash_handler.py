@@ -102,6 +102,7 @@ def test_an_image_with_an_older_glibc_than_the_handler_needs_gets_none(state, mo
     image.attrs["Config"] = {"Env": ["PATH=/usr/bin", "LD_PRELOAD=/usr/lib/libjemalloc.so.2"]}
     newer.get = lambda ref: image
     handler = crash_handler.for_image(newer, "new-php", reporter)
+    assert seen[-1].kind == "crash_handler.preload" and "/asanlab/lib/asanlab-crash.so" in seen[-1].message
     assert handler.folder == tmp_path and handler.glibc == (2, 34)
     # The image's own preload stays: the run's environment would replace the image's.
     assert handler.preload == "/asanlab/lib/asanlab-crash.so /usr/lib/libjemalloc.so.2"
