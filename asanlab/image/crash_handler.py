@@ -27,6 +27,7 @@ from pathlib import Path
 import jinja2
 
 from .. import containers
+from ..errors import InfraError
 from ..events import Event, Reporter, null_reporter
 from ..layout import HANDLER_DIR
 from ..state import state_dir
@@ -67,10 +68,11 @@ def rendered(base_image: str, base_id: str) -> Rendered:
     h = hashlib.sha256(f"{base_image} {base_id}\n".encode())
     for name in sorted(files):
         content = files[name]
-        h.update(f"{name} {hashlib.sha256(content.read_bytes() if isinstance(content, Path) else content).hexdigest()}\n".encode())
+        data = content.read_bytes() if isinstance(content, Path) else content
+        h.update(f"{name} {hashlib.sha256(data).hexdigest()}\n".encode())
     digest = h.hexdigest()
     return Rendered(dockerfile=dockerfile, files=files, digest=digest, repository=REPOSITORY,
-                    content_tag=f"sha-{digest[:20]}", readable_tag="latest", labels={})
+                    content_tag=f"sha-{digest[:20]}", readable_tag=f"sha-{digest[:20]}", labels={})
 
 
 def parse_glibc(text: str) -> tuple[int, int] | None:
@@ -79,8 +81,7 @@ def parse_glibc(text: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def ensure(client, *, base_image: str = DEFAULT_BASE_IMAGE, network: str | None = None,
-           reporter: Reporter = null_reporter) -> Handler:
+def ensure(client, *, base_image: str = DEFAULT_BASE_IMAGE, reporter: Reporter = null_reporter) -> Handler:
     """The handler, built and copied out on first use. Raises what a build raises."""
     from .build import find_image, require_base_image, stream_build
 
@@ -95,7 +96,7 @@ def ensure(client, *, base_image: str = DEFAULT_BASE_IMAGE, network: str | None 
         reporter(Event("crash_handler.build", "building asanlab's crash handler for images asanlab did not build "
                                               "(once; about a minute)"))
         log_path = state_dir() / "builds" / f"crash-handler-{r.digest[:12]}.log"
-        image_id = stream_build(client, r, log_path, no_cache=False, network=network, reporter=reporter)
+        image_id = stream_build(client, r, log_path, no_cache=False, network=None, reporter=reporter)
         client.images.get(image_id).tag(REPOSITORY, r.content_tag)
         image = client.images.get(image_id)
     with containers.temporary(client, image.id, role="crash-handler") as container:
@@ -110,7 +111,7 @@ def ensure(client, *, base_image: str = DEFAULT_BASE_IMAGE, network: str | None 
             if member.isfile() and name in (LIBRARY, "glibc"):
                 (partial / name).write_bytes(tar.extractfile(member).read())
     if not (partial / LIBRARY).exists() or parse_glibc((partial / "glibc").read_text()) is None:
-        raise RuntimeError(f"the crash handler's image {r.image_ref} holds no {LIBRARY} with its glibc version")
+        raise InfraError(f"the crash handler's image {r.image_ref} holds no {LIBRARY} with its glibc version")
     if (folder / LIBRARY).exists():  # another asanlab copied it meanwhile
         shutil.rmtree(partial, ignore_errors=True)
     else:
@@ -166,7 +167,7 @@ def for_image(client, image_ref: str, reporter: Reporter = null_reporter) -> Han
                                                  "there leaves no stack", {"warning": True}))
             return None
         handler = ensure(client, reporter=reporter)
-    except (DockerException, AsanlabError, RuntimeError, OSError) as e:
+    except (DockerException, AsanlabError, OSError) as e:
         reporter(Event("run.warning", f"asanlab's crash handler is not available ({str(e)[:200]}): a crash "
                                              "in this image leaves no stack", {"warning": True}))
         return None
