@@ -21,8 +21,11 @@ from .sources import Fetched, plan  # planning reads only the lock file
 
 # Where images keep the soak agent (images/agent); the image label of the same name says it is there.
 
+# zlib1g-dev: Swoole links zlib when its configure finds it (HTTP compression, WebSocket
+# permessage-deflate). Without it, a Swoole 6.1.9 WebSocket server accepts a client's offer of
+# compression (every browser's) and then drops each push ("Unable to compress websocket data frame").
 BASE_BUILD_PACKAGES = ("make", "pkg-config", "autoconf", "file", "xz-utils", "bzip2", "ca-certificates",
-                       "libc6-dev", "libffi-dev")
+                       "libc6-dev", "libffi-dev", "zlib1g-dev")
 # A small PHP that still runs Swoole servers and FFI-based tests; the recipe adds to it.
 BASE_PHP_CONFIGURE = ("--disable-all", "--enable-cli", "--disable-cgi", "--disable-phpdbg", "--with-ffi",
                       "--enable-sockets", "--enable-posix", "--enable-pcntl")
