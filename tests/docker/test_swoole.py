@@ -681,7 +681,8 @@ def test_a_websocket_handlers_crash_is_named_recorded_replayed_and_shrunk_to_its
         ', 4 byte(s): "fire"'), php
     sid = recorded["session"]["id"]
     stored = read_json(folder / ".asanlab" / "sessions" / sid / "session.json")["traffic"]
-    assert stored["websocket_messages"] == 4 and stored["unanswered"] == [], stored  # the upgrade was answered: 101
+    # The four messages and the client's close; the upgrade was answered (101).
+    assert stored["websocket_messages"] == 5 and stored["unanswered"] == [], stored
     assert "WebSocket message(s)" in err
 
     again = asanlab("reproduce", sid, "--runs", "1", "--format", "json", "--grace", "30", cwd=folder, env=env,
@@ -704,6 +705,7 @@ def test_a_websocket_handlers_crash_is_named_recorded_replayed_and_shrunk_to_its
     assert bundle.returncode == 1, bundle.stderr[-3000:]
     again = json.loads(bundle.stdout)
     assert {f["signature"]: f["came_back"] for f in again["findings"]}.get(finding["signature"]) == 1, again
-    assert again["replayed"][0]["requests"] == 2 and again["replayed"][0]["websocket_connections"] == 1
+    # One HTTP request (the upgrade), then the two messages on it.
+    assert again["replayed"][0]["requests"] == 1 and again["replayed"][0]["websocket_connections"] == 1
     for s in result["sessions"] + again["sessions"]:
         assert containers_of(docker_client, s) == []
