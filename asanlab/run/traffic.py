@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import heapq
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -207,18 +208,35 @@ def requests_of(conn: Connection) -> list[HttpRequest]:
     return _with_statuses(out, conn)
 
 
+# The app's 101, and whether it accepted the client's offer of compressed messages.
+SWITCHING_HEAD = re.compile(rb"HTTP/1\.1 101[^\r\n]*\r\n(.*?)\r\n\r\n", re.S)
+DEFLATE_ACCEPTED = re.compile(rb"(?im)^sec-websocket-extensions:[^\r\n]*permessage-deflate")
+# Closes wsproto itself makes of frames it cannot read (a reserved bit, bad UTF-8), not the client's.
+UNREADABLE = (1002, 1007)
+
+
+def deflated(conn: Connection) -> bool:
+    """The app accepted permessage-deflate in its 101 (every browser offers it): the client's
+    messages may be compressed, with one compression context across the connection."""
+    head = SWITCHING_HEAD.search(b"".join(b for _, b in conn.answered))
+    return head is not None and DEFLATE_ACCEPTED.search(head.group(1)) is not None
+
+
 def ws_messages(conn: Connection) -> list[WsMessage]:
     """The client's WebSocket messages on an upgraded connection: its handshake and frames given to
-    wsproto as the app's side, as they arrived. Frames cut by the recording's end are not counted."""
+    wsproto as the app's side, as they arrived, decompressed where the app accepted compression.
+    Frames cut by the recording's end are not counted. [] when the frames cannot be read as
+    messages: the connection is then kept or dropped whole."""
     import wsproto
     from wsproto import events as ws
+    from wsproto.extensions import PerMessageDeflate
 
     server = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
     server.receive_data(conn.requests[-1].raw)
     try:
         if not any(isinstance(e, ws.Request) for e in server.events()):
             return []
-        server.send(ws.AcceptConnection())
+        server.send(ws.AcceptConnection(extensions=[PerMessageDeflate()] if deflated(conn) else []))
     except wsproto.utilities.LocalProtocolError:
         return []
     out: list[WsMessage] = []
@@ -237,10 +255,12 @@ def ws_messages(conn: Connection) -> list[WsMessage]:
                 elif isinstance(e, (ws.Ping, ws.Pong)):
                     out.append(WsMessage(conn.id, first + len(out), t, type(e).__name__.lower(), bytes(e.payload)))
                 elif isinstance(e, ws.CloseConnection):
+                    if e.code in UNREADABLE:
+                        return []
                     out.append(WsMessage(conn.id, first + len(out), t, "close", (e.reason or "").encode(), e.code))
                     return out
         except (wsproto.utilities.RemoteProtocolError, wsproto.utilities.LocalProtocolError):
-            break  # not WebSocket after all: what came before stands
+            return []  # not WebSocket after all
     return out
 
 

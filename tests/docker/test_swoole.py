@@ -651,9 +651,8 @@ def test_a_websocket_handlers_crash_is_named_recorded_replayed_and_shrunk_to_its
     async def talk() -> list:
         got = []
         async with aiohttp.ClientSession() as session:
-            # No compression offered: a deflated message is kept or dropped whole with its
-            # connection by a minimization (traffic.py), and this test shrinks to messages.
-            async with session.ws_connect(f"http://127.0.0.1:{port}/chat", compress=0) as ws:
+            # Compression offered, as every browser does (aiohttp's default): Swoole accepts it.
+            async with session.ws_connect(f"http://127.0.0.1:{port}/chat") as ws:
                 for text in ("hello", "arm", "hello again", "fire"):
                     await ws.send_str(text)
                     try:
@@ -684,6 +683,10 @@ def test_a_websocket_handlers_crash_is_named_recorded_replayed_and_shrunk_to_its
     # The four messages and the client's close; the upgrade was answered (101).
     assert stored["websocket_messages"] == 5 and stored["unanswered"] == [], stored
     assert "WebSocket message(s)" in err
+    from asanlab.run import traffic
+
+    [conn] = [c for c in traffic.read(folder / ".asanlab" / "sessions" / sid / "traffic" / traffic.FILE) if c.upgraded]
+    assert traffic.deflated(conn), "Swoole did not accept compression: is zlib missing from the image?"
 
     again = asanlab("reproduce", sid, "--runs", "1", "--format", "json", "--grace", "30", cwd=folder, env=env,
                     timeout=900)

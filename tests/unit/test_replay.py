@@ -174,16 +174,18 @@ def ws_server():
     thread.join(10)
 
 
-def _ws_conversation():
-    """A client's upgrade, the app's 101 and the client's frames, as wsproto writes them."""
+def _ws_conversation(deflate: bool = False):
+    """A client's upgrade, the app's 101 and the client's frames, as wsproto writes them; with
+    `deflate`, compression offered and accepted (as browsers and Swoole with zlib do)."""
     from wsproto import ConnectionType, WSConnection
     from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request, TextMessage
+    from wsproto.extensions import PerMessageDeflate
 
     client, server = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
-    upgrade = client.send(Request(host="x", target="/ws"))
+    upgrade = client.send(Request(host="x", target="/ws", extensions=[PerMessageDeflate()] if deflate else []))
     server.receive_data(upgrade)
     list(server.events())
-    accepted = server.send(AcceptConnection())
+    accepted = server.send(AcceptConnection(extensions=[PerMessageDeflate()] if deflate else []))
     client.receive_data(accepted)
     list(client.events())
     frames = [client.send(TextMessage(data="hello")), client.send(TextMessage(data="fire")),
@@ -315,3 +317,33 @@ def test_an_answer_is_given_up_soon_after_the_manager_logs_a_workers_death(tmp_p
     took = time.monotonic() - started
     assert replay.result.unanswered == ["GET /die (connection 1 #0)"]
     assert 0.5 + DEATH_GRACE - 0.3 < took < ANSWER_TIMEOUT - 3, took
+
+
+def test_compressed_websocket_messages_are_read_and_a_candidates_are_sent_plain(tmp_path, ws_server):
+    """Where the app accepted permessage-deflate (every browser offers it), the client's messages
+    are read decompressed, so a minimization still works on messages; a candidate's kept message is
+    sent uncompressed (valid on a deflate connection, and independent of the dropped messages'
+    compression context). Unaccepted compressed frames are no messages: the connection goes whole."""
+    port, received = ws_server
+    upgrade, accepted, (hello, fire, blob, close) = _ws_conversation(deflate=True)
+    assert b"permessage-deflate" in accepted and fire[0] & 0x40  # RSV1: compressed
+    events = [{"c": 1, "t": 0.0, "open": "p"}, {"c": 1, "t": 0.0, "in": _b64(upgrade)},
+              {"c": 1, "t": 0.01, "out": _b64(accepted)}, {"c": 1, "t": 0.2, "in": _b64(hello)},
+              {"c": 1, "t": 0.3, "in": _b64(fire)}, {"c": 1, "t": 0.4, "in": _b64(blob + close)},
+              {"c": 1, "t": 0.5, "close": "app"}]
+    [conn] = _write(tmp_path / "r.jsonl", events)
+    assert traffic.deflated(conn)
+    assert [m.line for m in conn.messages] == ["WebSocket text 5 B 'hello'", "WebSocket text 4 B 'fire'",
+                                               "WebSocket binary 300 B", "WebSocket close 0 B code 1000"]
+    done = _replay([conn], port)  # byte for byte, compressed as recorded
+    assert received == ["hello", "fire", "300 bytes"] and done.websocket_connections == 1
+    received.clear()
+    _replay([conn], port, keep={(1, 2)})  # "fire" alone: its compressed form needs "hello"'s context
+    assert received == ["fire"]
+
+    # The same frames where the recorded 101 accepted no compression: not readable as messages.
+    plain_101 = accepted.replace(b"Sec-WebSocket-Extensions", b"X-Not-Extensions")
+    events[2] = {"c": 1, "t": 0.01, "out": _b64(plain_101)}
+    [whole] = _write(tmp_path / "w.jsonl", events)
+    assert not traffic.deflated(whole) and whole.messages == []
+    assert traffic.kept(whole, {(1, 0)}) == (whole.requests, whole.after_requests())
