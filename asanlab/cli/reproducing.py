@@ -14,8 +14,7 @@ from ..image import recipe as recipes
 from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import EXIT_FINDINGS, UsageError
-from ..image import crash_handler
-from ..image.choice import agent_path, image_for, tools_of
+from ..image.choice import image_for, preloaded, tools_of
 from ..reports import gate
 from ..reports.gate import FailOn
 from ..run.traffic import most_open_at_once
@@ -79,9 +78,7 @@ def reproduce(
         if src.valgrind and "valgrind" not in tools_of(image_ref, client):
             raise UsageError(f"{src.id} ran under Valgrind (run --valgrind), and image {image_ref[:71]} has none",
                              hint="give an image built with `tools: [valgrind]`")
-        # asanlab's agent reads ASan's reports and allocator: nothing for it to do under Valgrind.
-        agent = None if src.valgrind else agent_path(image_ref, client)
-        handler = crash_handler.for_image(client(), image_ref, reporter) if agent is None and not src.valgrind else None
+        agent, handler = preloaded(image_ref, client, reporter, valgrind=src.valgrind)
         target = Target(client(), src, image_ref, image_id, agent, _free_port(),
                         env=env or [], grace=grace, recipe=r, reporter=reporter, crash_handler=handler,
                         concurrent=concurrent or src.concurrent)

@@ -14,8 +14,7 @@ from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import UsageError
 from ..reports.gate import FailOn
-from ..image import crash_handler
-from ..image.choice import agent_path, image_for, tools_of
+from ..image.choice import image_for, preloaded, tools_of
 from .common import (EXIT_CODES, FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption, SuppressionsOption,
                      _ranged, app, err, full_stacks_for)
 from .printing import _print_findings
@@ -104,9 +103,7 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
             raise UsageError(f"--valgrind: image {image_ref[:71]} has no Valgrind",
                              hint="build a recipe with `tools: [valgrind]` (a debug image without ASan) and run "
                                   "with --recipe it")
-        # asanlab's agent reads ASan's reports and allocator: nothing for it to do under Valgrind.
-        agent = None if valgrind else agent_path(image_ref, client)
-        handler = crash_handler.for_image(client(), image_ref, reporter) if agent is None and not valgrind else None
+        agent, handler = preloaded(image_ref, client, reporter, valgrind=valgrind)
         full_stacks = agent is None or full_stacks_for(full_stacks, baseline_session, rules)
         result = do_run(client(), RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(args),
                                              ports=list(publish), env=list(env), timeout=timeout, grace=grace, recipe=r,

@@ -18,8 +18,7 @@ from ..docker_client import client
 from ..errors import UsageError
 from ..events import Event
 from ..soak.growth import DEFAULT_BUDGET, Criteria
-from ..image import crash_handler
-from ..image.choice import agent_path, image_for
+from ..image.choice import image_for, preloaded
 from ..reports.gate import FailOn
 from .common import (BASELINE_HELP, SOAK_FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption,
                      SuppressionsOption, TextOrJson, _ranged, app, err, full_stacks_for)
@@ -133,16 +132,14 @@ def soak(
     r = recipes.load(recipe_path) if recipe_path else None
     try:
         image_ref, image_id = image_for(r, image, reporter, pull_policy, registry_prefix, docker=client)
-        agent = agent_path(image_ref, client)
+        agent, handler = preloaded(image_ref, client, reporter)
         if agent is None:
             reporter(Event("soak.warning", f"{image_ref} has no asanlab agent (an image asanlab did not build): memory "
                                            "is measured from /proc only; no allocation stacks, PHP lines or "
                                            "variables, nor Swoole's coroutine counts"))
         run_opts = RunOptions(app=app_path, image=image_ref, image_id=image_id, args=list(ctx.args),
                               ports=publish or [], env=env or [], grace=grace, recipe=r, suppressions=rules,
-                              record=record,
-                              crash_handler=crash_handler.for_image(client(), image_ref, reporter) if agent is None
-                              else None)
+                              record=record, crash_handler=handler)
         soak_opts = SoakOptions(requests=reqs, checkpoints=points, concurrency=concurrency,
                                 samples_per_checkpoint=samples, ready_timeout=ready_timeout,
                                 full_stacks=full_stacks_for(full_stacks, baseline_session),

@@ -78,6 +78,21 @@ def agent_path(image_ref: str, docker: Callable[[], Any] = client) -> str | None
     return _labels(image_ref, docker).get(IMAGE_AGENT) or None
 
 
+def preloaded(image_ref: str, docker: Callable[[], Any] = client, reporter: Reporter = null_reporter, *,
+              valgrind: bool = False) -> tuple[str | None, Any]:
+    """What run, soak and reproduce preload into PHP: (asanlab's agent's path in the image, None),
+    or in an image without it (None, asanlab's crash handler or None); nothing under Valgrind, which
+    takes the process over (the agent reads ASan's reports and allocator)."""
+    if valgrind:
+        return None, None
+    agent = agent_path(image_ref, docker)
+    if agent is not None:
+        return agent, None
+    from . import crash_handler
+
+    return None, crash_handler.for_image(docker(), image_ref, reporter)
+
+
 def tools_of(image_ref: str, docker: Callable[[], Any] = client) -> list[str]:
     """The debugging tools an asanlab image was built with (its org.asanlab.tools label)."""
     return [t for t in _labels(image_ref, docker).get(IMAGE_TOOLS, "").split(",") if t]

@@ -142,3 +142,22 @@ def test_a_run_mounts_and_preloads_the_handler_only_where_the_image_has_no_agent
     volumes = _volumes(s, tmp_path / "a.php", [], mounts,
                        libraries=handler_used.folder if handler_used is not None else None)
     assert (volumes.get(str(handler.folder)) == {"bind": "/asanlab/lib", "mode": "ro"}) == preloaded
+
+
+def test_run_soak_and_reproduce_preload_the_agent_else_the_handler_and_nothing_under_valgrind(monkeypatch, tmp_path):
+    from asanlab.image import choice
+
+    class Labelled:
+        def __init__(self, labels):
+            self.images, self.labels, self.id, self.attrs = self, labels, "sha256:1", {"Architecture": "amd64"}
+
+        def get(self, ref):
+            return self
+
+    asked = []
+    monkeypatch.setattr(crash_handler, "for_image", lambda client, ref, reporter: asked.append(ref) or Handler(tmp_path, (2, 17)))
+    agent = Labelled({"org.asanlab.agent": "/opt/asanlab/lib/asanlab-agent.so"})
+    assert choice.preloaded("img", lambda: agent) == ("/opt/asanlab/lib/asanlab-agent.so", None)
+    assert choice.preloaded("img", lambda: agent, valgrind=True) == (None, None)
+    assert asked == []  # an image with the agent, or Valgrind: no handler is looked for
+    assert choice.preloaded("own", lambda: Labelled({})) == (None, Handler(tmp_path, (2, 17))) and asked == ["own"]

@@ -317,8 +317,7 @@ def test_reproduce_gates_the_findings_that_came_back(state, monkeypatch, tmp_pat
 
     monkeypatch.setattr(asanlab.cli.reproducing, "client", lambda: None)
     monkeypatch.setattr(asanlab.cli.reproducing, "_image", lambda *a: ("img", "sha256:1", None))
-    monkeypatch.setattr(asanlab.cli.reproducing, "agent_path", lambda *a: None)
-    monkeypatch.setattr(asanlab.cli.reproducing.crash_handler, "for_image", lambda *a: None)
+    monkeypatch.setattr(asanlab.cli.reproducing, "preloaded", lambda *a, **k: (None, None))
     monkeypatch.setattr(target, "reproduce", came_back)
     assert invoke("reproduce", rec.id, "--runs", 2).exit_code == EXIT_FINDINGS
     assert invoke("reproduce", rec.id, "--runs", 2, "--fail-on", "none").exit_code == EXIT_OK
