@@ -176,7 +176,8 @@ def for_image(client, image_ref: str, reporter: Reporter = null_reporter) -> Han
                                              f"asanlab's crash handler needs ({handler.glibc[0]}.{handler.glibc[1]}): "
                                              "a crash there leaves no stack", {"warning": True}))
         return None
-    own = [e.partition("=")[2] for e in (image.attrs.get("Config") or {}).get("Env") or [] if e.startswith("LD_PRELOAD=")]
+    image_env = (image.attrs.get("Config") or {}).get("Env") or []
+    own = [e.partition("=")[2] for e in image_env if e.startswith("LD_PRELOAD=")]
     # Said each time: asanlab puts a library of its own into a process of the user's image.
     reporter(Event("crash_handler.preload", f"{image_ref[:71]} has no asanlab agent: asanlab's crash handler is "
                                             f"preloaded ({HANDLER_DIR}/{LIBRARY}) so that a crash leaves its C "
