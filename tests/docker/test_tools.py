@@ -8,6 +8,7 @@ frames, the PHP line and the request."""
 
 import json
 import re
+import shutil
 
 import pytest
 import requests
@@ -177,8 +178,11 @@ def test_a_worker_crash_in_an_image_without_the_agent_leaves_its_stack_through_a
     crash then leaves its C stack (gdb's, since this image has gdb) and the PHP function and line
     that ran; so does a plain script's."""
     folder, env = debug_recipe
-    for old in docker_client.images.list(name="asanlab/crash-handler"):  # built for real, not found
+    # Built for real here, not found: an earlier test's run of an image without the agent (in this
+    # suite's state folder) may have built and copied it already.
+    for old in docker_client.images.list(name="asanlab/crash-handler"):
         docker_client.images.remove(old.id, force=True)
+    shutil.rmtree(folder / ".asanlab" / "crash-handler", ignore_errors=True)
     with without_agent(docker_client, "e2e-debug", "asanlab-test/debug-no-agent:latest") as tag:
         (folder / "crash2").mkdir(exist_ok=True)
         (folder / "crash2" / "server.php").write_text(SERVER)
