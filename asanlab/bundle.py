@@ -8,6 +8,7 @@ image's ID and labels.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import tarfile
 import time
@@ -18,8 +19,10 @@ import yaml
 from . import containers
 from .docker_client import docker_errors
 from .layout import IMAGE_EXTENSIONS
-from .session import Session
+from .session import ID, Session
+from . import untrusted
 
+RAW_LIMIT = 2 << 30  # bytes of raw logs a bundle takes (the recording proxy keeps at most 1 GiB)
 PROBE = ("echo '$ php -v'; php -v 2>&1; echo; echo '$ php -m'; php -m 2>&1; "
          "for e in $ASANLAB_EXTENSIONS; do echo; echo \"$ php --ri $e\"; php --ri \"$e\" 2>&1; done; "
          "echo; echo '$ uname -a'; uname -a")
@@ -61,30 +64,36 @@ def write(session: Session, out: Path, report_text: str, findings_json: str, cli
         "report.txt": report_text.encode(),
         "findings.json": findings_json.encode(),
         "environment.txt": _image_facts(client, session).encode(),
-        "session.json": (session.path / "session.json").read_bytes(),
+        "session.json": untrusted.read_bytes(session.path / "session.json", under=session.path),
     }
     d = session.data
     files["command.txt"] = json.dumps({k: d.get(k) for k in ("image", "command", "environment", "ports", "app")},
                                       indent=2).encode()
     if d.get("recipe"):
         files["recipe.yml"] = yaml.safe_dump(d["recipe"], sort_keys=False).encode()
-    raw = session.path / "raw"
-    for p in sorted(raw.rglob("*")) if raw.exists() else []:
-        if p.is_file():
-            files[f"raw/{p.relative_to(raw)}"] = p.read_bytes()
-    repro = session.path / "reproducer"
-    for p in sorted(repro.rglob("*")) if repro.is_dir() else []:
-        if p.is_file():
-            files[f"reproducer/{p.relative_to(repro)}"] = p.read_bytes()
-    prefix = f"asanlab-{session.id}"
+    # raw/ holds what the app's container wrote: only its regular files go in, no link is
+    # followed (a link there would put a host file into an archive meant for a public issue).
+    # Read one file at a time, as they are written into the archive.
+    members = itertools.chain(files.items(),
+                              ((f"raw/{n}", d) for n, d in untrusted.tree(session.path / "raw", limit=RAW_LIMIT)),
+                              ((f"reproducer/{n}", d) for n, d in untrusted.tree(session.path / "reproducer",
+                                                                                limit=RAW_LIMIT)))
+    # The id names every member: one plain name, whatever a received session.json says.
+    prefix = f"asanlab-{session.id}" if ID.fullmatch(session.id) else "asanlab-session"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(f"{prefix}/{name}")
-            info.size = len(data)
-            info.mtime = int(time.time())
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
+    names = []
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(f"{prefix}/{name}")
+                info.size = len(data)
+                info.mtime = int(time.time())
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
+                names.append(name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(out)
-    return list(files)
+    return names

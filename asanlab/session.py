@@ -6,20 +6,22 @@ that was killed leaves a readable session.
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, untrusted
 from .errors import SessionError
-from .reports.valgrind import is_valgrind_xml
+from .reports.valgrind import is_valgrind_xml, parse_stream as parse_valgrind
 from .reports.findings import Finding, cut_short, group
 from .reports.notices import Notice, scan_notices
 from .reports.sanitizers import Report, iter_parse_chunks, parse
-from .image.sources import atomic_write
+from .untrusted import atomic_write
 from .state import state_dir
 
 SCHEMA = 1
@@ -83,21 +85,61 @@ def load(ref: str) -> Session:
         if not ids:
             raise SessionError(f"no sessions yet in {base}", hint="`asanlab run APP.php` records one")
         ref = ids[-1]
+    if ref != Path(ref).name and not (Path(ref) / "session.json").exists():
+        raise SessionError(f"no session {ref!r}: neither an id in {base} nor a session folder")
     path = Path(ref) if Path(ref).is_dir() and (Path(ref) / "session.json").exists() else base / ref
     try:
-        data = json.loads((path / "session.json").read_text())
+        data = json.loads(untrusted.read_text(path / "session.json", under=path))
     except FileNotFoundError:
         raise SessionError(f"no session {ref!r} in {base}", hint="`asanlab sessions` lists them") from None
     except ValueError as e:
         raise SessionError(f"{path / 'session.json'} is not readable JSON: {e}") from None
     except OSError as e:
         raise SessionError(f"{path / 'session.json'}: cannot read it: {e.strerror}") from None
+    except untrusted.UntrustedFileError as e:
+        raise SessionError(e.message) from None
     if not isinstance(data, dict) or not isinstance(data.get("schema", 0), int):
         raise SessionError(f"{path / 'session.json'} is not an asanlab session (not an object with a schema number)")
     if data.get("schema", 0) > SCHEMA:
         raise SessionError(f"session {ref} was written by a newer asanlab (schema {data['schema']})")
     data.setdefault("id", path.name)
+    problem = check(data)
+    if problem:
+        raise SessionError(f"{path / 'session.json'}: {problem}")
     return Session(path, data)
+
+
+# The fields asanlab reads from a session.json, with their types: a session someone sent is
+# untrusted, and a field of another type must be one sentence here, not a traceback later.
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,), "kind": (str,), "status": (str,), "stop_reason": (str, type(None)),
+    "exit_code": (int, type(None)), "command": (list, type(None)), "args": (list, type(None)),
+    "app": (str, type(None)), "image": (dict, type(None)), "recipe": (dict, type(None)),
+    "recipe_path": (str, type(None)), "user_env": (dict, type(None)), "traffic": (dict, type(None)),
+    "environment": (dict, type(None)), "ports": (dict, list, type(None)), "counts": (dict, type(None)),
+    "abnormal_exits": (list, type(None)), "soak": (dict, type(None)), "stacks": (str, type(None)),
+}
+# A session id names a folder and the members of a bug-report archive: one plain name.
+ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check(data: dict) -> str | None:
+    """What is wrong with a session.json's fields, in one sentence, or None."""
+    for key, types in FIELD_TYPES.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            names = " or ".join("null" if t is type(None) else {str: "a string", int: "a number", list: "a list",
+                                                                   dict: "an object"}[t] for t in types)
+            return f"field {key!r} must be {names}, not {type(value).__name__}"
+    if not ID.fullmatch(data["id"]):
+        return f"id {data['id'][:80]!r} is not a plain name (letters, digits, '.', '_', '-')"
+    image = data.get("image") or {}
+    for key in ("id", "ref"):
+        if not isinstance(image.get(key, ""), (str, type(None))):
+            return f"field 'image.{key}' must be a string"
+    return None
 
 
 def latest_of_image(image_id: str, ref: str) -> Session:
@@ -117,15 +159,13 @@ def list_ids() -> list[str]:
     base = sessions_dir()
     if not base.exists():
         return []
-    return sorted(p.name for p in base.iterdir() if (p / "session.json").exists())
+    return sorted(p.name for p in base.iterdir() if untrusted.is_dir(p) and untrusted.is_file(p / "session.json"))
 
 
 def read_reports(folder: Path) -> list[Report]:
     """Parse every sanitizer log in a folder, in a stable order."""
     reports: list[Report] = []
-    if not folder.exists():
-        return reports
-    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+    for f in untrusted.files(folder):
         found = list(read_file(f, f.name))
         # UBSan's lines carry no pid: the log's name does (log_path's sanitizer.<pid>).
         pid = f.name.rpartition(".")[2]
@@ -137,12 +177,15 @@ def read_reports(folder: Path) -> list[Report]:
 
 
 def read_file(path: Path, source: str):
-    """The reports in one log file, streamed; valgrind's XML is read whole."""
-    with open(path, errors="replace") as fh:
+    """The reports in one log file, streamed (valgrind's XML too). A link or a file that
+    is not a regular one (a FIFO would never end) is refused with an error naming it."""
+    with untrusted.open_file(path) as raw:
+        fh = io.TextIOWrapper(raw, errors="replace")
         head = fh.read(2000)
         fh.seek(0)
         if is_valgrind_xml(head):
-            yield from parse(fh.read(), source)
+            raw.seek(0)
+            yield from parse_valgrind(raw, source)
         else:
             yield from iter_parse_chunks(iter(lambda: fh.read(1 << 20), ""), source)
 
@@ -151,16 +194,18 @@ def read_notices(folders: list[Path]) -> list[Notice]:
     """What the sanitizers said about themselves (infrastructure problems), once per kind."""
     seen: dict[str, Notice] = {}
     for folder in folders:
-        files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else [folder]
-        for f in files:
-            with open(f, errors="replace") as fh:
-                for n in scan_notices(fh, f.name):
-                    seen.setdefault(n.kind, n)
+        for f in untrusted.walk(folder) if folder.is_dir() else [folder]:
+            try:
+                with untrusted.open_file(f) as raw:
+                    for n in scan_notices(io.TextIOWrapper(raw, errors="replace"), f.name):
+                        seen.setdefault(n.kind, n)
+            except (OSError, untrusted.UntrustedFileError):
+                continue
     return list(seen.values())
 
 
 def session_notices(s: Session) -> list[Notice]:
-    return read_notices([p for p in (s.sanitizer_dir, s.output_log) if p.exists()])
+    return read_notices([p for p in (s.sanitizer_dir, s.output_log) if untrusted.is_dir(p) or untrusted.is_file(p)])
 
 
 def symbolize(s: Session, client) -> int:
@@ -215,8 +260,7 @@ def reports_and_findings(s: Session) -> tuple[list[Report], list[Finding]]:
     if s.output_log.exists():
         # UBSan may write to stderr when it runs before log_path applies; errors printed there count too.
         seen = {r.text for r in reports}
-        reports += [r for r in parse(s.output_log.read_text(errors="replace"), source="output.log")
-                    if r.text not in seen]
+        reports += [r for r in read_file(s.output_log, "output.log") if r.text not in seen]
     reports += crash.from_abnormal_exits(s.data.get("abnormal_exits") or [], reports)
     reports += crash.from_main_exit(s.data, reports)
     return reports, group(reports)

@@ -48,6 +48,10 @@ def reproduce(
                                                                  "minimized this way replays this way.")] = False,
     recording: Annotated[Optional[Path], typer.Option(help="Replay this recording instead (for example a bundle's "
                                                              "recording.jsonl).")] = None,
+    app_file: Annotated[Optional[Path], typer.Option("--app", metavar="APP.php",
+                                                     help="The app to run, instead of the one the session or bundle "
+                                                          "names (needed for a bundle too large to hold a copy).")]
+        = None,
     minimize: Annotated[Optional[str], typer.Option("--minimize", metavar="ID|SIGNATURE",
                                                     help="Shrink the recording to the fewest requests that still give "
                                                          "this finding (its id or signature), and write them with "
@@ -69,7 +73,9 @@ def reproduce(
         raise UsageError("--minimize keeps the one finding it is given: --baseline and --fail-on judge replays "
                          "without it")
     gate.policy_for(fail_on, bool(baseline))
-    src = load(ref, recording)
+    if app_file is not None and not app_file.is_file():
+        raise UsageError(f"--app {app_file}: no such file")
+    src = load(ref, recording, app_file.resolve() if app_file is not None else None)
     # A wrong baseline stops before any image is built or container started.
     baseline_session = gate.load_baseline(baseline, client) if baseline else None
     reporter = ConsoleReporter(err)

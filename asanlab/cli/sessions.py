@@ -10,6 +10,7 @@ import typer
 
 from ..reports import gate, text
 from .. import session as sessions
+from .. import untrusted
 from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import AsanlabError, UsageError
@@ -145,7 +146,7 @@ def report(
 
     def reports():
         for path in paths:
-            for f in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+            for f in untrusted.walk(path) if path.is_dir() else [path]:
                 yield from sessions.read_file(f, str(f))
 
     rules_files = suppressions or []

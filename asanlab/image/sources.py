@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import requests
 
 from ..errors import SourceError, UsageError
+from ..untrusted import atomic_write
 from ..events import Event, Reporter, null_reporter
 from .recipe import Recipe, Source
 
@@ -68,20 +69,6 @@ def read_lock(path: Path | None) -> dict[str, str]:
 def write_lock(path: Path, pins: dict[str, str]) -> None:
     body = json.dumps({"schema": LOCK_SCHEMA, "sources": dict(sorted(pins.items()))}, indent=2) + "\n"
     atomic_write(path, body.encode())
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def published_php_sha256(version: str, filename: str) -> str | None:

@@ -9,10 +9,12 @@ PHP stack is the block "crash <pid>" of php-backtrace.<pid>, as for ASan's error
 
 from __future__ import annotations
 
+import io
 import re
 import signal
 from pathlib import Path
 
+from .. import untrusted
 from .php_stack import LINE_NUMBER, PhpFrame, PhpStack
 from .types import Frame, Report, Tool
 
@@ -31,12 +33,8 @@ ZBACKTRACE = re.compile(r"\[0x[0-9a-f]+\] (?P<function>.+?)\(.*\) (?P<file>\S+):
 def read_folder(folder: Path, stacks: dict[str, PhpStack] | None = None) -> list[Report]:
     """Every crash in the folder, each with its PHP stack from `stacks` (php_stack.read_folder)."""
     reports: list[Report] = []
-    if not folder.is_dir():
-        return reports
-    for f in sorted(folder.glob(FILE_PREFIX + "*")):
-        if f.is_file():
-            with open(f, errors="replace") as fh:
-                reports += parse(fh.read(MAX_FILE_BYTES), f.name)
+    for f, text in untrusted.texts(folder, prefix=FILE_PREFIX, limit=MAX_FILE_BYTES):
+        reports += parse(text, f.name)
     for r in reports:
         r.php = (stacks or {}).get(f"crash {r.pid}") or r.php
     return reports
@@ -114,10 +112,11 @@ def abnormal_exit(line: str) -> dict | None:
 
 def abnormal_exits_in(path: Path) -> list[dict]:
     """The abnormal exits a whole output.log holds (a session closed by a later asanlab)."""
-    if not path.is_file():
+    try:
+        with untrusted.open_file(path) as fh:
+            return [e for e in map(abnormal_exit, io.TextIOWrapper(fh, errors="replace")) if e is not None]
+    except (OSError, untrusted.UntrustedFileError):
         return []
-    with open(path, errors="replace") as fh:
-        return [e for e in map(abnormal_exit, fh) if e is not None]
 
 
 def from_abnormal_exits(exits: list[dict], reports: list[Report]) -> list[Report]:

@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .. import untrusted
 from ..layout import APP_DIR
 
 FILE_PREFIX = "php-backtrace."
@@ -114,12 +115,8 @@ def parse(text: str) -> dict[str, PhpStack]:
 
 def read_folder(folder: Path) -> dict[str, PhpStack]:
     stacks: dict[str, PhpStack] = {}
-    if not folder.is_dir():
-        return stacks
-    for f in sorted(folder.glob(FILE_PREFIX + "*")):
-        if f.is_file():
-            with open(f, errors="replace") as fh:
-                stacks.update(parse(fh.read(MAX_FILE_BYTES)))
+    for _, text in untrusted.texts(folder, prefix=FILE_PREFIX, limit=MAX_FILE_BYTES):
+        stacks.update(parse(text))
     return stacks
 
 
@@ -187,13 +184,10 @@ def parse_origins(text: str) -> dict[int, tuple[PhpFrame, ...]]:
 def read_origins(folder: Path) -> dict[int, dict[int, tuple[PhpFrame, ...]]]:
     """PID -> (address -> PHP call path), from every php-origin.<pid> in the folder."""
     out: dict[int, dict[int, tuple[PhpFrame, ...]]] = {}
-    if not folder.is_dir():
-        return out
-    for f in sorted(folder.glob(ORIGIN_PREFIX + "*")):
+    for f, text in untrusted.texts(folder, prefix=ORIGIN_PREFIX, limit=MAX_FILE_BYTES):
         pid = f.name[len(ORIGIN_PREFIX):]
-        if f.is_file() and COUNT.fullmatch(pid):
-            with open(f, errors="replace") as fh:
-                out[int(pid)] = parse_origins(fh.read(MAX_FILE_BYTES))
+        if COUNT.fullmatch(pid):
+            out[int(pid)] = parse_origins(text)
     return out
 
 
@@ -202,16 +196,13 @@ def origin_bookkeeping(folder: Path) -> list[dict]:
     at its largest (sampled by the agent; the `origin` line's last two fields, which an older
     agent's line lacks)."""
     out = []
-    if not folder.is_dir():
-        return out
-    for f in sorted(folder.glob(ORIGIN_PREFIX + "*")):
-        with open(f, errors="replace") as fh:
-            for line in fh.read(MAX_FILE_BYTES).splitlines():
-                fields = line.split()
-                if len(fields) == 6 and fields[0] == "origin" and all(COUNT.fullmatch(x) for x in fields[1:]):
-                    pid, _, _, kept, heap = map(int, fields[1:])
-                    out.append({"pid": pid, "kept_bytes": kept, "live_heap": heap,
-                                "share": kept / heap if heap else None})
+    for _, text in untrusted.texts(folder, prefix=ORIGIN_PREFIX, limit=MAX_FILE_BYTES):
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) == 6 and fields[0] == "origin" and all(COUNT.fullmatch(x) for x in fields[1:]):
+                pid, _, _, kept, heap = map(int, fields[1:])
+                out.append({"pid": pid, "kept_bytes": kept, "live_heap": heap,
+                            "share": kept / heap if heap else None})
     return out
 
 

@@ -13,13 +13,14 @@ import re
 import shlex
 from pathlib import Path
 
-from .. import containers
+from .. import containers, untrusted
 from ..docker_client import docker_errors
 from ..errors import UsageError
 from .sanitizers import Report
 
 MARK = "@@asanlab-module "
 SYMBOLIZER = "/usr/local/bin/llvm-symbolizer"
+OFFSET = re.compile(r"0x[0-9a-fA-F]{1,16}")
 
 
 def wanted(reports: list[Report]) -> dict[str, set[str]]:
@@ -27,7 +28,8 @@ def wanted(reports: list[Report]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for r in reports:
         for f in _all_frames(r):
-            if f.file is None and f.module and f.offset and f.module.startswith("/"):
+            # Both come from a log that may be someone else's: an offset is a hex number or nothing.
+            if f.file is None and f.module and f.offset and f.module.startswith("/") and OFFSET.fullmatch(f.offset):
                 out.setdefault(f.module, set()).add(f.offset)
     return out
 
@@ -44,7 +46,7 @@ def script(modules: dict[str, set[str]]) -> str:
     """One shell script for the container: a marker line, then the symbolizer's answer, per module."""
     parts = []
     for module, offsets in sorted(modules.items()):
-        args = " ".join(sorted(offsets))
+        args = " ".join(shlex.quote(o) for o in sorted(offsets) if OFFSET.fullmatch(o))
         parts.append(f"echo {shlex.quote(MARK + module)}; "
                      f"{SYMBOLIZER} --obj={shlex.quote(module)} {args} 2>/dev/null || true")
     return "; ".join(parts)
@@ -104,9 +106,18 @@ def resolve(client, image_id: str, modules: dict[str, set[str]]) -> dict[tuple[s
 
 
 def load_cache(path: Path) -> dict[tuple[str, str], dict]:
-    if not path.exists():
+    try:
+        data = json.loads(untrusted.read_text(path))
+    except FileNotFoundError:
         return {}
-    return {tuple(k.rsplit(" ", 1)): v for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: not a symbols file asanlab wrote ({e}); delete it to symbolize again") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: not a symbols file asanlab wrote; delete it to symbolize again")
+    fields = {"function": str, "file": str, "line": int, "column": int}
+    return {tuple(k.rsplit(" ", 1)): {f: v[f] for f in fields
+                                      if f in v and isinstance(v[f], (fields[f], type(None))) and not isinstance(v[f], bool)}
+            for k, v in data.items() if " " in k and isinstance(v, dict)}
 
 
 def cache_body(table: dict[tuple[str, str], dict]) -> bytes:

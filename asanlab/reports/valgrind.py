@@ -6,9 +6,15 @@ for in bug reports; reading it here puts those findings beside ASan's.
 
 from __future__ import annotations
 
+import io
 import re
 import xml.etree.ElementTree as ET
+from typing import Iterator
 
+import defusedxml.ElementTree as DefusedET
+from defusedxml import DefusedXmlException
+
+from ..errors import UsageError
 from .types import Frame, Report, Tool
 
 KINDS = {
@@ -71,19 +77,31 @@ def _error(el: ET.Element, pid: int | None, source: str) -> Report:
 
 
 def parse_xml(text: str, source: str = "") -> list[Report]:
-    """Every <error> in a memcheck XML file. A file cut short (valgrind killed) keeps what was whole."""
-    reports: list[Report] = []
-    parser = ET.XMLPullParser(events=("end",))
+    """Every <error> in a memcheck XML text (parse_stream's rules)."""
+    return list(parse_stream(io.StringIO(text), source))
+
+
+def parse_stream(fh, source: str = "") -> Iterator[Report]:
+    """Every <error> in a memcheck XML file, streamed: each error's elements are dropped once it is
+    read, so memory stays flat on a file of hundreds of megabytes. A file cut short (valgrind
+    killed) or malformed keeps what was whole before the fault. Entity and DTD declarations are
+    refused (a file from elsewhere could expand without end or name a host file): UsageError."""
     pid: int | None = None
-    for start in range(0, len(text), 1 << 16):
-        try:
-            parser.feed(text[start:start + (1 << 16)])
-            events = list(parser.read_events())
-        except ET.ParseError:  # malformed or cut here: what came before stands
-            break
-        for _, el in events:
+    root = None
+    events = DefusedET.iterparse(fh, events=("start", "end"), forbid_dtd=True)
+    try:
+        for event, el in events:
+            if root is None:
+                root = el
+            if event != "end":
+                continue
             if el.tag == "pid" and el.text and el.text.strip().isascii() and el.text.strip().isdigit():
                 pid = int(el.text)
             elif el.tag == "error":
-                reports.append(_error(el, pid, source))
-    return reports
+                yield _error(el, pid, source)
+                root.clear()  # what was read is in the report: free it
+    except DefusedXmlException as e:
+        raise UsageError(f"{source or 'Valgrind XML'}: refused: it declares a DTD or entities ({type(e).__name__}), "
+                         "which Valgrind never writes and asanlab does not expand") from None
+    except ET.ParseError:
+        return  # malformed or cut here: what came before stands

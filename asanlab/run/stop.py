@@ -4,12 +4,13 @@ user's interrupts, and the containers and sessions a killed asanlab left behind.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
 from pathlib import Path
 
-from .. import containers
+from .. import containers, untrusted
 from .. import session as sessions
 from ..events import Event, Reporter, null_reporter
 from ..reports.crash import abnormal_exits_in
@@ -73,9 +74,8 @@ def recover_orphans(client, reporter: Reporter = null_reporter) -> list[str]:
             if s is not None:
                 # The owner copied the output until it died; the daemon still holds all of it.
                 logs = c.logs(stdout=True, stderr=True)
-                if len(logs) > (s.output_log.stat().st_size if s.output_log.exists() else 0):
-                    s.output_log.parent.mkdir(parents=True, exist_ok=True)
-                    s.output_log.write_bytes(logs)
+                if len(logs) > (os.lstat(s.output_log).st_size if untrusted.is_file(s.output_log) else 0):
+                    untrusted.atomic_write(s.output_log, logs)
         except (DockerException, RequestException) as e:
             reporter(Event("run.warning", f"container {c.name}: {e}"))
             exit_code = None
@@ -111,7 +111,7 @@ def stop_container(container, grace: float, stop: StopRequest, reporter: Reporte
     # with the default action: a SIGTERM sent before sigterm.php ran would be lost, and with it the
     # leak report. sigterm.php marks the moment; an app that never gets there is stopped anyway.
     wait_until = time.monotonic() + min(START_WAIT, grace)
-    while started is not None and not started.exists() and time.monotonic() < wait_until and not stop.hurry:
+    while started is not None and not untrusted.is_file(started) and time.monotonic() < wait_until and not stop.hurry:
         container.reload()
         if container.status in ("exited", "dead"):
             return

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import heapq
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import h11
 
+from .. import untrusted
 from ..errors import UsageError
 
 FILE = "connections.jsonl"
@@ -142,23 +144,34 @@ def read(path: Path) -> list[Connection]:
     """The connections of a recording, in the order they opened. Lines cut by an interruption are
     skipped: what was recorded before them stays."""
     conns: dict[int, Connection] = {}
-    with open(path, errors="replace") as fh:
+    # A recording may come with a bundle from someone else: a line that is not one of asanlab's
+    # (wrong types, a time that is not a finite number) is skipped like a line cut short.
+    with untrusted.open_file(path) as fh:
         for line in fh:
             try:
                 e = json.loads(line)
-                c, t = int(e["c"]), float(e["t"])
-            except (ValueError, KeyError, TypeError):
+                if not isinstance(e, dict) or isinstance(e.get("c"), bool) or not isinstance(e.get("c"), int):
+                    continue
+                c, t = e["c"], float(e["t"])
+                if not math.isfinite(t) or isinstance(e["t"], (bool, str)):
+                    continue
+            except (ValueError, KeyError, TypeError, OverflowError):
                 continue
-            conn = conns.setdefault(c, Connection(c, t))
             if "open" in e:
+                conn = conns.setdefault(c, Connection(c, t))
                 conn.opened, conn.peer = t, str(e["open"])
             elif "in" in e or "out" in e:
+                payload = e.get("in") if "in" in e else e.get("out")
+                if not isinstance(payload, str):
+                    continue
                 try:
-                    data = base64.b64decode(e.get("in") or e.get("out") or "", validate=True)
+                    data = base64.b64decode(payload, validate=True)
                 except ValueError:
                     continue
+                conn = conns.setdefault(c, Connection(c, t))
                 (conn.sent if "in" in e else conn.answered).append((t, data))
             elif "close" in e:
+                conn = conns.setdefault(c, Connection(c, t))
                 conn.closed_by, conn.closed = str(e["close"]), t
     return sorted(conns.values(), key=lambda c: (c.opened, c.id))
 
@@ -377,9 +390,9 @@ def write(path: Path, conns: list[Connection], keep: set[tuple[int, int]]) -> No
 
 def load(session_path: Path, recording: Path | None = None) -> list[Connection]:
     path = recording or session_path / "traffic" / FILE
-    if recording is not None and not path.is_file():
+    if recording is not None and not path.exists():
         raise UsageError(f"{recording}: no such recording")
-    if not path.is_file():
+    if not path.exists():
         raise UsageError(f"{session_path.name}: the session has no recorded traffic",
                          hint="record it with `asanlab run APP --record`")
     return read(path)

@@ -8,12 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import untrusted
 from ..events import Event, Reporter
 from ..reports.crash import abnormal_exit
 from ..reports.findings import Category, category
 from ..reports.sanitizers import _starts_report, parse
 from .options import DriverContext
 from .stop import StopRequest
+
+SCAN_BYTES = 16 << 20  # read at most this much of one log per look
+
 
 class Watcher(threading.Thread):
     """Tells the user about each sanitizer report as soon as its process has written it.
@@ -33,18 +37,21 @@ class Watcher(threading.Thread):
             self.scan()
 
     def scan(self) -> None:
-        if not self.folder.exists():
-            return
-        for f in sorted(self.folder.iterdir()):
+        # The app's container writes this folder: links, FIFOs and devices are left alone (a FIFO
+        # would block this thread and with it every later announcement), and each look reads a
+        # bounded piece (a sparse file of terabytes is read in pieces, not at once).
+        for f in untrusted.files(self.folder):
             st = self.state.setdefault(f.name, LogState())
             try:
-                with open(f, "rb") as fh:
+                with untrusted.open_file(f, under=self.folder) as fh:
                     fh.seek(st.offset)
-                    data = fh.read()
-            except FileNotFoundError:
+                    data = fh.read(SCAN_BYTES)
+            except (OSError, untrusted.UntrustedFileError):
                 continue
             end = data.rfind(b"\n")
             if end < 0:
+                if len(data) == SCAN_BYTES:  # no line end in a whole piece: not a sanitizer's log line
+                    st.offset += len(data)
                 continue
             st.offset += end + 1
             for line in data[:end].decode(errors="replace").split("\n"):

@@ -9,14 +9,16 @@ samples are judged (growth.py) and the growing allocation stacks ranked.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import time
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 from . import memory
+from .. import untrusted
+from ..untrusted import atomic_write
 from ..reports import php_stack
 from ..errors import InfraError, UsageError
 from ..events import Event, Reporter, null_reporter
@@ -216,20 +218,19 @@ class Driver:
     def _ask(self, ctx: DriverContext, pids: set[int], profile: list[int]) -> dict[int, memory.Answer]:
         """Ask every agent for its counters, and the processes in `profile` for a live-heap profile."""
         folder = ctx.session.path / "agent"
-        tmp = folder / "trigger.tmp"
-        tmp.write_text(f"{self.seq} {int(bool(profile))} {self.opts.profile_contexts} {','.join(map(str, profile))}\n")
-        os.replace(tmp, folder / "trigger")  # the agents read it whole or not at all
+        # The app can write this folder: a new file renamed over the trigger, never a write through
+        # a name the app could have planted a link at. The agents read it whole or not at all.
+        atomic_write(folder / "trigger",
+                     f"{self.seq} {int(bool(profile))} {self.opts.profile_contexts} {','.join(map(str, profile))}\n".encode())
         # A profile is symbolized in the process: at -O0 with hundreds of stacks it takes seconds.
         deadline = time.monotonic() + (180 if profile else 10)
         answers: dict[int, memory.Answer] = {}
         next_check = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             for pid in pids - set(answers):
-                f = folder / f"answers.{pid}"
-                if f.exists():
-                    for a in memory.parse_answers(f.read_text()):
-                        if a.seq == self.seq:
-                            answers[pid] = a
+                for a in memory.parse_answers(_agent_text(ctx.session, f"answers.{pid}")):
+                    if a.seq == self.seq:
+                        answers[pid] = a
             if set(answers) >= pids or ctx.stop.is_set():
                 break
             if time.monotonic() > next_check:
@@ -242,6 +243,15 @@ class Driver:
             ctx.reporter(Event("soak.warning", f"no agent answer from pid {', '.join(map(str, sorted(missing)))} "
                                                f"(sample {self.seq})"))
         return answers
+
+
+def _agent_text(s, name: str, limit: int = untrusted.SMALL_LIMIT * 16) -> str:
+    """One of the agent's files (written in the app's container): "" when it is not there or not
+    a regular file."""
+    try:
+        return untrusted.read_text(s.path / "agent" / name, under=s.path, limit=limit)
+    except (OSError, untrusted.UntrustedFileError):
+        return ""
 
 
 def _alive(container) -> set[int]:
@@ -269,15 +279,18 @@ def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | N
 
 
 def read_samples(s) -> list[dict]:
-    f = s.path / "soak" / "samples.jsonl"
-    if not f.exists():
-        return []
     out = []
-    for line in f.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:  # a line cut by an interruption
-            continue
+    try:
+        with untrusted.open_file(s.path / "soak" / "samples.jsonl", under=s.path) as f:
+            for line in f:
+                try:
+                    sample = json.loads(line)
+                except ValueError:  # a line cut by an interruption
+                    continue
+                if isinstance(sample, dict):
+                    out.append(sample)
+    except FileNotFoundError:
+        pass
     return out
 
 
@@ -286,14 +299,17 @@ def read_profiles(s, samples: list[dict]) -> dict[int, list[tuple[int, memory.Pr
     profile in its sanitizer log answers its k-th profiled request."""
     requests_at = {smp["seq"]: smp["requests"] for smp in samples if "seq" in smp}
     out: dict[int, list[tuple[int, memory.Profile]]] = {}
-    for f in sorted((s.path / "agent").glob("answers.*")):
+    for f in untrusted.files(s.path / "agent", prefix="answers."):
         pid = int(f.suffix[1:]) if f.suffix[1:].isdigit() else None
         log = s.sanitizer_dir / f"sanitizer.{pid}"
-        if pid is None or not log.exists():
+        if pid is None or not untrusted.is_file(log):
             continue
-        asked = [a.seq for a in memory.parse_answers(f.read_text()) if a.profiled]
-        with open(log, errors="replace") as lines:
-            profiles = memory.parse_profiles(lines)
+        asked = [a.seq for a in memory.parse_answers(_agent_text(s, f.name)) if a.profiled]
+        try:
+            with untrusted.open_file(log, under=s.path) as fh:
+                profiles = memory.parse_profiles(io.TextIOWrapper(fh, errors="replace"))
+        except (OSError, untrusted.UntrustedFileError):
+            continue
         out[pid] = [(requests_at[seq], p) for seq, p in zip(asked, profiles) if seq in requests_at]
     return out
 
@@ -320,11 +336,14 @@ def _read_agent_blocks(s, samples: list[dict], prefix: str, parse) -> dict[int, 
     request count of the sample that asked for it."""
     requests_at = {smp["seq"]: smp["requests"] for smp in samples if "seq" in smp}
     out: dict[int, list[tuple[int, list]]] = {}
-    for f in sorted((s.path / "agent").glob(f"{prefix}.*")):
-        if not f.suffix[1:].isdigit() or not f.is_file():
+    for f in untrusted.files(s.path / "agent", prefix=f"{prefix}."):
+        if not f.suffix[1:].isdigit():
             continue
-        with open(f, errors="replace") as fh:
-            blocks = parse(fh.read(php_stack.MAX_FILE_BYTES))
+        try:
+            with untrusted.open_file(f, under=s.path) as fh:
+                blocks = parse(fh.read(php_stack.MAX_FILE_BYTES).decode(errors="replace"))
+        except (OSError, untrusted.UntrustedFileError):
+            continue
         out[int(f.suffix[1:])] = [(requests_at[seq], items) for seq, items in blocks if seq in requests_at]
     return out
 
@@ -339,7 +358,12 @@ def soak_result(s, *, plots: bool = True) -> dict | None:
     opts = s.data.get("soak") or {}
     criteria = SoakOptions.stored_criteria(opts)
     load_file = s.path / "soak" / "load.json"
-    load = json.loads(load_file.read_text()) if load_file.exists() else None
+    try:
+        load = json.loads(untrusted.read_text(load_file, under=s.path))
+    except FileNotFoundError:
+        load = None
+    except ValueError as e:
+        raise UsageError(f"{load_file}: not readable JSON ({e})") from None
     from ..reports.export import app_entry_of
 
     entry = app_entry_of(s.data)
@@ -350,8 +374,6 @@ def soak_result(s, *, plots: bool = True) -> dict | None:
                                    bookkeeping=read_bookkeeping(s, samples),
                                    agent=bool(opts.get("agent")))
     folder = s.path / "soak"
-    from ..image.sources import atomic_write
-
     try:
         atomic_write(folder / "analysis.json", (json.dumps(analysis, indent=2) + "\n").encode())
         atomic_write(folder / "samples.csv", _csv(samples).encode())

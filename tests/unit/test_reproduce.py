@@ -205,11 +205,15 @@ def test_a_bad_bundle_is_a_clear_error(tmp_path):
     with pytest.raises(UsageError, match="format 'something/9'"):
         source.load(str(folder))
     (folder / "bundle.json").write_text(json.dumps({"format": source.BUNDLE_FORMAT, "recording": "r.jsonl"}))
-    with pytest.raises(UsageError, match="missing or wrong field 'app'"):
+    with pytest.raises(UsageError, match="field 'app' must be an object"):
         source.load(str(folder))
     (folder / "bundle.json").write_text(json.dumps({"format": source.BUNDLE_FORMAT, "recording": "r.jsonl",
                                                     "app": {"name": "a.php", "copied": True}}))
-    with pytest.raises(UsageError, match="r.jsonl: no such recording"):
+    with pytest.raises(UsageError, match="its app app/a.php is not a regular file in the bundle"):
+        source.load(str(folder))
+    (folder / "app").mkdir()
+    (folder / "app" / "a.php").write_text("<?php\n")
+    with pytest.raises(UsageError, match="its recording 'r.jsonl' is not a regular file in the bundle"):
         source.load(str(folder))
     archive = tmp_path / "asanlab-x.tar.gz"
     archive.write_bytes(b"\x1f\x8b")

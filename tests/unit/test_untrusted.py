@@ -1,0 +1,365 @@
+"""What the app's container wrote, and the bundles, sessions and logs a user was handed, are
+untrusted: links are not followed, non-regular files are not read, sizes are bounded, and a bad
+document is one sentence (asanlab's own error), never a traceback, a hang or a host file."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from asanlab import bundle, session, untrusted
+from asanlab.errors import AsanlabError, SessionError, UsageError
+from asanlab.reports import symbolize, valgrind
+from asanlab.reproduce import source
+from asanlab.run import traffic
+from asanlab.run.watch import Watcher
+from asanlab.soak import driver
+
+SECRET = b"host secret: this must never leave the host\n"
+
+
+@pytest.fixture
+def canary(tmp_path):
+    """A host file outside any session, and its checksum."""
+    p = tmp_path / "host" / "canary.txt"
+    p.parent.mkdir()
+    p.write_bytes(SECRET)
+    return p
+
+
+def digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def no_hang(fn, seconds=10):
+    """Runs fn in a thread; fails (instead of hanging the suite) if it has not returned in time."""
+    box: dict = {}
+
+    def work():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # returned to the test
+            box["error"] = e
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"{fn} still running after {seconds} s (blocked on a FIFO?)"
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+# -- the module's rules ---------------------------------------------------------------------------
+
+def test_a_link_a_fifo_a_device_and_a_large_file_are_refused_by_name(tmp_path, canary):
+    (tmp_path / "link").symlink_to(canary)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    (tmp_path / "big").write_bytes(b"x" * 2000)
+    with pytest.raises(untrusted.UntrustedFileError, match="link.*symbolic link"):
+        untrusted.read_bytes(tmp_path / "link")
+    with pytest.raises(untrusted.UntrustedFileError, match="fifo is not a regular file \\(a FIFO\\)"):
+        no_hang(lambda: untrusted.read_bytes(tmp_path / "fifo"))
+    with pytest.raises(untrusted.UntrustedFileError, match="symbolic link"):
+        untrusted.read_bytes(tmp_path / "zero")
+    with pytest.raises(untrusted.UntrustedFileError, match="2,000 bytes, more than the 1,000"):
+        untrusted.read_bytes(tmp_path / "big", limit=1000)
+    with pytest.raises(FileNotFoundError):
+        untrusted.read_bytes(tmp_path / "absent")
+    assert untrusted.read_bytes(tmp_path / "big", limit=2000) == b"x" * 2000
+
+
+def test_a_linked_folder_on_the_way_is_refused_under_a_trusted_root(tmp_path, canary):
+    root = tmp_path / "session"
+    root.mkdir()
+    (root / "raw").symlink_to(canary.parent)
+    with pytest.raises(untrusted.UntrustedFileError, match="link or not a folder"):
+        untrusted.read_bytes(root / "raw" / "canary.txt", under=root)
+    with pytest.raises(untrusted.UntrustedFileError, match="leaves"):
+        untrusted.read_bytes(root / ".." / "host" / "canary.txt", under=root)
+
+
+def test_listing_and_walking_leave_links_and_special_files_out(tmp_path, canary):
+    folder = tmp_path / "logs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sanitizer.1").write_text("a\n")
+    (folder / "sub" / "sanitizer.2").write_text("b\n")
+    (folder / "sanitizer.3").symlink_to(canary)
+    (folder / "linked-dir").symlink_to(canary.parent)
+    os.mkfifo(folder / "sanitizer.4")
+    assert [p.name for p in untrusted.files(folder)] == ["sanitizer.1"]
+    assert [str(p.relative_to(folder)) for p in untrusted.walk(folder)] == ["sanitizer.1", "sub/sanitizer.2"]
+    assert dict(untrusted.tree(folder, limit=100)) == {"sanitizer.1": b"a\n", "sub/sanitizer.2": b"b\n"}
+    with pytest.raises(untrusted.UntrustedFileError, match="more than the 3 bytes"):
+        list(untrusted.tree(folder, limit=3))
+
+
+def test_an_atomic_write_replaces_a_planted_link_instead_of_writing_through_it(tmp_path, canary):
+    before = digest(canary)
+    (tmp_path / "trigger").symlink_to(canary)
+    untrusted.atomic_write(tmp_path / "trigger", b"1 0 0\n")
+    assert digest(canary) == before
+    assert not (tmp_path / "trigger").is_symlink() and (tmp_path / "trigger").read_bytes() == b"1 0 0\n"
+
+
+# -- issue items, each as the app or a sender would try it ---------------------------------------
+
+class _Ctx:
+    def __init__(self, s):
+        self.session, self.stop, self.reporter = s, threading.Event(), lambda e: None
+
+
+def test_the_soaks_trigger_never_writes_through_a_link_the_app_planted(state, canary):
+    """1: the app links trigger.tmp (the old temporary name) and trigger to a host file."""
+    s = session.create({"command": ["php"]})
+    agent = s.path / "agent"
+    agent.mkdir()
+    for name in ("trigger.tmp", "trigger"):
+        (agent / name).symlink_to(canary)
+    (agent / "answers.7").symlink_to(canary)  # an answer file the app linked to a host file: not read
+    d = driver.Driver.__new__(driver.Driver)
+    d.seq, d.opts = 3, driver.SoakOptions(requests=[], checkpoints=[1])
+    answers = d._ask(_Ctx(s), set(), [])
+    assert answers == {} and digest(canary) == hashlib.sha256(SECRET).hexdigest()
+    assert (agent / "trigger").read_text().startswith("3 0 ")
+    assert driver._agent_text(s, "answers.7") == ""
+
+
+def test_a_bundle_takes_no_host_file_through_a_link_in_raw_and_no_member_leaves_its_folder(state, tmp_path, canary):
+    """2 and 5: links, a linked folder and a FIFO in raw/ (written by the app); an id with ../."""
+    s = session.create({"command": ["php"]})
+    (s.path / "raw" / "sanitizer" / "sanitizer.9").write_text("==9==ERROR: AddressSanitizer: x\n")
+    (s.path / "raw" / "sanitizer" / "leak").symlink_to(canary)
+    (s.path / "raw" / "sanitizer" / "etc").symlink_to(canary.parent)
+    os.link(s.path / "raw" / "sanitizer" / "sanitizer.9", s.path / "raw" / "sanitizer" / "hard")  # same mount: harmless
+    os.mkfifo(s.path / "raw" / "sanitizer" / "pipe")
+    s.data["id"] = "../../../../tmp/evil"
+    out = tmp_path / "report.tar.gz"
+    names = no_hang(lambda: bundle.write(s, out, "report", "{}"))
+    assert "raw/sanitizer/sanitizer.9" in names and not any("leak" in n or "etc" in n or "pipe" in n for n in names)
+    with tarfile.open(out) as tar:
+        members = tar.getmembers()
+        assert all(m.name.startswith("asanlab-session/") and ".." not in m.name for m in members)
+        assert not any(SECRET in tar.extractfile(m).read() for m in members if m.isfile())
+
+
+def test_a_bundles_app_and_recording_stay_inside_the_bundle(tmp_path):
+    """4: a name with ../, an absolute name, a path the bundle does not hold."""
+    folder = tmp_path / "b"
+    (folder / "app").mkdir(parents=True)
+    (folder / "app" / "server.php").write_text("<?php\n")
+    (folder / "recording.jsonl").write_text('{"c": 1, "t": 0, "open": "x"}\n{"c": 1, "t": 0, "in": "R0VUIC8gSFRUUC8xLjENCg0K"}\n')
+
+    def bundle_with(**fields):
+        meta = {"format": source.BUNDLE_FORMAT, "recording": "recording.jsonl",
+                "app": {"name": "server.php", "copied": True, "path": "/srv/server.php"}, **fields}
+        (folder / "bundle.json").write_text(json.dumps(meta))
+        return source.load(str(folder))
+
+    assert bundle_with().app == folder / "app" / "server.php"
+    for name in ("../../../etc/passwd", "/etc/passwd", "..", "a/b.php"):
+        with pytest.raises(UsageError, match="not a plain file name"):
+            bundle_with(app={"name": name, "copied": True})
+    with pytest.raises(UsageError, match="does not hold its app.*'/etc/server.php'") as e:
+        bundle_with(app={"name": "server.php", "copied": False, "path": "/etc/server.php"})
+    assert "--app" in e.value.hint
+    with pytest.raises(UsageError, match="field 'recording' must be a file name inside the bundle"):
+        bundle_with(recording="../../session/traffic/traffic.jsonl")
+    (folder / "app" / "server.php").unlink()
+    (folder / "app" / "server.php").symlink_to("/etc/hostname")
+    with pytest.raises(UsageError, match="not a regular file in the bundle"):
+        bundle_with()
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({"args": "rm -rf /"}, "'args' must be a list of strings"),
+    ({"env": {"A B": "x"}}, "not a variable name"),
+    ({"env": {"A": 1}}, "'env' must be an object of strings"),
+    ({"port": "9501; true"}, "'port' must be like"),
+    ({"image": {"id": 5}}, "'image' must be an object"),
+    ({"findings": [{"signature": 1}]}, "'findings' must be a list"),
+    ({"stacks": "slow"}, "'stacks'"),
+    ({"recipe": "x"}, "'recipe' must be an object"),
+])
+def test_a_bundle_field_of_the_wrong_type_is_one_sentence(tmp_path, fields, says):
+    """6: hand-edited bundle.json fields."""
+    folder = tmp_path / "b"
+    folder.mkdir()
+    meta = {"format": source.BUNDLE_FORMAT, "recording": "r.jsonl", "app": {"name": "a.php", "copied": True}, **fields}
+    (folder / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(UsageError, match=says):
+        source.load(str(folder))
+
+
+def test_a_session_file_that_is_a_fifo_or_a_device_link_is_refused_at_once(state):
+    """7: session.json as a FIFO or a link to /dev/zero; raw/output.log as a FIFO."""
+    s = session.create({"command": ["php"]})
+    (s.path / "session.json").unlink()
+    os.mkfifo(s.path / "session.json")
+    with pytest.raises(SessionError, match="not a regular file"):
+        no_hang(lambda: session.load(s.id))
+    (s.path / "session.json").unlink()
+    (s.path / "session.json").symlink_to("/dev/zero")
+    with pytest.raises(SessionError, match="symbolic link"):
+        no_hang(lambda: session.load(str(s.path)))
+    assert session.list_ids() == []  # a linked session.json is not a session
+    t = session.create({"command": ["php"]})
+    os.mkfifo(t.output_log)
+    with pytest.raises(UsageError, match="output.log is not a regular file"):
+        no_hang(lambda: session.reports_and_findings(t))
+
+
+@pytest.mark.parametrize("data, says", [
+    ({"id": "../../x"}, "is not a plain name"),
+    ({"id": 5}, "'id' must be a string"),
+    ({"exit_code": "0; rm"}, "'exit_code' must be a number or null"),
+    ({"image": "abc"}, "'image' must be an object or null"),
+    ({"abnormal_exits": {}}, "'abnormal_exits' must be a list or null"),
+])
+def test_a_session_json_of_the_wrong_shape_is_one_sentence(state, data, says):
+    s = session.create({"command": ["php"]})
+    (s.path / "session.json").write_text(json.dumps({**s.data, **data}))
+    with pytest.raises(SessionError, match=says):
+        session.load(str(s.path))
+
+
+def test_an_offset_from_a_log_never_reaches_the_symbolizers_shell_line():
+    """8: an <ip> of a Valgrind XML from elsewhere, with shell in it."""
+    xml = ("<?xml version=\"1.0\"?><valgrindoutput><pid>7</pid><error><kind>InvalidRead</kind><what>x</what>"
+           "<stack><frame><ip>0x1; touch /tmp/pwned</ip><obj>/opt/php/bin/php</obj></frame>"
+           "<frame><ip>0x10</ip><obj>/opt/php/bin/php</obj></frame></stack></error></valgrindoutput>")
+    reports = valgrind.parse_xml(xml, "vg.xml")
+    wanted = symbolize.wanted(reports)
+    assert wanted == {"/opt/php/bin/php": {"0x10"}}
+    assert "touch" not in symbolize.script(wanted) and "touch" not in symbolize.script({"/x": {"0x1;touch /y"}})
+
+
+@pytest.mark.parametrize("xml", [
+    '<?xml version="1.0"?><!DOCTYPE v [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><valgrindoutput>&b;</valgrindoutput>',
+    '<?xml version="1.0"?><!DOCTYPE v [<!ENTITY x SYSTEM "file:///etc/passwd">]><valgrindoutput>&x;</valgrindoutput>',
+])
+def test_a_valgrind_xml_with_entities_is_refused_with_its_name(tmp_path, xml):
+    """10: a billion-laughs file and an external entity read as "0 findings" before."""
+    f = tmp_path / "memcheck.xml"
+    f.write_text(xml)
+    with pytest.raises(UsageError, match="memcheck.xml: refused: it declares a DTD or entities"):
+        list(session.read_file(f, str(f)))
+
+
+def test_a_large_valgrind_xml_is_streamed(tmp_path):
+    """15: the errors are read one at a time from the file, not from a string of it."""
+    error = ("<error><kind>Leak_DefinitelyLost</kind><xwhat><text>x</text><leakedbytes>8</leakedbytes>"
+             "<leakedblocks>1</leakedblocks></xwhat><stack><frame><ip>0x1</ip><fn>malloc</fn></frame></stack></error>")
+    f = tmp_path / "big.xml"
+    with open(f, "w") as fh:
+        fh.write('<?xml version="1.0"?>\n<valgrindoutput><pid>3</pid>')
+        for _ in range(20000):
+            fh.write(error)
+        fh.write("</valgrindoutput>")
+    reports = session.read_file(f, "big.xml")
+    assert not isinstance(reports, list)  # a generator: the caller groups as they come
+    first = next(reports)
+    assert (first.kind, first.pid, first.leaked_bytes) == ("direct-leak", 3, 8)
+    assert sum(1 for _ in reports) == 19999
+
+
+def test_corrupt_recording_lines_are_skipped_not_a_traceback(tmp_path):
+    """6: hand-edited recording lines of every wrong shape."""
+    good = base64.b64encode(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").decode()
+    lines = ['{"c": 1, "t": 0, "open": "x"}', f'{{"c": 1, "t": 0.1, "in": "{good}"}}', "[1]", '"c"', "5",
+             '{"c": 1e400, "t": 0}', '{"c": 1, "t": 1e400, "in": "x"}', '{"c": 1, "t": 0, "in": 5}',
+             '{"c": true, "t": 0, "in": ""}', '{"c": 1, "t": "NaN", "out": ""}', '{"c": 2, "t": null, "in": ""}',
+             "\xff\xfe not utf-8", "{" * 5000]
+    f = tmp_path / "traffic.jsonl"
+    f.write_text("\n".join(lines) + "\n", errors="surrogateescape")
+    [conn] = traffic.read(f)
+    assert [r.target for r in traffic.requests_of(conn)] == ["/"]
+
+
+def test_a_fifo_or_a_link_in_the_log_folder_does_not_stop_the_live_watcher(tmp_path, canary):
+    """3, 14: the watcher thread reads only regular files, a bounded piece at a time."""
+    folder = tmp_path / "sanitizer"
+    folder.mkdir()
+    os.mkfifo(folder / "sanitizer.1")
+    (folder / "sanitizer.2").symlink_to(canary)
+    (folder / "sanitizer.3").write_text("==3==ERROR: AddressSanitizer: heap-use-after-free on address 0x1\n"
+                                        "    #0 0x1 in zif_x /a.c:1\n\n")
+    events = []
+    w = Watcher(folder, events.append)
+    no_hang(w.scan)
+    assert set(w.state) == {"sanitizer.3"}
+
+
+# -- property tests: generated documents give asanlab's own error or a result, never another
+#    exception, never a path outside the bundle --------------------------------------------------
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children,
+                                                                                       max_size=4), max_leaves=12)
+NAMES = st.sampled_from(["a.php", "../a.php", "/etc/passwd", "", ".", "..", "app/a.php", "a\x00.php", "r.jsonl",
+                         "../../r.jsonl", "/dev/zero"])
+BUNDLE_FIELDS = st.fixed_dictionaries({
+    "format": st.sampled_from([source.BUNDLE_FORMAT, "x"]),
+}, optional={
+    "app": st.one_of(JSON, st.fixed_dictionaries({"name": st.one_of(NAMES, JSON)},
+                                                 optional={"copied": st.one_of(st.booleans(), JSON),
+                                                           "path": st.one_of(NAMES, JSON)})),
+    "recording": st.one_of(NAMES, JSON), "args": JSON, "env": JSON, "port": st.one_of(st.text(max_size=12), JSON),
+    "image": JSON, "recipe": JSON, "findings": JSON, "stacks": JSON, "replay": JSON, "valgrind": JSON,
+})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(meta=BUNDLE_FIELDS)
+def test_any_bundle_json_gives_asanlabs_error_or_a_source_inside_the_bundle(tmp_path, meta):
+    folder = tmp_path / "b"
+    (folder / "app").mkdir(parents=True, exist_ok=True)
+    (folder / "app" / "a.php").write_text("<?php\n")
+    (folder / "r.jsonl").write_text('{"c": 1, "t": 0, "in": "R0VUIC8gSFRUUC8xLjENCg0K"}\n')
+    (folder / "bundle.json").write_text(json.dumps(meta))
+    try:
+        src = source.load(str(folder))
+    except AsanlabError:
+        return
+    assert src.app.resolve().is_relative_to(folder.resolve())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.dictionaries(st.sampled_from(sorted(session.FIELD_TYPES) + ["schema", "x"]), JSON, max_size=8))
+def test_any_session_json_gives_asanlabs_error_or_a_session(state, data):
+    folder = state / "sessions-any" / "s"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "session.json").write_text(json.dumps(data))
+    try:
+        s = session.load(str(folder))
+    except SessionError:
+        return
+    # What `sessions` and `replay` read of it works on what load let through.
+    session.stacks_of(s.data)
+    try:
+        session.reports_and_findings(s)
+    except AsanlabError:
+        pass
+    bundle.write(s, state / "out.tar.gz", "", "{}")
+    with tarfile.open(state / "out.tar.gz") as tar:
+        assert all(".." not in m.name and not m.name.startswith("/") for m in tar.getmembers())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.one_of(JSON.map(json.dumps), st.binary(max_size=40).map(lambda b: b.decode("latin-1"))),
+                      max_size=12))
+def test_any_recording_gives_connections(tmp_path, lines):
+    f = tmp_path / "r.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    for conn in traffic.read(f):
+        traffic.requests_of(conn)
