@@ -8,6 +8,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from .events import Event
+from .printable import printable
+
+
+class SafeConsole(Console):
+    """A Console whose text arguments have their control characters shown as \\xNN: what asanlab
+    prints comes largely from the app and its reports (untrusted)."""
+
+    def print(self, *objects, **kwargs) -> None:
+        super().print(*(printable(o) if isinstance(o, str) else o for o in objects), **kwargs)
 
 
 class ConsoleReporter:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+from ..console import SafeConsole
 
 from .. import __version__
 from ..image.choice import PullPolicy
@@ -18,8 +18,8 @@ from ..reports.gate import Baseline
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="PHP and Swoole under AddressSanitizer, LeakSanitizer and UBSan: "
                        "build an instrumented image, run your app in it, read what the sanitizers found.")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = SafeConsole(highlight=False, soft_wrap=True)
+err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_CODES = ("Exit codes: 0 no findings, 1 findings, 2 usage or recipe error, 3 infrastructure (Docker, network, "
               "build), 70 a bug in asanlab.")

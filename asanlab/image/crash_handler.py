@@ -26,7 +26,8 @@ from pathlib import Path
 
 import jinja2
 
-from .. import containers
+from .. import containers, untrusted
+from ..untrusted import atomic_write
 from ..errors import InfraError
 from ..events import Event, Reporter, null_reporter
 from ..layout import HANDLER_DIR
@@ -128,7 +129,7 @@ def image_glibc(client, image) -> tuple[int, int] | None:
     """The glibc of an image (as its dynamic loader and libc say), or None: no glibc (Alpine's musl),
     an architecture asanlab does not know. Kept per image id in the state folder."""
     cache = state_dir() / "crash-handler" / "glibc-of-images.json"
-    known = json.loads(cache.read_text()) if cache.exists() else {}
+    known = _read_cache(cache)
     if image.id in known:
         return tuple(known[image.id]) if known[image.id] else None
     arch = image.attrs.get("Architecture", "")
@@ -145,9 +146,21 @@ def image_glibc(client, image) -> tuple[int, int] | None:
         if version is not None:
             break
     known[image.id] = list(version) if version else None
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(known, indent=1))
+    atomic_write(cache, json.dumps(known, indent=1).encode())  # whole or not at all: a cut file is never read
     return version
+
+
+def _read_cache(cache: Path) -> dict[str, list[int] | None]:
+    """image id -> (major, minor) of its glibc, or None for none. A file that is not such a table
+    (cut short, edited) is a cache: it is read as empty and written anew."""
+    try:
+        data = json.loads(untrusted.read_text(cache, limit=untrusted.SMALL_LIMIT * 16))
+    except (OSError, ValueError, untrusted.UntrustedFileError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items()
+            if v is None or isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v)}
 
 
 def for_image(client, image_ref: str, reporter: Reporter = null_reporter) -> Handler | None:

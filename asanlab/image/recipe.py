@@ -194,6 +194,13 @@ def parse(text: str, path: Path | None = None) -> Recipe:
     return _build(data, path, folder)
 
 
+# Sanitizer options asanlab owns, with why: a recipe that set them would end capture silently.
+OWNED_OPTIONS = {"log_path": "one log per process in the session's folder, which is how reports are captured",
+                 "log_exe_name": "the log's name ends in the pid, which is how reports are told apart",
+                 "log_to_syslog": "reports are read from the session's logs"}
+OPTION_SEPARATORS = re.compile(r"[:,\s'\"]")
+
+
 def _semantic_problems(data: dict, folder: Path) -> list[tuple[tuple, str]]:
     out: list[tuple[tuple, str]] = []
     php_version = data["php"]["version"]
@@ -245,6 +252,15 @@ def _semantic_problems(data: dict, folder: Path) -> list[tuple[tuple, str]]:
     if "base_image" in data and references.problem(data["base_image"]):
         out.append((("base_image",), references.problem(data["base_image"])))
     runtime = data.get("runtime", {})
+    for table in ("asan_options", "lsan_options", "ubsan_options"):
+        for key, value in (runtime.get(table) or {}).items():
+            if key in OWNED_OPTIONS:
+                out.append((("runtime", table, key), f"asanlab sets {key} itself ({OWNED_OPTIONS[key]}): leave it out"))
+            elif isinstance(value, str) and OPTION_SEPARATORS.search(value):
+                # The sanitizers split their options at these: a value holding one would add options
+                # the recipe does not name (a second log_path ends capture).
+                out.append((("runtime", table, key), f"value {value!r} holds {OPTION_SEPARATORS.search(value).group()!r}, "
+                                                     "which separates sanitizer options: one option per key"))
     for i, line in enumerate(runtime.get("suppressions", ())):
         why = suppressions.problem(line)
         if why:

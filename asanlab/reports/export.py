@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import PurePosixPath
 
 from .. import __version__
+from ..printable import xml_text
 from .findings import Category, Finding, failing, meaningful
 from ..layout import APP_DIR
 from .types import Frame, Tool
@@ -153,6 +154,9 @@ def to_junit(findings: list[Finding], *, suite: str = "asanlab") -> str:
             head = [f"{'PHP' if php.allocated_objects is None else php.label}: {fr}" for fr in php.frames] + ([f"request: {php.request}"] if php.request else []) + \
                 ([f"coroutine: {php.coroutine}"] if php.coroutine is not None else [])
             failure.text = "\n".join(head) + "\n\n" + failure.text
+    for el in root.iter():  # the reports' text is the app's: XML 1.0 cannot hold every character
+        el.text = xml_text(el.text) if el.text else el.text
+        el.attrib.update({k: xml_text(v) for k, v in el.attrib.items()})
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 

@@ -65,6 +65,7 @@ def environment(recipe, user_env: dict[str, str], suppressions: bool,
                     table[key] = value
     # The per-run log folder is what makes capture work: it must survive any override.
     asan["log_path"], ubsan["log_path"] = ASAN_DEFAULTS["log_path"], UBSAN_DEFAULTS["log_path"]
+    lsan.pop("log_path", None)  # asanlab owns the log, whichever table a log_path came in
     if suppressions:
         lsan["suppressions"] = f"{CONFIG_DIR}/lsan.supp"
     env = {**PHP_ENV, "ASAN_OPTIONS": options_string(asan), "UBSAN_OPTIONS": options_string(ubsan)}

@@ -1,6 +1,8 @@
 """asanlab's crash handler for images it did not build: which image gets it, and how a run mounts
 and preloads it. The build and the crash itself run for real in tests/docker/test_tools.py."""
 
+import json
+
 import pytest
 from docker.errors import APIError
 
@@ -161,3 +163,18 @@ def test_run_soak_and_reproduce_preload_the_agent_else_the_handler_and_nothing_u
     assert choice.preloaded("img", lambda: agent, valgrind=True) == (None, None)
     assert asked == []  # an image with the agent, or Valgrind: no handler is looked for
     assert choice.preloaded("own", lambda: Labelled({})) == (None, Handler(tmp_path, (2, 17))) and asked == ["own"]
+
+
+@pytest.mark.parametrize("corrupt", [b'{"sha256:1": [2, 3', b"[1, 2]", b'{"sha256:1": "x"}', b"\xff\xfe"])
+def test_a_corrupt_glibc_cache_is_read_again_not_a_traceback_on_every_run(state, corrupt):
+    """A cache file cut short (an interrupted write) or edited broke every later run until deleted."""
+    from asanlab.state import state_dir
+
+    cache = state_dir() / "crash-handler" / "glibc-of-images.json"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(corrupt)
+    client = FakeClient(answers=None)
+    seen, reporter = events()
+    assert crash_handler.for_image(client, "alpine-php", reporter) is None
+    assert len(client.commands) == 1  # read from the image again
+    assert json.loads(cache.read_text()) == {"sha256:1": None}  # and the cache written whole anew

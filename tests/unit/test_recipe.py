@@ -225,3 +225,27 @@ def test_no_sanitizer_needs_a_tool():
     with pytest.raises(RecipeError, match="no sanitizer enabled.*tools: \\[gdb, valgrind\\]"):
         recipe.parse(no_san)
     assert recipe.parse(no_san + "tools: [gdb]\n").tools == ("gdb",)
+
+
+@pytest.mark.parametrize("options, says", [
+    ("asan_options: {halt_on_error: '0:log_path=/tmp/x'}", "runtime.asan_options.halt_on_error: value '0:log_path=/tmp/x' "
+                                                            "holds ':', which separates sanitizer options"),
+    ("lsan_options: {report_objects: '1,log_path=/x'}", "holds ','"),
+    ("ubsan_options: {print_stacktrace: '1 log_path=/x'}", "holds ' '"),
+    ("asan_options: {log_path: /tmp/x}", "runtime.asan_options.log_path: asanlab sets log_path itself"),
+    ("lsan_options: {log_exe_name: 1}", "asanlab sets log_exe_name itself"),
+])
+def test_a_sanitizer_option_value_cannot_smuggle_in_another_option(tmp_path, options, says):
+    """A value holding a separator appended options the recipe does not name (a second log_path
+    gave 0 findings): refused, and nothing is built."""
+    got = problems(f'name: x\nphp:\n  version: "8.2.1"\nruntime:\n  {options}\n', tmp_path)
+    assert len(got) == 1 and says in got[0], got
+
+
+def test_a_log_path_in_the_users_lsan_options_does_not_end_capture():
+    from asanlab.run.environment import environment
+
+    env = environment(None, {"LSAN_OPTIONS": "log_path=/tmp/elsewhere:report_objects=1",
+                             "ASAN_OPTIONS": "log_path=/tmp/x"}, False)
+    assert "log_path" not in env["LSAN_OPTIONS"] and "report_objects=1" in env["LSAN_OPTIONS"]
+    assert "log_path=/asanlab/logs/sanitizer" in env["ASAN_OPTIONS"] and "/tmp/x" not in env["ASAN_OPTIONS"]

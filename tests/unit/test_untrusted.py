@@ -363,3 +363,40 @@ def test_any_recording_gives_connections(tmp_path, lines):
     f.write_text("\n".join(lines) + "\n")
     for conn in traffic.read(f):
         traffic.requests_of(conn)
+
+
+# -- 10: control characters ----------------------------------------------------------------------
+
+HOSTILE_LINE = "ok\x1b]0;owned\x07\x1b[2J\x1b[31mred\x9b1m\x00\r[bold]x[/]"
+
+
+def test_the_apps_control_characters_never_reach_the_terminal():
+    from asanlab.console import ConsoleReporter, SafeConsole
+    from asanlab.events import Event
+
+    buf = io.StringIO()
+    console = SafeConsole(file=buf, force_terminal=False, highlight=False, soft_wrap=True)
+    reporter = ConsoleReporter(console)
+    for kind in ("run.output", "run.finding", "run.warning", "other"):
+        reporter(Event(kind, HOSTILE_LINE))
+    console.print(HOSTILE_LINE, markup=False)
+    text = buf.getvalue()
+    assert not any(c in text for c in "\x1b\x07\x00\r\x9b"), repr(text)
+    assert text.count("ok\\x1b]0;owned\\x07\\x1b[2J\\x1b[31mred\\x9b1m\\x00\\x0d[bold]x[/]") == 5
+
+
+def test_a_junit_report_with_the_apps_control_characters_is_valid_xml():
+    import xml.etree.ElementTree as ET
+
+    from asanlab.reports.export import to_junit
+    from asanlab.reports.findings import group
+    from asanlab.reports.sanitizers import parse
+
+    report = ("==7==ERROR: AddressSanitizer: heap-use-after-free on address 0x602000000010\n"
+              f"READ of size 1 at 0x602000000010 thread T0 {HOSTILE_LINE}\n"
+              "    #0 0x55 in zif_\x1bevil /src/a\x00.c:1\n\n")
+    findings = group(parse(report, "sanitizer.7"))
+    xml = to_junit(findings)
+    root = ET.fromstring(xml)  # raised "not well-formed (invalid token)" before
+    failure = root.find("testsuite/testcase/failure")
+    assert "\\x1b]0;owned" in failure.text and "\x1b" not in xml
