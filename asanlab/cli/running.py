@@ -85,9 +85,11 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
          fail_on: FailOn | None = None, suppression_files: list[Path] | None = None, record: bool = False,
          valgrind: bool = False, full_stacks: bool = False) -> None:
     from ..run import RunOptions, run as do_run
+    from ..run.options import check_arguments
 
     if (recipe_path is None) == (image is None):
         raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
+    check_arguments(app_path, list(publish), list(env))
     gate.policy_for(fail_on, bool(baseline))
     from ..reports import suppressions as supp
 

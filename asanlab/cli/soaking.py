@@ -110,8 +110,11 @@ def soak(
     from ..run import RunOptions
     from ..soak.driver import SoakOptions, soak_result, parse_checkpoints, soak as do_soak
 
+    from ..run.options import check_arguments
+
     if (recipe_path is None) == (image is None):
         raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
+    check_arguments(app_path, publish or [], env or [])
     gate.policy_for(fail_on, bool(baseline))
     points = parse_checkpoints(checkpoints)
     base = loads.check_url(url)

@@ -109,3 +109,14 @@ def parse_env(specs: list[str]) -> dict[str, str]:
             raise UsageError(f"-e {spec}: expected KEY=VALUE")
         out[key] = value
     return out
+
+
+def check_arguments(app: Path, ports: list[str], env: list[str]) -> None:
+    """The command line's own mistakes, named before anything is downloaded, built or started
+    (and whether Docker is up or not)."""
+    if not app.exists():
+        raise UsageError(f"{app}: no such PHP file")
+    if not app.is_file():
+        raise UsageError(f"{app}: not a regular file; give the app's PHP entry point")
+    parse_ports(ports)
+    parse_env(env)

@@ -400,3 +400,51 @@ def test_a_junit_report_with_the_apps_control_characters_is_valid_xml():
     root = ET.fromstring(xml)  # raised "not well-formed (invalid token)" before
     failure = root.find("testsuite/testcase/failure")
     assert "\\x1b]0;owned" in failure.text and "\x1b" not in xml
+
+
+def test_a_daemon_timeout_anywhere_in_a_command_is_exit_3_not_a_bug(state, monkeypatch, capsys):
+    """21: a requests exception from the Docker SDK (a wait or reload timing out) reached the top as
+    "a bug in asanlab", exit 70."""
+    import sys
+
+    import requests
+
+    from asanlab.cli.entry import main
+
+    def timed_out():
+        raise requests.exceptions.ReadTimeout("UnixHTTPConnectionPool(host='localhost'): Read timed out.")
+
+    monkeypatch.setattr(session, "list_ids", timed_out)
+    monkeypatch.setattr(sys, "argv", ["asanlab", "sessions"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 3
+    assert "asanlab: error: docker: UnixHTTPConnectionPool" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["run", "APP", "--image", "x", "-p", "99999:1"], "-p 99999:1: port 99999 is out of range"),
+    (["run", "APP", "--image", "x", "-e", "NOVALUE"], "-e NOVALUE: expected KEY=VALUE"),
+    (["run", "missing.php", "--image", "x"], "missing.php: no such PHP file"),
+    (["run", "APP", "--recipe", "RECIPE", "-p", "nope"], "-p nope: expected"),
+    (["soak", "APP", "--image", "x", "--url", "http://127.0.0.1:9501/", "-p", "1.2.3:80:80"], "is not an IP address"),
+])
+def test_usage_errors_come_first_whether_docker_is_up_or_not(state, tmp_path, monkeypatch, capsys, argv, says):
+    """16: they came after sources were downloaded or a container started, and as exit 3 when Docker
+    was down (these unit tests have no daemon: DOCKER_HOST points nowhere)."""
+    import sys
+
+    from asanlab.cli.entry import main
+
+    app = tmp_path / "app.php"
+    app.write_text("<?php\n")
+    recipe_file = tmp_path / "r.yml"
+    recipe_file.write_text('name: x\nphp:\n  version: "8.2.1"\n  source: {url: "http://127.0.0.1:9/php.tar.xz"}\n')
+    monkeypatch.chdir(tmp_path)
+    argv = [str(app) if a == "APP" else str(recipe_file) if a == "RECIPE" else a for a in argv]
+    monkeypatch.setattr(sys, "argv", ["asanlab", *argv])
+    with pytest.raises(SystemExit) as e:
+        main()
+    said = capsys.readouterr().err
+    assert e.value.code == 2 and says in said, said
+    assert not (state / "cache").exists() and not (state / "state" / "sessions").exists()
