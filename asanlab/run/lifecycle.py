@@ -108,7 +108,11 @@ def _run(client, opts: RunOptions, stop: StopRequest, reporter: Reporter) -> Run
                 error = driver.error
         if recorder is not None:
             recorder.stop()
-            s.data["traffic"] = {**s.data.get("traffic", {}), **traffic_summary(recorder, s, reporter)}
+            try:
+                s.data["traffic"] = {**s.data.get("traffic", {}), **traffic_summary(recorder, s, reporter)}
+            except Exception as e:  # the bytes are clients': the recording stays whole, the findings are still given
+                reporter(Event("run.warning", f"the recording could not be summarised ({type(e).__name__}: "
+                                              f"{str(e)[:200]}); it is kept byte for byte in {recorder.out}"))
         watcher.stop.set()
         if watcher.is_alive():
             watcher.join(timeout=5)

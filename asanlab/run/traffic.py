@@ -245,12 +245,14 @@ def ws_messages(conn: Connection) -> list[WsMessage]:
     from wsproto.extensions import PerMessageDeflate
 
     server = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
-    server.receive_data(conn.requests[-1].raw)
     try:
+        server.receive_data(conn.requests[-1].raw)
         if not any(isinstance(e, ws.Request) for e in server.events()):
             return []
         server.send(ws.AcceptConnection(extensions=[PerMessageDeflate()] if deflated(conn) else []))
-    except wsproto.utilities.LocalProtocolError:
+    # A client's handshake is whatever it sent: wsproto refuses a missing header with its own errors
+    # and a non-ASCII one with UnicodeError. Either way these are not messages to list.
+    except (wsproto.utilities.LocalProtocolError, wsproto.utilities.RemoteProtocolError, UnicodeError, ValueError):
         return []
     out: list[WsMessage] = []
     first = len(conn.requests)
@@ -272,7 +274,7 @@ def ws_messages(conn: Connection) -> list[WsMessage]:
                         return []
                     out.append(WsMessage(conn.id, first + len(out), t, "close", (e.reason or "").encode(), e.code))
                     return out
-        except (wsproto.utilities.RemoteProtocolError, wsproto.utilities.LocalProtocolError):
+        except (wsproto.utilities.RemoteProtocolError, wsproto.utilities.LocalProtocolError, UnicodeError, ValueError):
             return []  # not WebSocket after all
     return out
 
@@ -285,11 +287,13 @@ def _with_statuses(requests: list[HttpRequest], conn: Connection) -> list[HttpRe
     statuses: list[int] = []
     for req in requests:  # the client side must have sent a request before it reads an answer
         try:
-            client.send(h11.Request(method=req.method, target=req.target or "/",
-                                    headers=[("host", "x")] + [(k, v) for k, v in req.headers
-                                                               if k.lower() in ("connection", "upgrade")]))
+            # Bytes as they came (latin-1 round-trips every byte): h11 would encode text as ASCII.
+            client.send(h11.Request(method=req.method.encode("latin-1"), target=(req.target or "/").encode("latin-1"),
+                                    headers=[(b"host", b"x")] + [(k.encode("latin-1"), v.encode("latin-1"))
+                                                                 for k, v in req.headers
+                                                                 if k.lower() in ("connection", "upgrade")]))
             client.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
+        except (h11.LocalProtocolError, UnicodeError):
             break
         answered = False
         while not answered:

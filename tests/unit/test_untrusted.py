@@ -448,3 +448,47 @@ def test_usage_errors_come_first_whether_docker_is_up_or_not(state, tmp_path, mo
     said = capsys.readouterr().err
     assert e.value.code == 2 and says in said, said
     assert not (state / "cache").exists() and not (state / "state" / "sessions").exists()
+
+
+# -- 11: what a client sends is recorded and read, whatever it is --------------------------------
+
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+SWITCHED = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+HELLO = b"\x81\x85abcd" + bytes(x ^ y for x, y in zip(b"hello", b"abcda"))
+
+
+def _recorded(tmp_path, sent: list[bytes], answered: list[bytes]) -> Path:
+    lines = [{"c": 1, "t": 0, "open": "x"}] + [{"c": 1, "t": 0.1, "in": base64.b64encode(b).decode()} for b in sent] \
+        + [{"c": 1, "t": 0.2, "out": base64.b64encode(b).decode()} for b in answered]
+    f = tmp_path / "traffic.jsonl"
+    f.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return f
+
+
+def _read_all(f: Path):
+    conns = traffic.read(f)
+    return [r.line for r in traffic.all_requests(conns)], [len(c.messages) for c in conns], traffic.all_units(conns)
+
+
+def test_a_non_ascii_header_and_a_handshake_without_its_version_are_read_not_fatal(tmp_path):
+    """These ended `run --record` with exit 70, the leak it had found never printed."""
+    upgrade = UPGRADE.replace(b"Upgrade: websocket", b"Upgrade: websock\xe9t")
+    lines, messages, _ = _read_all(_recorded(tmp_path, [upgrade, HELLO], [SWITCHED]))
+    assert lines == ["GET /ws"] and messages == [0]
+    no_version = UPGRADE.replace(b"Sec-WebSocket-Version: 13\r\n", b"")
+    lines, messages, _ = _read_all(_recorded(tmp_path, [no_version, HELLO], [SWITCHED]))
+    assert lines == ["GET /ws"] and messages == [0]
+    lines, messages, _ = _read_all(_recorded(tmp_path, [UPGRADE, HELLO], [SWITCHED]))
+    assert messages == [1]  # the well-formed one is still read as a message
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_bytes_a_client_or_the_app_sends_are_read(tmp_path, data):
+    parts = [bytearray(UPGRADE), bytearray(HELLO), bytearray(SWITCHED)]
+    for _ in range(data.draw(st.integers(1, 4))):
+        part = parts[data.draw(st.integers(0, 2))]
+        part[data.draw(st.integers(0, len(part) - 1))] = data.draw(st.integers(0, 255))
+    _read_all(_recorded(tmp_path, [bytes(parts[0]), bytes(parts[1])], [bytes(parts[2])]))
