@@ -28,7 +28,10 @@ SCHEMA = 1
 SANITIZER_DIR = "raw/sanitizer"  # what the container's sanitizers write, one file per process
 PHP_STACK_SUBDIR = "raw/php"  # the agent's PHP backtraces of those reports (asanlab/reports/php_stack.py)
 OUTPUT_LOG = "raw/output.log"  # the app's stdout and stderr, verbatim
-SYMBOLS = "symbols.json"  # frames resolved by `replay --symbolize`, reused by every later replay
+SYMBOLS = "symbols.json"
+# A sanitizer log larger than this was not written by a sanitizer (a sparse file the app made):
+# not read, and said so. A soak's logs, live-heap profiles included, stay far below.
+LOG_LIMIT = 2 << 30  # frames resolved by `replay --symbolize`, reused by every later replay
 
 
 def sessions_dir() -> Path:
@@ -166,7 +169,12 @@ def read_reports(folder: Path) -> list[Report]:
     """Parse every sanitizer log in a folder, in a stable order."""
     reports: list[Report] = []
     for f in untrusted.files(folder):
-        found = list(read_file(f, f.name))
+        try:
+            found = list(read_file(f, f.name, limit=LOG_LIMIT))
+        except untrusted.UntrustedFileError:
+            continue  # too large, or swapped since it was listed: said once by read_notices
+        except OSError:
+            continue
         # UBSan's lines carry no pid: the log's name does (log_path's sanitizer.<pid>).
         pid = f.name.rpartition(".")[2]
         for r in found:
@@ -176,10 +184,10 @@ def read_reports(folder: Path) -> list[Report]:
     return reports
 
 
-def read_file(path: Path, source: str):
+def read_file(path: Path, source: str, limit: int | None = None):
     """The reports in one log file, streamed (valgrind's XML too). A link or a file that
     is not a regular one (a FIFO would never end) is refused with an error naming it."""
-    with untrusted.open_file(path) as raw:
+    with untrusted.open_file(path, limit=limit) as raw:
         fh = io.TextIOWrapper(raw, errors="replace")
         head = fh.read(2000)
         fh.seek(0)
@@ -194,9 +202,14 @@ def read_notices(folders: list[Path]) -> list[Notice]:
     """What the sanitizers said about themselves (infrastructure problems), once per kind."""
     seen: dict[str, Notice] = {}
     for folder in folders:
+        for path, why in untrusted.refused(folder, limit=LOG_LIMIT):
+            seen.setdefault("not-read", Notice(
+                "not-read", f"{path.name}: not read ({why})",
+                "something other than a sanitizer wrote into the log folder (the app can write there): asanlab "
+                "reads only regular files of a bounded size there and follows no link", str(path)))
         for f in untrusted.walk(folder) if folder.is_dir() else [folder]:
             try:
-                with untrusted.open_file(f) as raw:
+                with untrusted.open_file(f, limit=LOG_LIMIT) as raw:
                     for n in scan_notices(io.TextIOWrapper(raw, errors="replace"), f.name):
                         seen.setdefault(n.kind, n)
             except (OSError, untrusted.UntrustedFileError):

@@ -141,6 +141,25 @@ def files(folder: Path, *, prefix: str = "") -> list[Path]:
         return []
 
 
+def refused(folder: Path, *, limit: int) -> list[tuple[Path, str]]:
+    """The entries directly in a folder that a reader of its regular files leaves alone, each with
+    why: links, FIFOs, devices, sub-folders, and files larger than `limit` bytes."""
+    out = []
+    if not is_dir(folder):
+        return out
+    with os.scandir(folder) as it:
+        for e in sorted(it, key=lambda e: e.name):
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                out.append((Path(e.path), _kind(st.st_mode)))
+            elif st.st_size > limit:
+                out.append((Path(e.path), f"{st.st_size:,} bytes, more than the {limit:,} read from such a file"))
+    return out
+
+
 def walk(folder: Path) -> list[Path]:
     """The regular files under a folder at any depth, by path; no link to a file or a folder is
     followed."""

@@ -492,3 +492,23 @@ def test_any_bytes_a_client_or_the_app_sends_are_read(tmp_path, data):
         part = parts[data.draw(st.integers(0, 2))]
         part[data.draw(st.integers(0, len(part) - 1))] = data.draw(st.integers(0, 255))
     _read_all(_recorded(tmp_path, [bytes(parts[0]), bytes(parts[1])], [bytes(parts[2])]))
+
+
+def test_a_huge_sparse_file_or_a_link_in_the_log_folder_is_skipped_said_once_and_the_leak_kept(state, canary):
+    """The app's planted files cannot hide the findings: the real log is read, the rest is named."""
+    s = session.create({"command": ["php"]})
+    logs = s.sanitizer_dir
+    (logs / "sanitizer.5").write_text(
+        "=================================================================\n"
+        "==5==ERROR: LeakSanitizer: detected memory leaks\n\n"
+        "Direct leak of 123 byte(s) in 1 object(s) allocated from:\n"
+        "    #0 0x4a in malloc (/opt/php/bin/php+0x4a)\n    #1 0x4b in zif_leak /src/a.c:3\n\n"
+        "SUMMARY: AddressSanitizer: 123 byte(s) leaked in 1 allocation(s).\n")
+    with open(logs / "sanitizer.6", "wb") as f:
+        f.truncate(session.LOG_LIMIT + 1)  # sparse: takes no disk
+    (logs / "sanitizer.7").symlink_to(canary)
+    os.mkfifo(logs / "sanitizer.8")
+    reports, findings = no_hang(lambda: session.reports_and_findings(s))
+    assert [(f.kind, f.example.leaked_bytes) for f in findings] == [("direct-leak", 123)]
+    [notice] = [n for n in session.session_notices(s) if n.kind == "not-read"]
+    assert "sanitizer.6: not read" in notice.message and "more than" in notice.message
