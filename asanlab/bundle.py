@@ -21,6 +21,7 @@ from .docker_client import docker_errors
 from .layout import IMAGE_EXTENSIONS
 from .session import ID, Session
 from . import untrusted
+from .printable import printable
 
 RAW_LIMIT = 2 << 30  # bytes of raw logs a bundle takes (the recording proxy keeps at most 1 GiB)
 PROBE = ("echo '$ php -v'; php -v 2>&1; echo; echo '$ php -m'; php -m 2>&1; "
@@ -48,6 +49,12 @@ def _image_facts(client, session: Session) -> str:
     return f"image {image.id}\ntags {', '.join(image.tags)}\nlabels {labels}\n\n{probe}"
 
 
+def _left_out_note(left_out: list[tuple[str, str]]):
+    """left-out.txt, once the folders before it were read: what raw/ held that is not in the archive."""
+    if left_out:
+        yield "left-out.txt", "".join(f"raw/{printable(n)}: {why}\n" for n, why in left_out).encode()
+
+
 def write(session: Session, out: Path, report_text: str, findings_json: str, client=None) -> list[str]:
     """Write the bundle; returns the names it holds."""
     files: dict[str, bytes] = {
@@ -58,7 +65,8 @@ def write(session: Session, out: Path, report_text: str, findings_json: str, cli
                        "command.txt     how the app was run (image, command, environment, ports)\n"
                        "recipe.yml      the recipe the image was built from\n"
                        "session.json    everything asanlab recorded\n"
-                       "raw/            every sanitizer log and the app's output, verbatim\n"
+                       "raw/            every sanitizer log and the app's output, verbatim (regular files\n"
+                       "                only: left-out.txt names what else the app had put there)\n"
                        "reproducer/     when the traffic was minimized: the requests that bring the finding back;\n"
                        "                `asanlab reproduce reproducer/` runs them\n").encode(),
         "report.txt": report_text.encode(),
@@ -74,10 +82,12 @@ def write(session: Session, out: Path, report_text: str, findings_json: str, cli
     # raw/ holds what the app's container wrote: only its regular files go in, no link is
     # followed (a link there would put a host file into an archive meant for a public issue).
     # Read one file at a time, as they are written into the archive.
-    members = itertools.chain(files.items(),
-                              ((f"raw/{n}", d) for n, d in untrusted.tree(session.path / "raw", limit=RAW_LIMIT)),
-                              ((f"reproducer/{n}", d) for n, d in untrusted.tree(session.path / "reproducer",
-                                                                                limit=RAW_LIMIT)))
+    left_out: list[tuple[str, str]] = []
+    members = itertools.chain(
+        files.items(),
+        ((f"raw/{n}", d) for n, d in untrusted.tree(session.path / "raw", limit=RAW_LIMIT, left_out=left_out)),
+        ((f"reproducer/{n}", d) for n, d in untrusted.tree(session.path / "reproducer", limit=RAW_LIMIT)),
+        _left_out_note(left_out))
     # The id names every member: one plain name, whatever a received session.json says.
     prefix = f"asanlab-{session.id}" if ID.fullmatch(session.id) else "asanlab-session"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ def now() -> str:
 class Session:
     path: Path
     data: dict[str, Any]
+    unsaved: str | None = None  # why its last save failed (a full disk), when it did
 
     @property
     def id(self) -> str:

@@ -190,11 +190,12 @@ def texts(folder: Path, *, prefix: str = "", limit: int) -> list[tuple[Path, str
     return out
 
 
-def tree(folder: Path, *, limit: int) -> Iterator[tuple[str, bytes]]:
+def tree(folder: Path, *, limit: int, left_out: list[tuple[str, str]] | None = None) -> Iterator[tuple[str, bytes]]:
     """Every regular file under a folder, with its path relative to it and its bytes, one at a
-    time; links and other non-regular files are left out, at every depth. At most `limit` bytes
-    in all: past it, UntrustedFileError."""
+    time; links and other non-regular files are left out, at every depth, and so is a file that
+    would take the total past `limit` bytes. What was left out, with why, is added to `left_out`."""
     total = 0
+    left_out = left_out if left_out is not None else []
 
     def walk(dfd: int, rel: str) -> Iterator[tuple[str, bytes]]:
         nonlocal total
@@ -203,7 +204,11 @@ def tree(folder: Path, *, limit: int) -> Iterator[tuple[str, bytes]]:
                 st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             except OSError:
                 continue
-            if stat.S_ISDIR(st.st_mode):
+            if not stat.S_ISDIR(st.st_mode) and not stat.S_ISREG(st.st_mode):
+                left_out.append((f"{rel}{name}", _kind(st.st_mode)))
+            elif stat.S_ISREG(st.st_mode) and total + st.st_size > limit:
+                left_out.append((f"{rel}{name}", f"{st.st_size:,} bytes, past the {limit:,} taken in all"))
+            elif stat.S_ISDIR(st.st_mode):
                 try:
                     sub = os.open(name, _DIR, dir_fd=dfd)
                 except OSError:
@@ -221,9 +226,10 @@ def tree(folder: Path, *, limit: int) -> Iterator[tuple[str, bytes]]:
                     if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                         continue
                     data = f.read(limit - total + 1)
+                if total + len(data) > limit:  # it grew since
+                    left_out.append((f"{rel}{name}", f"more than the {limit:,} bytes taken in all"))
+                    continue
                 total += len(data)
-                if total > limit:
-                    raise UntrustedFileError(f"{folder} holds more than the {limit:,} bytes asanlab takes from it")
                 yield f"{rel}{name}", data
 
     if not is_dir(folder):

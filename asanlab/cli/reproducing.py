@@ -13,7 +13,7 @@ import typer
 from ..image import recipe as recipes
 from ..console import ConsoleReporter
 from ..docker_client import client
-from ..errors import EXIT_FINDINGS, UsageError
+from ..errors import InfraError, EXIT_FINDINGS, UsageError
 from ..image.choice import image_for, preloaded, tools_of
 from ..reports import gate
 from ..reports.gate import FailOn
@@ -190,10 +190,15 @@ def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
         from ..session import reports_and_findings
 
         finding = next((f.to_dict() for f in reports_and_findings(src.session)[1] if f.signature == wanted_sig), None)
-    folder = reproducer.write(src, shrunk, match[0], finding, concurrent=target.concurrent)
+    # Minutes of replays found these requests: they are printed even when the bundle cannot be written.
+    try:
+        folder, unwritten = reproducer.write(src, shrunk, match[0], finding, concurrent=target.concurrent), None
+    except OSError as e:
+        folder, unwritten = None, f"{e.filename or src.output_dir}: {e.strerror}"
     if fmt is TextOrJson.json:
-        out.print(json.dumps({"source": src.id, "signature": wanted_sig, "bundle": str(folder),
-                              "file": str(folder / "recording.jsonl"),
+        out.print(json.dumps({"source": src.id, "signature": wanted_sig, "bundle": str(folder) if folder else None,
+                              "file": str(folder / "recording.jsonl") if folder else None,
+                              **({"not_written": unwritten} if unwritten else {}),
                               "rate": {"hits": shrunk.hits, "original_hits": shrunk.original_hits, "tries": tries},
                               "candidates": shrunk.candidates, "replays": shrunk.replays,
                               "requests": [{"connection": r.connection, "index": r.index, "request": r.line}
@@ -204,7 +209,11 @@ def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
                   f"{wanted_sig}{rate}, found in {shrunk.replays} replays:", markup=False)
         for r in shrunk.requests:
             out.print(f"  connection {r.connection} #{r.index}: {r.line}", markup=False)
-        out.print(f"reproducer bundle: {folder}  (run it: asanlab reproduce {folder})", markup=False)
+        if folder is not None:
+            out.print(f"reproducer bundle: {folder}  (run it: asanlab reproduce {folder})", markup=False)
+    if unwritten:
+        raise InfraError(f"the reproducer bundle could not be written ({unwritten}); the requests above are the result",
+                         hint="make the folder writable, or copy the session somewhere writable and minimize there")
     raise typer.Exit(EXIT_FINDINGS)
 
 

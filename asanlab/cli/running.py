@@ -12,7 +12,7 @@ from ..image import recipe as recipes
 from .. import session as sessions
 from ..console import ConsoleReporter
 from ..docker_client import client
-from ..errors import UsageError
+from ..errors import InfraError, UsageError
 from ..reports.gate import FailOn
 from ..image.choice import image_for, preloaded, tools_of
 from .common import (EXIT_CODES, FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption, SuppressionsOption,
@@ -120,4 +120,9 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
     outcome = gate.decide(result.findings, baseline_session, fail_on)
     _print_findings(result.session.data, outcome.shown, fmt, all_findings,
                     notices=sessions.session_notices(result.session))
+    if result.stop_reason == "disk-full" or result.session.unsaved:
+        # The findings above stand; the run itself did not go as asked.
+        raise InfraError(f"the disk under {result.session.path} is full or read-only"
+                         f" ({result.session.unsaved or 'raw/output.log could not be written'}): the app was stopped "
+                         "gracefully and what was written is kept", hint="free some space and run again")
     raise typer.Exit(outcome.exit_code)

@@ -87,7 +87,7 @@ def _run(client, opts: RunOptions, stop: StopRequest, reporter: Reporter) -> Run
                 raise InfraError(f"the container did not start: {getattr(e, 'explanation', None) or e}") from None
             if recorded is not None:
                 recorder = start_recorder(container, recorded, s, reporter)
-            output = OutputCopier(stream, s.output_log, reporter)
+            output = OutputCopier(stream, s.output_log, reporter, on_write_error=lambda: stop.request("disk-full"))
             output.start()
             watcher.start()
             reporter(Event("run.started", f"running {' '.join(command)} in {opts.image}", {"container": container.name}))
@@ -120,6 +120,9 @@ def _run(client, opts: RunOptions, stop: StopRequest, reporter: Reporter) -> Run
         findings = close_session(s, status="failed" if error is not None else "finished", stop_reason=stop_reason,
                                  exit_code=exit_code, error=str(error) if error is not None else None,
                                  abnormal=output.abnormal if output else [])
+        if s.unsaved:
+            reporter(Event("run.warning", f"the session could not be saved ({s.unsaved}): the findings below are "
+                                          "read from what the app wrote"))
     if error is not None:
         if isinstance(error, KeyboardInterrupt):
             raise InfraError(f"interrupted; the session was saved in {s.path}")

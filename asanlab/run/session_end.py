@@ -21,8 +21,11 @@ def close_session(s: sessions.Session, *, status: str, stop_reason: str, exit_co
     kept = php_stack.origin_bookkeeping(s.path / sessions.PHP_STACK_SUBDIR)
     if kept:
         s.data["php_origins"] = origins_cost(kept)
-    s.save()
-    s.save_findings(findings)
+    try:
+        s.save()
+        s.save_findings(findings)
+    except OSError as e:  # a full or read-only disk: the findings are still given, and why they were not kept
+        s.unsaved = f"{e.filename or s.path}: {e.strerror}"
     return findings
 
 

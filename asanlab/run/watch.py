@@ -103,14 +103,17 @@ class OutputCopier(threading.Thread):
     lines are written whole: the daemon cuts its chunks anywhere, and a line of stderr (a sanitizer's
     or the symbolizer's) must not land inside a line of stdout."""
 
-    def __init__(self, stream, path: Path, reporter: Reporter) -> None:
+    def __init__(self, stream, path: Path, reporter: Reporter, on_write_error: Callable[[], None] | None = None) -> None:
         super().__init__(daemon=True)
         self.stream, self.path, self.reporter = stream, path, reporter
+        self.on_write_error = on_write_error
         self.abnormal: list[dict] = []
+        self.write_error: str | None = None  # why output.log stopped growing (a full disk), once it did
 
     def run(self) -> None:
         pending = [b"", b""]  # stdout's and stderr's unfinished line
-        with open(self.path, "ab") as out:
+        # Unbuffered: each write succeeds or fails here, not later in a flush at close.
+        with open(self.path, "ab", buffering=0) as out:
             try:
                 for item in self.stream:
                     for n, chunk in enumerate(item if isinstance(item, tuple) else (item,)):
@@ -120,8 +123,23 @@ class OutputCopier(threading.Thread):
                 self.reporter(Event("run.warning", f"output stream ended: {e.__class__.__name__}"))
             for rest in pending:
                 if rest:
-                    out.write(rest)
+                    self._write(out, rest)
                     self._line(rest.decode(errors="replace"))
+
+    def _write(self, out, data: bytes) -> None:
+        """To output.log while it can be written. A write that fails (the disk is full) stops the
+        writing, not the reading: the stream is still drained, or the app would block on its
+        stdout and the grace would run out before LeakSanitizer wrote anything."""
+        if self.write_error is not None:
+            return
+        try:
+            out.write(data)
+        except OSError as e:
+            self.write_error = f"{self.path}: {e.strerror}"
+            self.reporter(Event("run.warning", f"cannot write {self.write_error}: stopping the app gracefully; "
+                                               "its output goes on here, and what was written is kept"))
+            if self.on_write_error is not None:
+                self.on_write_error()
 
     def _whole_lines(self, out, data: bytes) -> bytes:
         """Writes the complete lines at the start of data (all of it past LONG_LINE); returns the rest."""
@@ -129,8 +147,7 @@ class OutputCopier(threading.Thread):
         if len(data) - cut > LONG_LINE:
             cut = len(data)
         if cut:
-            out.write(data[:cut])
-            out.flush()
+            self._write(out, data[:cut])
             *lines, piece = data[:cut].split(b"\n")
             for raw in lines + ([piece] if piece else []):
                 self._line(raw.decode(errors="replace"))

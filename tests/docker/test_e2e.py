@@ -456,3 +456,125 @@ def test_demo_command(built, work):
     folder, env = work
     proc = asanlab("demo", "--recipe", "php.yml", cwd=folder, env=env, check=1)
     assert "ERROR double-free" in proc.stdout and "LEAK 300 byte(s) in 3 object(s)" in proc.stdout
+
+
+HOSTILE_APP = r"""<?php
+// A hostile app: wherever it can write (every folder asanlab mounts read-write) it plants links to a
+// host file and folder, /dev/zero, FIFOs, a huge sparse file and a hard link, under the names asanlab
+// reads; it prints control characters; it serves a few requests through the recording proxy; and it
+// also leaks, which must still be reported.
+$canary = getenv('HOST_CANARY');
+$names = ['sanitizer.90001', 'php-backtrace.90001', 'php-origin.90001', 'crash.90001', 'answers.90001',
+          'trigger', 'trigger.tmp', 'php-heap.90001', 'php-census.90001'];
+foreach (['/asanlab/logs', '/asanlab/php', '/asanlab/state'] as $dir) {
+    foreach ($names as $name) {
+        @symlink($canary, "$dir/$name");
+    }
+    @symlink(dirname($canary), "$dir/hostdir");
+    @symlink('/dev/zero', "$dir/sanitizer.90002");
+    @symlink('/dev/zero', "$dir/php-origin.90002");
+    posix_mkfifo("$dir/sanitizer.90003", 0644);
+    posix_mkfifo("$dir/php-backtrace.90003", 0644);
+    posix_mkfifo("$dir/crash.90003", 0644);
+    $f = fopen("$dir/sanitizer.90004", 'w');
+    ftruncate($f, 100 * 1024 * 1024 * 1024);  // 100 GiB, sparse
+    fclose($f);
+    file_put_contents("$dir/plain.90005", "==1==ERROR: AddressSanitizer: \x1b]0;owned\x07\x1b[2J\n");
+    @link("$dir/plain.90005", "$dir/hard.90005");
+    @mkdir("$dir/sub");
+    @symlink($canary, "$dir/sub/sanitizer.90006");
+}
+echo "control characters: \x1b]0;owned\x07\x1b[2J\x1b[31mred\x9b\n";
+$f = FFI::cdef("void *malloc(size_t);");
+$f->malloc(123);
+
+$server = stream_socket_server('tcp://0.0.0.0:8080', $errno, $errstr);
+echo "ready\n";
+while ($conn = stream_socket_accept($server, 60)) {
+    $request = fread($conn, 65536);
+    fwrite($conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    fclose($conn);
+    if (str_starts_with((string) $request, 'GET /quit')) {
+        break;
+    }
+}
+"""
+
+
+def test_a_hostile_app_reaches_no_host_file_and_its_leak_is_still_reported(built, work, docker_client, tmp_path):
+    """Links, FIFOs, /dev/zero, a 100 GiB sparse file, a hard link and control characters in every
+    read-write mount, hostile bytes through the recording proxy: no host file outside the session
+    changes or lands in any artifact, nothing hangs, the leak is reported, exit 1, session finished."""
+    import json
+    import socket
+    import tarfile
+
+    from .conftest import free_port
+
+    folder, env = work
+    host = tmp_path / "host"
+    host.mkdir()
+    canary = host / "canary.txt"
+    secret = b"host secret: must never leave the host\n"
+    canary.write_bytes(secret)
+    (host / "other.txt").write_bytes(secret)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in host.iterdir()}
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "asanlab", "run", write_app(folder, "hostile", HOSTILE_APP),
+                             "--recipe", "php.yml", "-p", f"{port}:8080", "--record", "-e", f"HOST_CANARY={canary}",
+                             "--format", "json", "--timeout", "600"],
+                            cwd=folder, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # until the app serves through the proxy
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                    c.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+                    if c.recv(100).startswith(b"HTTP/1.1 200"):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "the hostile app never served"
+            time.sleep(0.5)
+        hostile = [b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\nX-Bytes: \xe9\x80\x00\r\n\r\n",
+                   b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n\x81\x85abcdefghi",
+                   b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)),
+                   b"GET /quit HTTP/1.1\r\nHost: x\r\n\r\n"]
+        for data in hostile:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(data)
+                try:
+                    c.recv(100)
+                except OSError:
+                    pass
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, stderr.decode(errors="replace")[-3000:]
+    assert b"\x1b" not in stdout and b"\x1b" not in stderr and b"\x07" not in stderr
+    assert b"control characters: \\x1b]0;owned\\x07" in stderr
+    out = json.loads(stdout)
+    leak = next(f for f in out["findings"] if f["kind"] == "direct-leak" and f["leaked_bytes"] == 123)
+    assert leak["example"]["php"]["frames"][-1]["file"] == "/app/app.php", leak
+    sid = out["session"]["id"]
+    path = folder / ".asanlab" / "sessions" / sid
+    stored = read_json(path / "session.json")
+    assert stored["status"] == "finished" and stored["traffic"]["requests"] >= 3, stored.get("traffic")
+    assert any(n["kind"] == "not-read" for n in out.get("notices", [])), out.get("notices")
+    assert containers_of(docker_client, sid) == []
+
+    # The bug-report archive a user would attach to a public issue: no host file in it, no member
+    # outside its folder.
+    asanlab("replay", sid, "--bundle", "bug.tar.gz", cwd=folder, env=env, check=1)
+    with tarfile.open(folder / "bug.tar.gz") as tar:
+        members = tar.getmembers()
+        assert all(m.name.startswith(f"asanlab-{sid}/") and ".." not in m.name and m.isfile() for m in members)
+        for m in members:
+            assert secret not in tar.extractfile(m).read(), m.name
+        names = {m.name.split("/", 1)[1] for m in members}
+    assert "raw/sanitizer/plain.90005" in names and not any("90001" in n or "hostdir" in n or "90006" in n
+                                                            for n in names), names
+    # Nothing on the host outside the session changed.
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in host.iterdir()} == before

@@ -99,9 +99,12 @@ def test_listing_and_walking_leave_links_and_special_files_out(tmp_path, canary)
     os.mkfifo(folder / "sanitizer.4")
     assert [p.name for p in untrusted.files(folder)] == ["sanitizer.1"]
     assert [str(p.relative_to(folder)) for p in untrusted.walk(folder)] == ["sanitizer.1", "sub/sanitizer.2"]
-    assert dict(untrusted.tree(folder, limit=100)) == {"sanitizer.1": b"a\n", "sub/sanitizer.2": b"b\n"}
-    with pytest.raises(untrusted.UntrustedFileError, match="more than the 3 bytes"):
-        list(untrusted.tree(folder, limit=3))
+    left_out: list = []
+    assert dict(untrusted.tree(folder, limit=100, left_out=left_out)) == {"sanitizer.1": b"a\n", "sub/sanitizer.2": b"b\n"}
+    assert left_out == [("linked-dir", "a link"), ("sanitizer.3", "a link"), ("sanitizer.4", "a FIFO")]
+    left_out = []
+    assert dict(untrusted.tree(folder, limit=3, left_out=left_out)) == {"sanitizer.1": b"a\n"}
+    assert ("sub/sanitizer.2", "2 bytes, past the 3 taken in all") in left_out
 
 
 def test_an_atomic_write_replaces_a_planted_link_instead_of_writing_through_it(tmp_path, canary):
@@ -146,11 +149,14 @@ def test_a_bundle_takes_no_host_file_through_a_link_in_raw_and_no_member_leaves_
     s.data["id"] = "../../../../tmp/evil"
     out = tmp_path / "report.tar.gz"
     names = no_hang(lambda: bundle.write(s, out, "report", "{}"))
-    assert "raw/sanitizer/sanitizer.9" in names and not any("leak" in n or "etc" in n or "pipe" in n for n in names)
+    assert "raw/sanitizer/sanitizer.9" in names and not any("leak" in n or "etc" in n or "pipe" in n for n in names[:-1])
+    assert names[-1] == "left-out.txt"
     with tarfile.open(out) as tar:
         members = tar.getmembers()
         assert all(m.name.startswith("asanlab-session/") and ".." not in m.name for m in members)
         assert not any(SECRET in tar.extractfile(m).read() for m in members if m.isfile())
+        note = tar.extractfile("asanlab-session/left-out.txt").read().decode()
+    assert "raw/sanitizer/leak: a link\n" in note and "raw/sanitizer/pipe: a FIFO\n" in note
 
 
 def test_a_bundles_app_and_recording_stay_inside_the_bundle(tmp_path):
@@ -459,10 +465,10 @@ SWITCHED = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnecti
 HELLO = b"\x81\x85abcd" + bytes(x ^ y for x, y in zip(b"hello", b"abcda"))
 
 
-def _recorded(tmp_path, sent: list[bytes], answered: list[bytes]) -> Path:
+def _recorded(tmp_path, sent: list[bytes], answered: list[bytes], name: str = "traffic.jsonl") -> Path:
     lines = [{"c": 1, "t": 0, "open": "x"}] + [{"c": 1, "t": 0.1, "in": base64.b64encode(b).decode()} for b in sent] \
         + [{"c": 1, "t": 0.2, "out": base64.b64encode(b).decode()} for b in answered]
-    f = tmp_path / "traffic.jsonl"
+    f = tmp_path / name
     f.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return f
 
@@ -512,3 +518,92 @@ def test_a_huge_sparse_file_or_a_link_in_the_log_folder_is_skipped_said_once_and
     assert [(f.kind, f.example.leaked_bytes) for f in findings] == [("direct-leak", 123)]
     [notice] = [n for n in session.session_notices(s) if n.kind == "not-read"]
     assert "sanitizer.6: not read" in notice.message and "more than" in notice.message
+
+
+# -- 12, 13: a full or read-only disk under the session ---------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 KiB tmpfs (the suite runs as root in CI; where mounting is not allowed it fails
+    under CI=true rather than skipping)."""
+    import subprocess
+
+    where = tmp_path / "disk"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs for the full-disk test: {done.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_disk_stops_the_app_gracefully_and_the_output_is_still_drained(small_disk):
+    from asanlab.run.watch import OutputCopier
+
+    chunks = [(b"line %06d " % i + b"x" * 1000 + b"\n", None) for i in range(200)]  # 200 KiB
+    drained = []
+
+    def stream():
+        for c in chunks:
+            drained.append(c)
+            yield c
+
+    events, asked = [], []
+    copier = OutputCopier(stream(), small_disk / "output.log", events.append, on_write_error=lambda: asked.append(1))
+    no_hang(lambda: copier.run())
+    assert len(drained) == 200 and asked == [1]  # read to the end; the stop asked for once
+    assert "No space left on device" in copier.write_error
+    warnings = [e.message for e in events if e.kind == "run.warning"]
+    assert len(warnings) == 1 and "stopping the app gracefully" in warnings[0]
+    assert sum(1 for e in events if e.kind == "run.output") == 200  # every line still shown
+    kept = (small_disk / "output.log").read_bytes()
+    assert kept.startswith(b"line 000000 ") and len(kept) > 30000  # what was written is kept
+
+
+def test_a_session_that_cannot_be_saved_still_gives_its_findings(small_disk, monkeypatch):
+    from asanlab.run.session_end import close_session
+
+    monkeypatch.setenv("ASANLAB_HOME", str(small_disk))  # the sessions live on the small disk
+    s = session.create({"command": ["php"]})
+    (s.sanitizer_dir / "sanitizer.5").write_text(
+        "==5==ERROR: LeakSanitizer: detected memory leaks\n\nDirect leak of 9 byte(s) in 1 object(s) allocated from:\n"
+        "    #0 0x4a in malloc (/opt/php/bin/php+0x4a)\n    #1 0x4b in zif_leak /src/a.c:3\n\n")
+    with open(small_disk / "fill", "wb") as f:  # the disk fills up
+        with pytest.raises(OSError):
+            f.write(b"x" * (128 * 1024))
+            f.flush()
+    findings = close_session(s, status="finished", stop_reason="exited", exit_code=0, error=None, abnormal=[])
+    assert [(f.kind, f.example.leaked_bytes) for f in findings] == [("direct-leak", 9)]
+    assert "No space left on device" in s.unsaved
+    assert json.loads((s.path / "session.json").read_text())["status"] == "running"  # the old one, whole
+
+
+def test_minimize_prints_its_result_before_saying_the_bundle_could_not_be_written(small_disk, monkeypatch, capsys):
+    """13: a read-only session folder at the end of `reproduce --minimize` lost the minutes of
+    replays that found the requests (exit 70)."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from asanlab.cli.common import TextOrJson
+    from asanlab.cli.reproducing import _minimize
+    from asanlab.errors import InfraError
+
+    monkeypatch.setenv("ASANLAB_HOME", str(small_disk))
+    app = small_disk / "app.php"
+    app.write_text("<?php\n")
+    s = session.create({"command": ["php", "/app/app.php"], "app": str(app)})
+    get = lambda p: f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    (s.path / "traffic").mkdir()
+    _recorded(s.path / "traffic", [get("/a") + get("/fire") + get("/b")], [], name=traffic.FILE)
+    src = source.load(s.id)
+    src.expected = [source.Expected("double-free|x", "abc", "memory-error", "double-free")]
+    fire = SimpleNamespace(signature="double-free|x")
+    target = SimpleNamespace(source=src, reporter=lambda e: None, concurrent=False,
+                             replay=lambda conns, info, keep: ([fire] if (1, 1) in keep else [], None))
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    with pytest.raises(InfraError, match="reproducer bundle could not be written .*Read-only file system"):
+        _minimize(target, "abc", TextOrJson.text, 1)
+    printed = capsys.readouterr().out
+    assert "1 of 3 request(s)" in printed and "connection 1 #1: GET /fire" in printed
