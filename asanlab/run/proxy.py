@@ -9,6 +9,7 @@ interrupted run keeps what was recorded until then.
 from __future__ import annotations
 
 import asyncio
+import errno
 import concurrent.futures
 import base64
 import json
@@ -25,6 +26,7 @@ READY_TIMEOUT = 120.0  # seconds a client's connection waits for the app to list
 # opening and closing still written): a soak of 100,000 requests writes about 60 MB, an hour of a
 # busy server could fill the disk. What was cut is said in the session.
 LIMIT_BYTES = 1 << 30
+OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class Recorder:
@@ -44,6 +46,9 @@ class Recorder:
         self._t0 = time.monotonic()
         self._tasks: set[asyncio.Task] = set()
         self._ready = False
+        # Connections asanlab's proxy itself could not carry (out of descriptors): never the app's doing.
+        self.dropped = 0
+        self.drop_reason: str | None = None
         self._ready_lock: asyncio.Lock | None = None
 
     def start(self) -> None:
@@ -70,6 +75,7 @@ class Recorder:
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
+        self._loop.set_exception_handler(self._loop_error)
 
         async def serve() -> None:
             self._ready_lock = asyncio.Lock()
@@ -78,6 +84,16 @@ class Recorder:
 
         self._loop.run_until_complete(serve())
         self._loop.run_forever()
+
+    def _loop_error(self, loop, context: dict) -> None:
+        """asyncio's own errors (an accept that failed for want of descriptors, thousands of times
+        under load): counted and named once at the end, not a traceback each."""
+        self._dropped(context.get("exception") or OSError(context.get("message", "error")), count=False)
+
+    def _dropped(self, e: BaseException, count: bool = True) -> None:
+        self.dropped += count
+        if self.drop_reason is None:
+            self.drop_reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
 
     def _write(self, event: dict) -> None:
         event["t"] = round(time.monotonic() - self._t0, 6)
@@ -139,8 +155,12 @@ class Recorder:
         self._write({"c": cid, "open": f"{peer[0]}:{peer[1]}" if peer else ""})
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            self._write({"c": cid, "close": "app"})  # the app was not listening
+        except OSError as e:
+            if e.errno in OUT_OF_RESOURCES:  # the proxy's own limit, not the app's answer
+                self._dropped(e)
+                self._write({"c": cid, "close": "proxy"})
+            else:
+                self._write({"c": cid, "close": "app"})  # the app was not listening
             writer.close()
             return
         closed: list[str] = []

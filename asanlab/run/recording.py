@@ -55,10 +55,15 @@ def traffic_summary(recorder, s: sessions.Session, reporter: Reporter) -> dict:
                    + (f" and {messages} WebSocket message(s)" if messages else "")
                    + (f"; never answered: {', '.join(unanswered[:5])}" if unanswered else ""),
                    {"requests": len(requests), "unanswered": len(unanswered), "websocket_messages": messages}))
+    if recorder.drop_reason:
+        reporter(Event("run.warning", f"asanlab's recording proxy itself ran short ({recorder.drop_reason}): "
+                                      f"{recorder.dropped} connection(s) were dropped by asanlab, not by the app, and "
+                                      "new ones waited; raise the open-files limit (ulimit -n) for that many clients "
+                                      "at once"))
     if cut is not None:
         reporter(Event("run.warning", f"the recording stopped keeping bytes at {recorder.limit >> 20} MiB, "
                                       f"{cut:.0f} s in: requests after that were forwarded, not recorded, and which "
                                       "request went unanswered cannot be told"))
     return {"connections": recorder.connections, "bytes_in": recorder.bytes_in, "requests": len(requests),
             "websocket_messages": messages,
-            "unanswered": unanswered[:100], "cut_at": cut, "limit": recorder.limit}
+            "unanswered": unanswered[:100], "cut_at": cut, "limit": recorder.limit, "dropped": recorder.dropped}

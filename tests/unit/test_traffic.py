@@ -2,6 +2,7 @@
 requests read back from what it recorded (asanlab/run/traffic.py)."""
 
 import http.server
+import json
 import socket
 import threading
 import time
@@ -170,3 +171,53 @@ def test_a_recording_past_its_limit_keeps_forwarding_and_says_where_it_was_cut(t
     summary = traffic_summary(rec, create({"command": ["php"]}), events.append)
     assert summary["cut_at"] == rec.cut_at and summary["unanswered"] == []  # the cut is no lost answer
     assert any("stopped keeping bytes at 0 MiB" in e.message for e in events)
+
+
+RECORDER_WITH_FEW_DESCRIPTORS = """
+import json, resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+from asanlab.run import proxy
+rec = proxy.Recorder(("127.0.0.1", int(sys.argv[1])), ("127.0.0.1", int(sys.argv[2])), Path(sys.argv[3]))
+rec.start()
+print("ready", flush=True)
+sys.stdin.readline()
+rec.stop()
+print(json.dumps({"dropped": rec.dropped, "reason": rec.drop_reason, "connections": rec.connections}), flush=True)
+"""
+
+
+def test_more_clients_than_the_proxys_descriptors_are_counted_as_its_drops_not_the_apps(tmp_path):
+    """Hundreds of connections at once past the recorder's open-files limit gave thousands of
+    tracebacks, and its own failures were recorded as the app closing the connection."""
+    import subprocess
+    import sys
+
+    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    port, out = free_port(), tmp_path / traffic.FILE
+    rec = subprocess.Popen([sys.executable, "-c", RECORDER_WITH_FEW_DESCRIPTORS, str(port), str(app.server_address[1]),
+                            str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    clients = []
+    try:
+        assert rec.stdout.readline().strip() == "ready"
+        for _ in range(120):  # held open at once: each costs the proxy two descriptors
+            try:
+                c = socket.create_connection(("127.0.0.1", port), timeout=1)
+                c.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+                clients.append(c)
+            except OSError:
+                pass
+        time.sleep(1)
+        for c in clients:
+            c.close()
+        said, errors = rec.communicate("stop\n", timeout=60)
+    finally:
+        rec.kill()
+        app.shutdown()
+    result = json.loads(said.strip().splitlines()[-1])
+    assert "Traceback" not in errors, errors[-2000:]
+    assert result["dropped"] > 0 and "Too many open files" in result["reason"], result
+    closes = [json.loads(line).get("close") for line in out.read_text().splitlines() if '"close"' in line]
+    # The connections the proxy could not carry say so; none passes for the app closing it.
+    assert closes.count("proxy") == result["dropped"] and "app" not in closes, (result, closes)
