@@ -200,9 +200,11 @@ class Recorder:
         async def shutdown() -> None:
             if self._server is not None:
                 self._server.close()
-            for t in list(self._tasks):
+            tasks = list(self._tasks)
+            for t in tasks:
                 t.cancel()
-            await asyncio.sleep(0)
+            if tasks:  # each ends before the loop does: none is left to be collected half-run
+                await asyncio.wait(tasks, timeout=5)
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
