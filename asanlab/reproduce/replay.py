@@ -25,12 +25,27 @@ from ..run import DriverContext
 READY_TIMEOUT = 60.0  # seconds for the fresh app to accept a connection
 ANSWER_TIMEOUT = 10.0  # seconds of silence after which a connection's answer is given up
 FRAME_GAP_CAP = 1.0  # seconds: a replay one connection after another does not wait out a WebSocket's idle time
+GAP_CAP = 60.0  # seconds: the longest quiet time a concurrent replay keeps (a timer's bug keeps its timing)
 DRAIN_IDLE = 1.0  # seconds of the app's silence after a WebSocket's last frame: it has handled them
 # A request a worker died on gets no answer in Swoole's process mode: the master keeps the connection
 # open and silent. Once the manager has logged a process's `abnormal exit` since the request was
 # sent, the answer is given up after this much more silence, not after ANSWER_TIMEOUT.
 DEATH_GRACE = 2.0
 POLL = 0.25  # seconds between looks at the app's output while an answer is awaited
+
+
+def schedule(times: list[float], gap_cap: float | None = None) -> dict[float, float]:
+    """Recorded time -> seconds after the replay starts: the recorded order and gaps, each gap cut
+    to gap_cap. A recording's times may be anything (a bundle from elsewhere, hand-edited): a gap
+    of years would hang the replay, and one past what a wait can take would end its thread."""
+    gap_cap = GAP_CAP if gap_cap is None else gap_cap
+    out: dict[float, float] = {}
+    previous, at = None, 0.0
+    for t in sorted(set(times)):
+        if previous is not None:
+            at += min(t - previous, gap_cap)
+        out[t], previous = at, t
+    return out
 
 
 @dataclass
@@ -83,11 +98,13 @@ class Replay:
             return
         if not plan:
             return
-        zero, started = min(opens for opens, _, _ in plan), time.monotonic()
+        started = time.monotonic()
+        offsets = schedule([opens for opens, _, _ in plan] + [r.time for _, requests, _ in plan for r in requests]
+                           + [t for _, _, rest in plan for t, _ in rest])
 
         def at(t: float) -> bool:
-            """Wait until recorded time t (seconds since the first connection kept); False: stopped."""
-            return not ctx.stop.wait(max(0.0, started + (t - zero) - time.monotonic()))
+            """Wait until recorded time t (its offset in the schedule); False: stopped."""
+            return not ctx.stop.wait(max(0.0, started + offsets.get(t, 0.0) - time.monotonic()))
 
         def opened_on_time(opens: float, requests: list[traffic.HttpRequest], rest: list[tuple[float, bytes]]) -> None:
             if at(opens):

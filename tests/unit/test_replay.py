@@ -347,3 +347,22 @@ def test_compressed_websocket_messages_are_read_and_a_candidates_are_sent_plain(
     [whole] = _write(tmp_path / "w.jsonl", events)
     assert not traffic.deflated(whole) and whole.messages == []
     assert traffic.kept(whole, {(1, 0)}) == (whole.requests, whole.after_requests())
+
+
+def test_a_concurrent_replay_of_extreme_recorded_times_neither_hangs_nor_skips(tmp_path, server, monkeypatch):
+    """A recording from elsewhere (or hand-edited) with gaps of years, or past what a wait can take,
+    hung the replay or ended a connection's thread, and a request went unsent under a result."""
+    from asanlab.reproduce import replay as replay_module
+
+    assert replay_module.schedule([-1e300, 1e9, 1e300, 1e9]) == {-1e300: 0.0, 1e9: 60.0, 1e300: 120.0}
+    assert replay_module.schedule([10.0, 10.2, 10.6]) == {10.0: 0.0, 10.2: pytest.approx(0.2), 10.6: pytest.approx(0.6)}
+    conns = _write(tmp_path / "r.jsonl", [
+        {"c": 1, "t": -1e300, "open": "172.17.0.1:40001"}, {"c": 1, "t": -1e300, "in": _get("/first")},
+        {"c": 2, "t": 1e9, "open": "172.17.0.1:40002"}, {"c": 2, "t": 1e9, "in": _get("/second")},
+        {"c": 3, "t": 1e300, "open": "172.17.0.1:40003"}, {"c": 3, "t": 1e300, "in": _get("/third")},
+    ])
+    monkeypatch.setattr(replay_module, "GAP_CAP", 0.3)  # the cap's length, not its existence, is shortened
+    started = time.monotonic()
+    done = _replay(conns, server.server_port, concurrent=True)
+    assert done.requests == 3 and sorted(p for p, _, _ in server.seen) == ["/first", "/second", "/third"]
+    assert time.monotonic() - started < 10
