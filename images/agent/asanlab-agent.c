@@ -307,10 +307,12 @@ static void put_websocket_frame(int fd, zend_object *frame) {
 /* The Swoole coroutine running now (> 0), or -1 outside one, 0 without Swoole. Found when first
  * needed: swoole.so is loaded after the agent starts. Swoole 6 names it swoole_coroutine_get_id,
  * 5.1 swoole_coroutine_get_current_id (C names, for gdb and C callers). */
-static long current_coroutine(void) {
+static long current_coroutine(int in_signal) {
     static long (*get_id)(void);
     static int tried;
-    if (!tried && dl_iterate_phdr(is_swoole, NULL)) {
+    /* In a signal handler only what was looked up before is used: dlsym may allocate, and the
+     * signal may have come inside malloc with its lock held. */
+    if (!tried && !in_signal && dl_iterate_phdr(is_swoole, NULL)) {
         tried = 1;
         get_id = (long (*)(void))dlsym(RTLD_DEFAULT, "swoole_coroutine_get_id");
         if (!get_id) get_id = (long (*)(void))dlsym(RTLD_DEFAULT, "swoole_coroutine_get_current_id");
@@ -326,14 +328,14 @@ static long current_coroutine(void) {
  *   request WebSocket message ...          or a Swoole\WebSocket\Frame (its connection and data)
  *   end
  * It allocates nothing: the heap may be what just failed. */
-static void write_block(const char *key, size_t key_length);
+static void write_block(const char *key, size_t key_length, int in_signal);
 
 static void php_backtrace(const char *report) {
     const char *error = strstr(report, "ERROR: ");
     if (!error || !eg) return;
     while (error > report && error[-1] != '\n') error--;
     const char *eol = strchr(error, '\n');
-    write_block(error, eol ? (size_t)(eol - error) : strlen(error));
+    write_block(error, eol ? (size_t)(eol - error) : strlen(error), 0);
 }
 
 /* A process dying by a sanitizer: the block "report death <pid>", which the host gives to that
@@ -343,15 +345,16 @@ static void php_death(void) {
     if (!eg || !eg->current_execute_data) return;
     char key[64];
     int n = snprintf(key, sizeof key, "death %d", (int)getpid());
-    write_block(key, (size_t)n);
+    write_block(key, (size_t)n, 0);
 }
 
 /* A process dying by a signal no sanitizer handles (crash.c): the block "report crash <pid>". */
 static void crash_block(const char *key, size_t key_length) {
-    if (eg && eg->current_execute_data) write_block(key, key_length);
+    if (syscall(SYS_gettid) != getpid()) return; /* first: nothing of PHP's is read from another thread */
+    if (eg && eg->current_execute_data) write_block(key, key_length, 1);
 }
 
-static void write_block(const char *key, size_t key_length) {
+static void write_block(const char *key, size_t key_length, int in_signal) {
     /* PHP runs in the process's main thread only (asanlab's PHP is not ZTS): reported from another
      * thread (Swoole's reactor threads, say), PHP's globals describe the main thread, not this. */
     if (syscall(SYS_gettid) != getpid()) return;
@@ -395,7 +398,7 @@ static void write_block(const char *key, size_t key_length) {
             }
         }
     }
-    long cid = current_coroutine();
+    long cid = current_coroutine(in_signal);
     if (cid > 0) {
         snprintf(line, sizeof line, "coroutine %ld\n", cid);
         put_str(fd, line);
@@ -413,10 +416,26 @@ static void write_block(const char *key, size_t key_length) {
     close(fd);
 }
 
+/* PHP's hook after every extension's start-up: Swoole is loaded by then, so its functions are
+ * looked up here, outside any signal handler (crash_block may run in one). Chained: opcache sets
+ * the hook too and calls the one it found. */
+static zend_result (**post_startup_hook)(void);
+static zend_result (*next_post_startup)(void);
+
+static zend_result after_startup(void) {
+    current_coroutine(0);
+    return next_post_startup ? next_post_startup() : SUCCESS;
+}
+
 static void trace_init(void) {
     const char *dir = getenv("ASANLAB_PHP_TRACE_DIR");
     if (!dir || !*dir || strlen(dir) >= sizeof trace_dir) return;
     strcpy(trace_dir, dir);
+    post_startup_hook = (zend_result (**)(void))dlsym(RTLD_DEFAULT, "zend_post_startup_cb");
+    if (post_startup_hook) {
+        next_post_startup = *post_startup_hook;
+        *post_startup_hook = after_startup;
+    }
     eg = (zend_executor_globals *)dlsym(RTLD_DEFAULT, "executor_globals");
     read_property = dlsym(RTLD_DEFAULT, "zend_read_property");
     hash_str_find = dlsym(RTLD_DEFAULT, "zend_hash_str_find");
@@ -432,21 +451,25 @@ static void trace_init(void) {
  * PHP's own exported functions, the same in PHP 7 and 8, name the function running and the file and
  * line of the PHP code nearest it: one frame, found with dlsym like everything PHP here. */
 static char trace_dir[480];
+/* Looked up as the process starts (PHP's binary is loaded before any preloaded library's
+ * constructor runs), never in the signal handler: dlsym may allocate, and the signal may have
+ * come inside malloc with its lock held. */
+static unsigned char (*php_is_executing)(void);
+static const char *(*php_function)(void);
+static const char *(*php_class)(const char **);
+static const char *(*php_file)(void);
+static unsigned (*php_lineno)(void);
 
 static void api_block(const char *key, size_t key_length) {
-    unsigned char (*is_executing)(void) = (unsigned char (*)(void))dlsym(RTLD_DEFAULT, "zend_is_executing");
-    const char *(*function)(void) = (const char *(*)(void))dlsym(RTLD_DEFAULT, "get_active_function_name");
-    const char *(*class)(const char **) = (const char *(*)(const char **))dlsym(RTLD_DEFAULT, "get_active_class_name");
-    const char *(*file)(void) = (const char *(*)(void))dlsym(RTLD_DEFAULT, "zend_get_executed_filename");
-    unsigned (*lineno)(void) = (unsigned (*)(void))dlsym(RTLD_DEFAULT, "zend_get_executed_lineno");
     /* PHP runs in the main thread only: in another, its globals describe the main thread. */
-    if (!is_executing || !function || !file || !lineno || syscall(SYS_gettid) != getpid() || !is_executing()) return;
+    if (syscall(SYS_gettid) != getpid()) return;
+    if (!php_is_executing || !php_function || !php_file || !php_lineno || !php_is_executing()) return;
     char path[512], line[64];
     snprintf(path, sizeof path, "%s/php-backtrace.%d", trace_dir, (int)getpid());
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) return;
-    const char *space = "", *scope = class ? class(&space) : "";
-    const char *name = function();
+    const char *space = "", *scope = php_class ? php_class(&space) : "";
+    const char *name = php_function();
     put_str(fd, "report ");
     put(fd, key, key_length);
     put_str(fd, "\nframe ");
@@ -456,8 +479,8 @@ static void api_block(const char *key, size_t key_length) {
     }
     put_str(fd, name ? name : "{main}");
     put_str(fd, "\t");
-    put_str(fd, file());
-    snprintf(line, sizeof line, "\t%u\nend\n", lineno());
+    put_str(fd, php_file());
+    snprintf(line, sizeof line, "\t%u\nend\n", php_lineno());
     put_str(fd, line);
     close(fd);
 }
@@ -466,6 +489,11 @@ static void trace_init(void) {
     const char *dir = getenv("ASANLAB_PHP_TRACE_DIR");
     if (!dir || !*dir || strlen(dir) >= sizeof trace_dir) return;
     strcpy(trace_dir, dir);
+    php_is_executing = (unsigned char (*)(void))dlsym(RTLD_DEFAULT, "zend_is_executing");
+    php_function = (const char *(*)(void))dlsym(RTLD_DEFAULT, "get_active_function_name");
+    php_class = (const char *(*)(const char **))dlsym(RTLD_DEFAULT, "get_active_class_name");
+    php_file = (const char *(*)(void))dlsym(RTLD_DEFAULT, "zend_get_executed_filename");
+    php_lineno = (unsigned (*)(void))dlsym(RTLD_DEFAULT, "zend_get_executed_lineno");
     crash_start(dir, api_block);
 }
 #endif
