@@ -210,14 +210,22 @@ static void start_thread(void) {
     pthread_attr_destroy(&attr);
 }
 
+/* The agent's one pthread_atfork: its thread joined and every table quiesced before the fork. */
 static void before_fork(void) {
-    if (!running) return;
-    pthread_mutex_lock(&lock);
-    stopping = 1;
-    pthread_cond_signal(&wake);
-    pthread_mutex_unlock(&lock);
-    pthread_join(thread, NULL);
-    running = 0;
+    if (running) {
+        pthread_mutex_lock(&lock);
+        stopping = 1;
+        pthread_cond_signal(&wake);
+        pthread_mutex_unlock(&lock);
+        pthread_join(thread, NULL);
+        running = 0;
+    }
+    php_heap_fork_prepare();
+}
+
+static void in_parent(void) {
+    php_heap_fork_parent();
+    start_thread();
 }
 
 static void in_child(void) {
@@ -423,19 +431,23 @@ static zend_result (**post_startup_hook)(void);
 static zend_result (*next_post_startup)(void);
 
 static zend_result after_startup(void) {
-    current_coroutine(0);
+    if (trace_dir[0]) current_coroutine(0);
+    php_census_install(); /* the soak's census hook, once, from PHP's thread */
     return next_post_startup ? next_post_startup() : SUCCESS;
+}
+
+static void hook_startup(void) {
+    post_startup_hook = (zend_result (**)(void))dlsym(RTLD_DEFAULT, "zend_post_startup_cb");
+    if (post_startup_hook) {
+        next_post_startup = *post_startup_hook;
+        *post_startup_hook = after_startup;
+    }
 }
 
 static void trace_init(void) {
     const char *dir = getenv("ASANLAB_PHP_TRACE_DIR");
     if (!dir || !*dir || strlen(dir) >= sizeof trace_dir) return;
     strcpy(trace_dir, dir);
-    post_startup_hook = (zend_result (**)(void))dlsym(RTLD_DEFAULT, "zend_post_startup_cb");
-    if (post_startup_hook) {
-        next_post_startup = *post_startup_hook;
-        *post_startup_hook = after_startup;
-    }
     eg = (zend_executor_globals *)dlsym(RTLD_DEFAULT, "executor_globals");
     read_property = dlsym(RTLD_DEFAULT, "zend_read_property");
     hash_str_find = dlsym(RTLD_DEFAULT, "zend_hash_str_find");
@@ -502,6 +514,9 @@ static void trace_init(void) {
 __attribute__((constructor)) static void asanlab_agent_init(void) {
     /* Only PHP: shells and tools started in the container (docker exec) inherit LD_PRELOAD too. */
     if (!is_php()) return;
+#if defined(ASANLAB_WITH_PHP) && !defined(ZTS)
+    hook_startup();
+#endif
     trace_init();
     const char *when = getenv("ASANLAB_DEADLINE");
     if (when && getpid() == 1) {
@@ -512,7 +527,7 @@ __attribute__((constructor)) static void asanlab_agent_init(void) {
     const char *dir = getenv("ASANLAB_AGENT_DIR");
     if (!dir || !*dir || strlen(dir) >= sizeof folder) {
         if (deadline > 0) { /* the thread for the deadline alone */
-            pthread_atfork(before_fork, start_thread, in_child);
+            pthread_atfork(before_fork, in_parent, in_child);
             start_thread();
         }
         return;
@@ -523,6 +538,6 @@ __attribute__((constructor)) static void asanlab_agent_init(void) {
     if (read_trigger(&seq, &profile, &contexts)) answered = seq; /* answer only what is asked from now on */
     php_heap_start();
     php_census_start(folder);
-    pthread_atfork(before_fork, start_thread, in_child);
+    pthread_atfork(before_fork, in_parent, in_child);
     start_thread();
 }

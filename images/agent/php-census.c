@@ -327,13 +327,31 @@ static void census(long seq) {
     visited = NULL;
 }
 
+static int installed, calling_previous;
+
 static void on_interrupt(zend_execute_data *execute_data) {
+    /* Called back by the hook it calls: Swoole's coroutine hook saves and restores the hook it
+     * found, so the chain can become a loop. Once round is enough. */
+    if (calling_previous) return;
     long seq = wanted;
     if (seq > done) {
         done = seq;
         census(seq);
     }
+    calling_previous = 1;
     if (previous_hook) previous_hook(execute_data);
+    calling_previous = 0;
+}
+
+/* From PHP's thread, once, after PHP's start-up (which empties zend_interrupt_function): an
+ * extension that hooks it later (Swoole, as each worker starts its coroutines) calls this one in
+ * turn. Never from the agent's thread, and never again: re-installing over a hook that saved this
+ * one would make the two call each other. */
+void php_census_install(void) {
+    if (installed || !interrupt_hook || !eg || !path[0]) return;
+    previous_hook = *interrupt_hook;
+    *interrupt_hook = on_interrupt;
+    installed = 1;
 }
 
 void php_census_start(const char *folder) {
@@ -354,14 +372,7 @@ void php_census_child(const char *folder) {
 
 /* From the agent's thread: the PHP thread takes the census at its next interrupt check. */
 void php_census_request(long seq) {
-    if (!interrupt_hook || !eg) return;
-    /* Hooked here, not at start: PHP's start-up empties zend_interrupt_function. An extension that
-     * hooks it after this (Swoole when a worker starts) calls this one in turn. */
-    void (*hook)(zend_execute_data *) = *interrupt_hook;
-    if (hook != on_interrupt) {
-        previous_hook = hook;
-        *interrupt_hook = on_interrupt;
-    }
+    if (!installed) return; /* PHP never finished its start-up here */
     wanted = seq;
 #if PHP_VERSION_ID >= 80200
     zend_atomic_bool_store_ex(&EG(vm_interrupt), true);
@@ -374,4 +385,5 @@ void php_census_request(long seq) {
 void php_census_start(const char *folder) { (void)folder; }
 void php_census_child(const char *folder) { (void)folder; }
 void php_census_request(long seq) { (void)seq; }
+void php_census_install(void) {}
 #endif

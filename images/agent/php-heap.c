@@ -260,9 +260,21 @@ void php_heap_start(void) {
     __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
 }
 
+/* Around fork (the agent's one pthread_atfork): the lock is taken first, so no other thread is
+ * half-way through an update when the child is copied. Without it a child forked while a reactor
+ * thread's free was removing a block kept an odd `version` and a half-moved table: every free of
+ * its life took the slow path. */
+void php_heap_fork_prepare(void) {
+    if (table) pthread_mutex_lock(&lock);
+}
+
+void php_heap_fork_parent(void) {
+    if (table) pthread_mutex_unlock(&lock);
+}
+
 void php_heap_child(void) {
-    /* fork() copied the tables as they were: what the parent held, the child holds too. Another
-     * thread may have held the lock at fork, and never releases it here. */
+    /* fork() copied the tables whole (php_heap_fork_prepare held the lock): what the parent held,
+     * the child holds too. The lock was held by the thread that forked: a fresh one is equivalent. */
     pthread_mutex_init(&lock, NULL);
     rng ^= (uint64_t)getpid() << 32;
 }
@@ -341,5 +353,7 @@ void php_heap_dump(const char *path, long seq) {
 #else
 void php_heap_start(void) {}
 void php_heap_child(void) {}
+void php_heap_fork_prepare(void) {}
+void php_heap_fork_parent(void) {}
 void php_heap_dump(const char *path, long seq) { (void)path; (void)seq; }
 #endif
