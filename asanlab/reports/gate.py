@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Mapping, Sequence
 
+from .. import untrusted
 from ..errors import EXIT_FINDINGS, EXIT_OK, AsanlabError, SessionError, UsageError
 from ..soak.growth import LEAK  # a soak's verdict that fails like a finding
 from .findings import Finding, failing, new_since
@@ -114,7 +115,8 @@ def load_baseline(ref: str, docker: Callable[[], Any]) -> Baseline:
 def _stored_soak(folder) -> dict | None:
     """The analysis a soak session stored (soak/analysis.json); read, never recomputed, so that
     the baseline session is left as it was."""
-    try:
-        return json.loads((folder / "soak" / "analysis.json").read_text())
-    except (OSError, ValueError):
+    try:  # a baseline is often a CI artifact: an untrusted document
+        data = json.loads(untrusted.read_text(folder / "soak" / "analysis.json", under=folder))
+    except (OSError, ValueError, untrusted.UntrustedFileError):
         return None
+    return data if isinstance(data, dict) else None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import untrusted
 from ..run import traffic
 from .minimize import Shrunk
 from .source import BUNDLE_FILE, BUNDLE_FORMAT, Expected, Source
@@ -78,13 +79,15 @@ def requests_line(r: traffic.HttpRequest) -> dict:
 
 
 def _copy_app(folder: Path, dest: Path) -> bool:
-    files = [p for p in folder.rglob("*") if p.is_file() and not SKIPPED & set(p.relative_to(folder).parts)]
-    if sum(p.stat().st_size for p in files) > APP_COPY_LIMIT:
+    """The app's regular files, links not followed: a bundle is handed to others, and a link in the
+    app's folder would put the file it names (anywhere on this machine) into it."""
+    files = [p for p in untrusted.walk(folder) if not SKIPPED & set(p.relative_to(folder).parts)]
+    if sum(p.lstat().st_size for p in files) > APP_COPY_LIMIT:
         return False
     for p in files:
         target = dest / p.relative_to(folder)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, target)
+        target.write_bytes(untrusted.read_bytes(p, under=folder, limit=APP_COPY_LIMIT))
     return True
 
 
