@@ -18,10 +18,12 @@ demo: install base-image
 	$(PYTHON) -m asanlab demo; code=$$?; [ $$code -eq 1 ] && echo "demo: findings reported as expected (exit 1)"; [ $$code -le 1 ]
 
 # debootstrap makes the base image; docker-registry is the real registry of the push/pull tests;
-# h2load (nghttp2-client) is the soak's fast load generator.
+# h2load (nghttp2-client) is the soak's fast load generator; clang-14 and PHP's headers build the
+# agent's C tests (tests/agent) under ASan, UBSan and ThreadSanitizer.
 test: install
-	@command -v debootstrap >/dev/null && command -v docker-registry >/dev/null && command -v h2load >/dev/null || \
-	  (apt-get update -qq && apt-get install -y -qq debootstrap docker-registry nghttp2-client >/dev/null)
+	@command -v debootstrap >/dev/null && command -v docker-registry >/dev/null && command -v h2load >/dev/null \
+	  && command -v clang-14 >/dev/null && command -v php-config8.2 >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq debootstrap docker-registry nghttp2-client clang-14 php8.2-dev >/dev/null)
 	$(PYTHON) -m pytest tests
 
 unit: install

@@ -200,11 +200,15 @@ class Recorder:
         async def shutdown() -> None:
             if self._server is not None:
                 self._server.close()
-            tasks = list(self._tasks)
-            for t in tasks:
-                t.cancel()
-            if tasks:  # each ends before the loop does: none is left to be collected half-run
-                await asyncio.wait(tasks, timeout=5)
+            # Each ends before the loop does: none is left to be collected half-run. Connections
+            # accepted just before the server closed start their tasks after a first look.
+            deadline = time.monotonic() + 5
+            while self._tasks and time.monotonic() < deadline:
+                tasks = list(self._tasks)
+                for t in tasks:
+                    t.cancel()
+                await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+                await asyncio.sleep(0)
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)

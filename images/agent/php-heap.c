@@ -181,9 +181,13 @@ static void on_malloc(const volatile void *ptr, size_t size) {
         uint32_t mask = (1u << table->bits) - 1, i = slot_of((uintptr_t)ptr, table->bits);
         while (table->slots[i].ptr != 0) i = (i + 1) & mask;
         begin_change();
-        table->slots[i] = (struct slot){(uintptr_t)ptr, site, (float)(1.0 / p), size > UINT32_MAX ? UINT32_MAX : (uint32_t)size};
+        struct slot *slot = &table->slots[i];
+        slot->site = site;
+        slot->weight = (float)(1.0 / p);
+        slot->size = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
+        __atomic_store_n(&slot->ptr, (uintptr_t)ptr, __ATOMIC_RELAXED); /* probed without the lock */
         end_change();
-        used++;
+        __atomic_store_n(&used, used + 1, __ATOMIC_RELAXED);
         sites[site].bytes += (double)size / p;
         sites[site].blocks += 1.0 / p;
     }
@@ -199,12 +203,15 @@ static void remove_at(uint32_t i) {
     for (uint32_t j = (i + 1) & mask; slots[j].ptr != 0; j = (j + 1) & mask) {
         uint32_t home = slot_of(slots[j].ptr, table->bits);
         int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-        if (!stays) {
-            slots[i] = slots[j];
+        if (!stays) { /* ptr is probed without the lock (maybe_sampled): stored atomically */
+            slots[i].site = slots[j].site;
+            slots[i].weight = slots[j].weight;
+            slots[i].size = slots[j].size;
+            __atomic_store_n(&slots[i].ptr, slots[j].ptr, __ATOMIC_RELAXED);
             i = j;
         }
     }
-    slots[i].ptr = 0;
+    __atomic_store_n(&slots[i].ptr, 0, __ATOMIC_RELAXED);
 }
 
 static int maybe_sampled(uintptr_t p) {
@@ -226,7 +233,8 @@ static int maybe_sampled(uintptr_t p) {
 }
 
 static void on_free(const volatile void *ptr) {
-    if (!ptr || used == 0 || !maybe_sampled((uintptr_t)ptr)) return;
+    /* `used` is read here without the lock (any thread frees): atomic, as its writes are. */
+    if (!ptr || __atomic_load_n(&used, __ATOMIC_RELAXED) == 0 || !maybe_sampled((uintptr_t)ptr)) return;
     pthread_mutex_lock(&lock);
     begin_change();
     /* At most 3/4 full: a probe always meets an empty slot. */
@@ -238,7 +246,7 @@ static void on_free(const volatile void *ptr) {
             s->bytes -= (double)slots[i].size * slots[i].weight;
             s->blocks -= slots[i].weight;
             remove_at(i);
-            used--;
+            __atomic_store_n(&used, used - 1, __ATOMIC_RELAXED);
             break;
         }
     }
