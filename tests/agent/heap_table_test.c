@@ -10,31 +10,10 @@
 
 #include <sys/wait.h>
 
-static int failures;
-#define CHECK(cond, ...)                                          \
-    do {                                                          \
-        if (!(cond)) {                                            \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);  \
-            fprintf(stderr, __VA_ARGS__);                         \
-            fprintf(stderr, "\n");                                \
-            failures++;                                           \
-        }                                                         \
-    } while (0)
-
-static zend_executor_globals fake_eg;
-static zend_function fake_function;
-static zend_execute_data fake_frame;
-static _Alignas(16) char name_storage[sizeof(zend_string) + 16];
+#include "test_support.h"
 
 static void reset(void) {
-    zend_string *name = (zend_string *)name_storage;
-    name->len = 4;
-    memcpy(ZSTR_VAL(name), "leak", 5);
-    fake_function.type = ZEND_INTERNAL_FUNCTION;
-    fake_function.common.function_name = name;
-    fake_frame.func = &fake_function;
-    fake_eg.current_execute_data = &fake_frame;
-    eg = &fake_eg;
+    eg = fake_php("leak");
     if (table) munmap(table, sizeof(struct table) + (sizeof(struct slot) << table->bits));
     table = map_table(FIRST_BITS);
     used = dropped = nsites = 0;
@@ -149,10 +128,5 @@ int main(void) {
     test_growth_stops_and_drops();
     test_concurrent_frees();
     test_fork_in_the_middle_of_an_update();
-    if (failures) {
-        fprintf(stderr, "heap table: %d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("heap table: all checks passed\n");
-    return 0;
+    return verdict("heap table");
 }
