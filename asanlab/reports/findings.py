@@ -94,7 +94,11 @@ def cut_short(frames: list[Frame]) -> str | None:
         return None
     last = frames[-1]
     name = (last.module or "").rsplit("/", 1)[-1]
-    if ".so" not in name or STACK_BOTTOMS.match(last.function or "") or \
+    # A stack that reached a program's or thread's start is whole, whatever frames of libc follow
+    # it unsymbolized (`main` <- libc.so.6+0x271ca: the start-up code in libc, not a stop there).
+    if any(STACK_BOTTOMS.match(f.function or "") for f in frames[-3:]):
+        return None
+    if ".so" not in name or \
             frame_class(last) in ("zend", "php-ext", "swoole", "extension", "runtime"):
         return None
     return name

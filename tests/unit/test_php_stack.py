@@ -367,3 +367,18 @@ def test_a_leak_cut_short_in_libffi_is_one_finding_per_php_site():
     # A whole C stack names the bug itself: not split.
     [whole] = php_stack.split_by_origin(parse(FAST_FFI_LEAK), origins, lambda r: False)
     assert whole.leaked_objects == 4
+
+
+def test_a_stack_that_reached_main_is_whole_even_when_libcs_start_code_follows_unsymbolized():
+    """A plain script's stack ends `main` <- libc.so.6+0x... (libc's start-up code): the hint "the C
+    stack stops in libc.so.6" was false there; a stack that stops in libc elsewhere keeps it."""
+    from asanlab.reports.findings import cut_short
+    from asanlab.reports.types import Frame
+
+    libc = "/lib/x86_64-linux-gnu/libc.so.6"
+    whole = [Frame(0, "malloc", module="/opt/php/bin/php"), Frame(1, "zif_str_repeat", module="/opt/php/bin/php"),
+             Frame(2, "main", module="/opt/php/bin/php"), Frame(3, None, module=libc, offset="0x271ca"),
+             Frame(4, None, module=libc, offset="0x27285")]
+    assert cut_short(whole) is None
+    stopped = [Frame(0, "malloc", module="/opt/php/bin/php"), Frame(1, None, module=libc, offset="0x9a1b2")]
+    assert cut_short(stopped) == "libc.so.6"
