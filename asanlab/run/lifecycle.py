@@ -97,6 +97,10 @@ def _run(client, opts: RunOptions, stop: StopRequest, reporter: Reporter) -> Run
             stop_reason = _until_it_ends(container, opts, stop, s, reporter)
             exit_code = container.wait(timeout=60).get("StatusCode")
             output.join(timeout=10)
+            if output.symbolizer_errors:
+                reporter(Event("run.warning", f"llvm-symbolizer could not read {output.symbolizer_errors} file(s) it was "
+                                              "asked about ([stack], or a module gone since): those frames stay "
+                                              "unsymbolized; its lines are in raw/output.log"))
     except BaseException as e:  # errors and a second interrupt still save what was captured
         stop_reason = "error"
         error = e

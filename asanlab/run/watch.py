@@ -93,6 +93,7 @@ class LogState:
     announced: int = 0  # complete reports of that block already announced
 
 
+SYMBOLIZER_NOISE = "LLVMSymbolizer: error reading file"
 # A line longer than this is written in pieces, between which the other stream's lines may come.
 LONG_LINE = 1 << 16
 
@@ -109,6 +110,7 @@ class OutputCopier(threading.Thread):
         self.on_write_error = on_write_error
         self.abnormal: list[dict] = []
         self.write_error: str | None = None  # why output.log stopped growing (a full disk), once it did
+        self.symbolizer_errors = 0
 
     def run(self) -> None:
         pending = [b"", b""]  # stdout's and stderr's unfinished line
@@ -157,6 +159,11 @@ class OutputCopier(threading.Thread):
         exit = abnormal_exit(line)
         if exit is not None:
             self.abnormal.append(exit)
+        if line.startswith(SYMBOLIZER_NOISE):
+            # The symbolizer asked about [stack] or a module gone since: kept in output.log, said
+            # once at the end (symbolizer_errors), not a line on the terminal each time.
+            self.symbolizer_errors += 1
+            return
         self.reporter(Event("run.output", line))
 
 

@@ -383,3 +383,15 @@ def test_output_keeps_each_streams_lines_whole(tmp_path):
     copier = OutputCopier(iter([b"one\ntw", b"o\n"]), tmp_path / "plain.log", lambda e: None)
     copier.run()
     assert (tmp_path / "plain.log").read_bytes() == b"one\ntwo\n"
+
+
+def test_the_symbolizers_complaints_stay_in_the_log_and_are_said_once(tmp_path):
+    from asanlab.run.watch import OutputCopier
+
+    seen = []
+    noise = b"LLVMSymbolizer: error reading file: No such file or directory\n"
+    stream = [(b"hello\n", None), (None, noise * 3), (b"bye\n", None)]
+    copier = OutputCopier(iter(stream), tmp_path / "output.log", lambda e: seen.append(e.message))
+    copier.run()
+    assert (tmp_path / "output.log").read_bytes() == b"hello\n" + noise * 3 + b"bye\n"
+    assert seen == ["hello", "bye"] and copier.symbolizer_errors == 3
