@@ -44,12 +44,16 @@ def traffic_summary(recorder, s: sessions.Session, reporter: Reporter) -> dict:
     among them."""
     from . import traffic
 
-    conns = traffic.read(recorder.out)
-    requests = traffic.all_requests(conns)
-    messages = sum(len(c.messages) for c in conns)
+    # One connection at a time: a recording at its 1 GiB limit is never in memory whole.
+    requests: list[tuple[float, int, int, str, bool]] = []  # what the summary needs of each request
+    messages = 0
+    for conn in traffic.each_connection(recorder.out):
+        requests += [(r.time, r.connection, r.index, r.line, r.status is None) for r in conn.requests]
+        messages += len(conn.messages)
+    requests.sort()
     cut = recorder.cut_at
     # Past the limit no answer was kept: a request without one may have been answered after the cut.
-    unanswered = [f"{r.line} (connection {r.connection})" for r in requests if r.status is None] \
+    unanswered = [f"{line} (connection {c})" for _, c, _, line, no_answer in requests if no_answer] \
         if cut is None else []
     reporter(Event("run.recorded", f"recorded {len(requests)} request(s) on {recorder.connections} connection(s)"
                    + (f" and {messages} WebSocket message(s)" if messages else "")

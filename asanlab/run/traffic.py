@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import base64
 import heapq
+from array import array
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Iterator
 
 import h11
 
@@ -140,40 +142,78 @@ class WsMessage:
         return bytes(fp.send_data(self.payload.decode() if self.kind == "text" else self.payload, fin=True))
 
 
+def _event(line: bytes) -> tuple[int, float, dict] | None:
+    """One recording line as (connection, time, the line's object), or None for a line that is not
+    one of asanlab's: a recording may come with a bundle from someone else, and a line of the wrong
+    shape (wrong types, a time that is not a finite number) is skipped like a line cut short."""
+    try:
+        e = json.loads(line)
+        if not isinstance(e, dict) or isinstance(e.get("c"), bool) or not isinstance(e.get("c"), int):
+            return None
+        t = float(e["t"])
+        if not math.isfinite(t) or isinstance(e["t"], (bool, str)):
+            return None
+    except (ValueError, KeyError, TypeError, OverflowError):
+        return None
+    return e["c"], t, e
+
+
+def _apply(conns: dict[int, Connection], c: int, t: float, e: dict) -> None:
+    if "open" in e:
+        conn = conns.setdefault(c, Connection(c, t))
+        conn.opened, conn.peer = t, str(e["open"])
+    elif "in" in e or "out" in e:
+        payload = e.get("in") if "in" in e else e.get("out")
+        if not isinstance(payload, str):
+            return
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except ValueError:
+            return
+        conn = conns.setdefault(c, Connection(c, t))
+        (conn.sent if "in" in e else conn.answered).append((t, data))
+    elif "close" in e:
+        conn = conns.setdefault(c, Connection(c, t))
+        conn.closed_by, conn.closed = str(e["close"]), t
+
+
 def read(path: Path) -> list[Connection]:
     """The connections of a recording, in the order they opened. Lines cut by an interruption are
     skipped: what was recorded before them stays."""
     conns: dict[int, Connection] = {}
-    # A recording may come with a bundle from someone else: a line that is not one of asanlab's
-    # (wrong types, a time that is not a finite number) is skipped like a line cut short.
     with untrusted.open_file(path) as fh:
         for line in fh:
-            try:
-                e = json.loads(line)
-                if not isinstance(e, dict) or isinstance(e.get("c"), bool) or not isinstance(e.get("c"), int):
-                    continue
-                c, t = e["c"], float(e["t"])
-                if not math.isfinite(t) or isinstance(e["t"], (bool, str)):
-                    continue
-            except (ValueError, KeyError, TypeError, OverflowError):
-                continue
-            if "open" in e:
-                conn = conns.setdefault(c, Connection(c, t))
-                conn.opened, conn.peer = t, str(e["open"])
-            elif "in" in e or "out" in e:
-                payload = e.get("in") if "in" in e else e.get("out")
-                if not isinstance(payload, str):
-                    continue
-                try:
-                    data = base64.b64decode(payload, validate=True)
-                except ValueError:
-                    continue
-                conn = conns.setdefault(c, Connection(c, t))
-                (conn.sent if "in" in e else conn.answered).append((t, data))
-            elif "close" in e:
-                conn = conns.setdefault(c, Connection(c, t))
-                conn.closed_by, conn.closed = str(e["close"]), t
+            event = _event(line)
+            if event is not None:
+                _apply(conns, *event)
     return sorted(conns.values(), key=lambda c: (c.opened, c.id))
+
+
+def each_connection(path: Path) -> Iterator[Connection]:
+    """The connections of a recording one at a time, in the order they opened, as read() gives
+    them: a first pass notes where each connection's lines are, a second reads one connection's
+    lines at a time. Memory: one connection's bytes and 8 bytes a line, not the recording (up to
+    1 GiB) and its copies."""
+    lines: dict[int, array] = {}
+    opened: dict[int, float] = {}
+    with untrusted.open_file(path) as fh:
+        at = 0
+        for line in fh:
+            event = _event(line)
+            if event is not None:
+                c, t, e = event
+                lines.setdefault(c, array("q")).append(at)
+                if "open" in e or c not in opened:
+                    opened[c] = t
+            at += len(line)
+        for c in sorted(lines, key=lambda c: (opened[c], c)):
+            conns: dict[int, Connection] = {}
+            for offset in lines.pop(c):
+                fh.seek(offset)
+                event = _event(fh.readline())
+                if event is not None:
+                    _apply(conns, *event)
+            yield from conns.values()
 
 
 def requests_of(conn: Connection) -> list[HttpRequest]:

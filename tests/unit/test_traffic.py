@@ -226,3 +226,62 @@ def test_more_clients_than_the_proxys_descriptors_are_counted_as_its_drops_not_t
     # closing it (before, each was recorded as "app").
     assert closes.count("proxy") == result["dropped"], (result, closes)
     assert closes.count("app") <= result["connections"] - result["dropped"], (result, closes)
+
+
+def test_connections_one_at_a_time_are_the_recordings_connections(tmp_path):
+    """each_connection (the end-of-run summary's reader) gives what read() gives, in the same order,
+    also for lines of connections interleaved, answers after a close, and lines cut short."""
+    import base64 as b64
+
+    def line(**e):
+        return json.dumps(e) + "\n"
+
+    get = lambda p: b64.b64encode(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode()).decode()
+    ok = b64.b64encode(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").decode()
+    f = tmp_path / traffic.FILE
+    f.write_text(line(c=2, t=0.5, open="b") + line(c=1, t=0.1, open="a") + line(c=1, t=0.2, **{"in": get("/a")})
+                 + line(c=2, t=0.6, **{"in": get("/b")}) + line(c=1, t=0.3, close="client")
+                 + line(c=1, t=0.4, out=ok) + '{"c": 2, "t": 0.7, "ou' + "\n" + line(c=3, t=0.8, **{"in": get("/c")})
+                 + line(t=0.9, cut=100))
+    whole = [(c.id, c.opened, c.sent, c.answered, c.closed_by) for c in traffic.read(f)]
+    one_by_one = [(c.id, c.opened, c.sent, c.answered, c.closed_by) for c in traffic.each_connection(f)]
+    assert one_by_one == whole and [c for c, *_ in whole] == [1, 2, 3]
+    assert [r.status for c in traffic.each_connection(f) for r in c.requests] == [200, None, None]
+
+
+SUMMARY_MEMORY = """
+import resource, sys, types
+from pathlib import Path
+from asanlab.run import recording
+recorder = types.SimpleNamespace(out=Path(sys.argv[1]), connections=0, bytes_in=0, cut_at=None, limit=1 << 30,
+                                 dropped=0, drop_reason=None)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+summary = recording.traffic_summary(recorder, None, lambda e: None)
+print(summary["requests"], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_the_end_of_run_summary_of_a_large_recording_holds_one_connection_at_a_time(tmp_path):
+    """The summary at the recording's 1 GiB cap read it whole (2.6 GB at its peak): now its memory
+    is one connection's, whatever the recording's size (here 120 MiB in 120 connections)."""
+    import base64 as b64
+    import subprocess
+    import sys
+
+    body = b"x" * (1 << 20)
+    request = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    payload = b64.b64encode(request).decode()
+    ok = b64.b64encode(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").decode()
+    f = tmp_path / traffic.FILE
+    with open(f, "w") as out:
+        for c in range(1, 121):
+            out.write(json.dumps({"c": c, "t": c * 0.01, "open": "p"}) + "\n")
+            out.write(json.dumps({"c": c, "t": c * 0.01, "in": payload}) + "\n")
+            out.write(json.dumps({"c": c, "t": c * 0.01, "out": ok}) + "\n")
+            out.write(json.dumps({"c": c, "t": c * 0.01, "close": "client"}) + "\n")
+    assert f.stat().st_size > 160 << 20
+    done = subprocess.run([sys.executable, "-c", SUMMARY_MEMORY, str(f)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    requests, grew_mib = map(int, done.stdout.split())
+    assert requests == 120
+    assert grew_mib < 40, f"the summary's peak memory grew by {grew_mib} MiB for a 160 MiB recording"
