@@ -127,3 +127,57 @@ def test_bad_checkpoints_change_nothing(work):
     assert "--checkpoints" in proc.stderr
     after = set((folder / ".asanlab" / "sessions").glob("*")) if (folder / ".asanlab" / "sessions").exists() else set()
     assert after == before
+
+
+HOSTILE_PLANTS = r"""<?php
+// Before it serves (the prefork server below), the app plants links to a host canary and folder,
+// FIFOs and a huge sparse file in the agent's folder (the soak's trigger and the agents' answers),
+// under every name asanlab reads there, and in its other read-write folders.
+$canary = getenv('HOST_CANARY');
+foreach (['/asanlab/agent', '/asanlab/php', '/asanlab/state', '/asanlab/logs'] as $dir) {
+    foreach (['trigger', 'trigger.tmp', 'answers.99999', 'php-heap.99999', 'php-census.99999',
+              'sanitizer.99999', 'php-origin.99999'] as $name) {
+        @symlink($canary, "$dir/$name");
+    }
+    @symlink(dirname($canary), "$dir/hostdir");
+    posix_mkfifo("$dir/answers.99998", 0644);
+    posix_mkfifo("$dir/php-heap.99998", 0644);
+    $f = fopen("$dir/php-census.99997", 'w');
+    ftruncate($f, 100 * 1024 * 1024 * 1024);
+    fclose($f);
+}
+require __DIR__ . '/server.php';
+"""
+
+
+def test_a_hostile_app_under_soak_reaches_no_host_file_and_its_leak_is_still_measured(work, docker_client, tmp_path):
+    """The soak writes its trigger into a folder the app can write and reads the agents' answers
+    from it: with links, FIFOs and a sparse file planted there, no host file changes, nothing hangs,
+    and the leak is measured as usual (LEAK, about 100 B/request), through --record's proxy."""
+    import hashlib
+
+    folder, env = work
+    host = tmp_path / "host"
+    host.mkdir()
+    canary = host / "canary.txt"
+    canary.write_bytes(b"host secret: must never leave the host\n")
+    before = hashlib.sha256(canary.read_bytes()).hexdigest()
+    (folder / "hostile-soak").mkdir(exist_ok=True)
+    shutil.copy(SERVER, folder / "hostile-soak" / "server.php")
+    (folder / "hostile-soak" / "app.php").write_text(HOSTILE_PLANTS)
+    port = free_port()
+    proc = asanlab("soak", "hostile-soak/app.php", "--recipe", "php.yml", "-p", f"{port}:8080",
+                   "-e", "LEAK_BYTES=100", "-e", "WORKERS=2", "-e", f"HOST_CANARY={canary}",
+                   "--url", f"http://127.0.0.1:{port}/orders", "--checkpoints", "1000,3000,6000",
+                   "--client", "builtin", "--record", "--full-stacks", "--format", "json",
+                   cwd=folder, env=env, timeout=1200, check=1)
+    out = json.loads(proc.stdout)
+    a = out["soak"]
+    assert a["verdict"] == "LEAK" and a["bytes_per_request"] == pytest.approx(100, rel=0.15), a["series"]
+    assert a["load"]["failed"] == 0
+    assert hashlib.sha256(canary.read_bytes()).hexdigest() == before and sorted(p.name for p in host.iterdir()) == \
+        ["canary.txt"]
+    sdir = folder / ".asanlab" / "sessions" / out["session"]
+    assert not (sdir / "agent" / "trigger").is_symlink()  # replaced, not written through
+    assert json.loads((sdir / "session.json").read_text())["status"] == "finished"
+    assert containers_of(docker_client, out["session"]) == []
