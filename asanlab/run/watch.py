@@ -34,8 +34,15 @@ class Watcher(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
+        warned = False
         while not self.stop.wait(0.3):
-            self.scan()
+            try:
+                self.scan()
+            except OSError as e:  # out of descriptors, say: the next look tries again; the end reads all
+                if not warned:
+                    warned = True
+                    self.reporter(Event("run.warning", f"the live report watcher could not read {self.folder}: "
+                                                       f"{e.strerror or e}; the reports are read at the end"))
 
     def scan(self) -> None:
         # The app's container writes this folder: links, FIFOs and devices are left alone (a FIFO

@@ -607,3 +607,40 @@ def test_minimize_prints_its_result_before_saying_the_bundle_could_not_be_writte
         _minimize(target, "abc", TextOrJson.text, 1)
     printed = capsys.readouterr().out
     assert "1 of 3 request(s)" in printed and "connection 1 #1: GET /fire" in printed
+
+
+def test_the_live_watcher_survives_running_out_of_descriptors(tmp_path, monkeypatch):
+    """14: under a flood of connections the watcher thread died of EMFILE and live reports stopped
+    for the rest of the run."""
+    import errno
+    import time
+
+    folder = tmp_path / "sanitizer"
+    folder.mkdir()
+    events = []
+    w = Watcher(folder, events.append)
+    real, calls = untrusted.files, []
+
+    def flaky(path, **kw):
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(path, **kw)
+
+    monkeypatch.setattr(untrusted, "files", flaky)
+    w.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(calls) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (folder / "sanitizer.3").write_text("==3==ERROR: AddressSanitizer: heap-use-after-free on address 0x1\n"
+                                            "    #0 0x1 in zif_x /a.c:1\n\n"
+                                            "SUMMARY: AddressSanitizer: heap-use-after-free /a.c:1 in zif_x\n")
+        while not any(e.kind == "run.finding" for e in events) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        w.stop.set()
+        w.join(5)
+    assert [e.message for e in events if e.kind == "run.warning"] == \
+        [f"the live report watcher could not read {folder}: Too many open files; the reports are read at the end"]
+    assert any(e.kind == "run.finding" for e in events), events
