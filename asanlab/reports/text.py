@@ -66,6 +66,16 @@ def _died_by(session: dict) -> str | None:
         return f"signal {number}"
 
 
+def app_exit(session: dict) -> str:
+    """The app's own exit status, said as the app's: asanlab's exit code is the findings' (or the
+    soak's verdict), and an app asanlab stopped exits however its SIGTERM handling makes it."""
+    code, reason = session.get("exit_code"), session.get("stop_reason")
+    if code is None:
+        return "the app's exit status unknown"
+    stopped = reason not in (None, "exited")
+    return f"the app's exit status {code}" + (f" (after asanlab stopped it: {reason})" if stopped else "")
+
+
 def render(session: dict | None, findings: list[Finding], *, show_all: bool = False, full: bool = False,
            notices: list | None = None) -> str:
     lines: list[str] = []
@@ -73,7 +83,7 @@ def render(session: dict | None, findings: list[Finding], *, show_all: bool = Fa
         lines.append(f"session {session['id']}: {shown_command(session.get('command'))}")
         image = session.get("image") or {}
         lines.append(f"  image {image.get('ref')}  status {session.get('status')} ({session.get('stop_reason')})"
-                     f"  exit code {session.get('exit_code')}")
+                     f"  {app_exit(session)}")
         died = _died_by(session)
         if died:
             lines.append(f"  the app's main process died by {died} before anything stopped it")

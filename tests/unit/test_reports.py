@@ -425,3 +425,15 @@ def test_a_ubsan_report_takes_its_pid_from_its_log_name(tmp_path):
     [r] = read_reports(tmp_path)
     assert (r.tool, r.pid, r.frames[0].function) == ("UndefinedBehaviorSanitizer", 7,
                                                       "swoole::websocket::mask(char*, unsigned long, char const*)")
+
+
+def test_the_session_line_says_the_exit_status_is_the_apps():
+    """A STABLE soak that exited 0 said `exit code 1`: that was the app's status after SIGTERM."""
+    from asanlab.reports.text import render
+
+    stopped = render({"id": "s", "command": ["php", "/app/a.php"], "image": {"ref": "img"}, "status": "finished",
+                      "stop_reason": "finished", "exit_code": 1}, [])
+    assert "the app's exit status 1 (after asanlab stopped it: finished)" in stopped and "exit code" not in stopped
+    exited = render({"id": "s", "command": ["php", "/app/a.php"], "image": {"ref": "img"}, "status": "finished",
+                     "stop_reason": "exited", "exit_code": 0}, [])
+    assert "the app's exit status 0" in exited and "stopped it" not in exited
