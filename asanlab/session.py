@@ -29,9 +29,9 @@ SANITIZER_DIR = "raw/sanitizer"  # what the container's sanitizers write, one fi
 PHP_STACK_SUBDIR = "raw/php"  # the agent's PHP backtraces of those reports (asanlab/reports/php_stack.py)
 OUTPUT_LOG = "raw/output.log"  # the app's stdout and stderr, verbatim
 SYMBOLS = "symbols.json"
-# A sanitizer log larger than this was not written by a sanitizer (a sparse file the app made):
-# not read, and said so. A soak's logs, live-heap profiles included, stay far below.
-LOG_LIMIT = 2 << 30  # frames resolved by `replay --symbolize`, reused by every later replay
+LOG_LIMIT = untrusted.LOG_LIMIT
+NOT_READ = ("something other than a sanitizer wrote into the log folder (the app can write there): asanlab "
+            "reads only regular files of a bounded size there and follows no link")  # frames resolved by `replay --symbolize`, reused by every later replay
 
 
 def sessions_dir() -> Path:
@@ -204,16 +204,15 @@ def read_notices(folders: list[Path]) -> list[Notice]:
     seen: dict[str, Notice] = {}
     for folder in folders:
         for path, why in untrusted.refused(folder, limit=LOG_LIMIT):
-            seen.setdefault("not-read", Notice(
-                "not-read", f"{path.name}: not read ({why})",
-                "something other than a sanitizer wrote into the log folder (the app can write there): asanlab "
-                "reads only regular files of a bounded size there and follows no link", str(path)))
+            seen.setdefault("not-read", Notice("not-read", f"{path.name}: not read ({why})", NOT_READ, str(path)))
         for f in untrusted.walk(folder) if folder.is_dir() else [folder]:
             try:
                 with untrusted.open_file(f, limit=LOG_LIMIT) as raw:
                     for n in scan_notices(io.TextIOWrapper(raw, errors="replace"), f.name):
                         seen.setdefault(n.kind, n)
-            except (OSError, untrusted.UntrustedFileError):
+            except untrusted.UntrustedFileError as e:
+                seen.setdefault("not-read", Notice("not-read", e.message, NOT_READ, str(f)))
+            except OSError:
                 continue
     return list(seen.values())
 
@@ -274,7 +273,7 @@ def reports_and_findings(s: Session) -> tuple[list[Report], list[Finding]]:
     if s.output_log.exists():
         # UBSan may write to stderr when it runs before log_path applies; errors printed there count too.
         seen = {r.text for r in reports}
-        reports += [r for r in read_file(s.output_log, "output.log") if r.text not in seen]
+        reports += [r for r in read_file(s.output_log, "output.log", limit=LOG_LIMIT) if r.text not in seen]
     reports += crash.from_abnormal_exits(s.data.get("abnormal_exits") or [], reports)
     reports += crash.from_main_exit(s.data, reports)
     return reports, group(reports)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -26,6 +27,14 @@ KiB, MiB = 1024, 1024 * 1024
 # Whole reads: the documents asanlab itself writes are far below these.
 JSON_LIMIT = 64 * MiB  # session.json, bundle.json, findings.json, symbols.json
 SMALL_LIMIT = 1 * MiB  # one-line answers and marks (the agent's answers, state files)
+# A log larger than this (sanitizer log, output.log) was not written by a sanitizer or the app's
+# output as asanlab copied it, but made (a sparse file): not read, and said so. A soak's logs,
+# live-heap profiles included, stay far below.
+LOG_LIMIT = 2 << 30
+
+# Folders nested deeper than this are not walked: the app can make a tree as deep as it likes, and
+# each level is a frame and an open folder here.
+MAX_DEPTH = 32
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -160,19 +169,22 @@ def refused(folder: Path, *, limit: int) -> list[tuple[Path, str]]:
     return out
 
 
-def walk(folder: Path) -> list[Path]:
-    """The regular files under a folder at any depth, by path; no link to a file or a folder is
-    followed."""
+def walk(folder: Path, depth: int = 0) -> list[Path]:
+    """The regular files under a folder, by path, down to MAX_DEPTH folders; no link to a file or
+    a folder is followed."""
     out: list[Path] = []
-    for f in files(folder):
-        out.append(f)
+    subs: list[Path] = []
     try:
         with os.scandir(folder) as it:
-            subs = sorted(Path(e.path) for e in it if e.is_dir(follow_symlinks=False))
+            for e in sorted(it, key=lambda e: e.name):
+                if e.is_file(follow_symlinks=False):
+                    out.append(Path(e.path))
+                elif e.is_dir(follow_symlinks=False) and depth < MAX_DEPTH:
+                    subs.append(Path(e.path))
     except OSError:
-        subs = []
+        return out
     for sub in subs:
-        out += walk(sub)
+        out += walk(sub, depth + 1)
     return out
 
 
@@ -208,6 +220,8 @@ def tree(folder: Path, *, limit: int, left_out: list[tuple[str, str]] | None = N
                 left_out.append((f"{rel}{name}", _kind(st.st_mode)))
             elif stat.S_ISREG(st.st_mode) and total + st.st_size > limit:
                 left_out.append((f"{rel}{name}", f"{st.st_size:,} bytes, past the {limit:,} taken in all"))
+            elif stat.S_ISDIR(st.st_mode) and rel.count("/") >= MAX_DEPTH:
+                left_out.append((f"{rel}{name}", f"a folder deeper than {MAX_DEPTH}"))
             elif stat.S_ISDIR(st.st_mode):
                 try:
                     sub = os.open(name, _DIR, dir_fd=dfd)
@@ -239,6 +253,18 @@ def tree(folder: Path, *, limit: int, left_out: list[tuple[str, str]] | None = N
         yield from walk(top, "")
     finally:
         os.close(top)
+
+
+def remove(path: Path) -> None:
+    """Whatever is at path gone: a link or a file unlinked (never followed), a folder removed with
+    what it holds (shutil.rmtree follows no link inside)."""
+    if is_dir(path):
+        shutil.rmtree(path)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def atomic_write(path: Path, data: bytes) -> None:

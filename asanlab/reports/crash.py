@@ -113,8 +113,10 @@ def abnormal_exit(line: str) -> dict | None:
 def abnormal_exits_in(path: Path) -> list[dict]:
     """The abnormal exits a whole output.log holds (a session closed by a later asanlab)."""
     try:
-        with untrusted.open_file(path) as fh:
-            return [e for e in map(abnormal_exit, io.TextIOWrapper(fh, errors="replace")) if e is not None]
+        with untrusted.open_file(path, limit=untrusted.LOG_LIMIT) as fh:
+            text = io.TextIOWrapper(fh, errors="replace")
+            # Lines read in bounded pieces: a line of gigabytes is not held whole.
+            return [e for e in map(abnormal_exit, iter(lambda: text.readline(1 << 16), "")) if e is not None]
     except (OSError, untrusted.UntrustedFileError):
         return []
 

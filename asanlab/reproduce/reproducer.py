@@ -14,7 +14,6 @@ runs on any machine with asanlab and the image (or its recipe).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +35,8 @@ def write(src: Source, shrunk: Shrunk, expected: Expected, finding: dict | None 
     """Write the bundle into the source's reproducer/ folder (replacing an older one); its path."""
     out = src.output_dir
     tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # In a bundle someone sent, either name may be a link: replaced, never written through.
+    untrusted.remove(tmp)
     tmp.mkdir(parents=True)
     keep = {(r.connection, r.index) for r in shrunk.requests}
     traffic.write(tmp / "recording.jsonl", src.conns, keep)
@@ -62,7 +62,7 @@ def write(src: Source, shrunk: Shrunk, expected: Expected, finding: dict | None 
     if finding is not None:
         (tmp / "finding.json").write_text(json.dumps(finding, indent=2) + "\n")
     (tmp / "README.txt").write_text(_readme(src, shrunk, expected, copied))
-    shutil.rmtree(out, ignore_errors=True)
+    untrusted.remove(out)
     tmp.replace(out)
     return out
 

@@ -88,10 +88,9 @@ class Recorder:
     def _loop_error(self, loop, context: dict) -> None:
         """asyncio's own errors (an accept that failed for want of descriptors, thousands of times
         under load): counted and named once at the end, not a traceback each."""
-        self._dropped(context.get("exception") or OSError(context.get("message", "error")), count=False)
+        self._ran_short(context.get("exception") or OSError(context.get("message", "error")))
 
-    def _dropped(self, e: BaseException, count: bool = True) -> None:
-        self.dropped += count
+    def _ran_short(self, e: BaseException) -> None:
         if self.drop_reason is None:
             self.drop_reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
 
@@ -157,7 +156,8 @@ class Recorder:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError as e:
             if e.errno in OUT_OF_RESOURCES:  # the proxy's own limit, not the app's answer
-                self._dropped(e)
+                self.dropped += 1
+                self._ran_short(e)
                 self._write({"c": cid, "close": "proxy"})
             else:
                 self._write({"c": cid, "close": "app"})  # the app was not listening

@@ -31,6 +31,9 @@ from .. import untrusted
 from ..errors import UsageError
 
 FILE = "connections.jsonl"
+# A recording the proxy wrote stops keeping bytes at 1 GiB (proxy.LIMIT_BYTES); one from elsewhere
+# larger than twice that is not read.
+RECORDING_LIMIT = 2 << 30
 
 
 @dataclass
@@ -181,7 +184,7 @@ def read(path: Path) -> list[Connection]:
     """The connections of a recording, in the order they opened. Lines cut by an interruption are
     skipped: what was recorded before them stays."""
     conns: dict[int, Connection] = {}
-    with untrusted.open_file(path) as fh:
+    with untrusted.open_file(path, limit=RECORDING_LIMIT) as fh:
         for line in fh:
             event = _event(line)
             if event is not None:
@@ -196,7 +199,7 @@ def each_connection(path: Path) -> Iterator[Connection]:
     1 GiB) and its copies."""
     lines: dict[int, array] = {}
     opened: dict[int, float] = {}
-    with untrusted.open_file(path) as fh:
+    with untrusted.open_file(path, limit=RECORDING_LIMIT) as fh:
         at = 0
         for line in fh:
             event = _event(line)

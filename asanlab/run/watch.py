@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Callable
 
 from .. import untrusted
-from ..session import LOG_LIMIT
 from ..events import Event, Reporter
 from ..reports.crash import abnormal_exit
 from ..reports.findings import Category, category
@@ -51,7 +50,7 @@ class Watcher(threading.Thread):
         for f in untrusted.files(self.folder):
             st = self.state.setdefault(f.name, LogState())
             try:
-                with untrusted.open_file(f, under=self.folder, limit=LOG_LIMIT) as fh:
+                with untrusted.open_file(f, under=self.folder, limit=untrusted.LOG_LIMIT) as fh:
                     fh.seek(st.offset)
                     data = fh.read(SCAN_BYTES)
             except (OSError, untrusted.UntrustedFileError):

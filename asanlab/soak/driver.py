@@ -281,7 +281,7 @@ def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | N
 def read_samples(s) -> list[dict]:
     out = []
     try:
-        with untrusted.open_file(s.path / "soak" / "samples.jsonl", under=s.path) as f:
+        with untrusted.open_file(s.path / "soak" / "samples.jsonl", under=s.path, limit=untrusted.JSON_LIMIT) as f:
             for line in f:
                 try:
                     sample = json.loads(line)

@@ -644,3 +644,44 @@ def test_the_live_watcher_survives_running_out_of_descriptors(tmp_path, monkeypa
     assert [e.message for e in events if e.kind == "run.warning"] == \
         [f"the live report watcher could not read {folder}: Too many open files; the reports are read at the end"]
     assert any(e.kind == "run.finding" for e in events), events
+
+
+def test_a_folder_tree_deeper_than_asanlab_walks_is_left_out_not_a_crash(tmp_path):
+    """The app can nest folders as deep as it likes in raw/: each level was a frame and an open
+    folder here (RecursionError, or out of descriptors, in the bug-report archive)."""
+    folder = tmp_path / "raw"
+    deep = folder
+    for _ in range(200):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    (deep / "bottom.log").write_text("x\n")
+    (folder / "top.log").write_text("y\n")
+    left_out: list = []
+    assert dict(untrusted.tree(folder, limit=100, left_out=left_out)) == {"top.log": b"y\n"}
+    assert left_out == [("d/" * untrusted.MAX_DEPTH + "d", f"a folder deeper than {untrusted.MAX_DEPTH}")]
+    assert [p.name for p in untrusted.walk(folder)] == ["top.log"]
+
+
+def test_minimizing_a_received_bundle_replaces_links_where_it_writes(state, tmp_path, canary):
+    """A bundle's reproducer/ (and its temporary name) planted as links to a host folder: the new
+    reproducer replaces them and the host folder is untouched."""
+    from types import SimpleNamespace
+
+    from asanlab.reproduce import reproducer
+    from asanlab.reproduce.minimize import minimize
+
+    folder = tmp_path / "b"
+    (folder / "app").mkdir(parents=True)
+    (folder / "app" / "a.php").write_text("<?php\n")
+    get = lambda p: f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    _recorded(folder, [get("/a") + get("/fire")], [], name="recording.jsonl")
+    (folder / "bundle.json").write_text(json.dumps({"format": source.BUNDLE_FORMAT, "recording": "recording.jsonl",
+                                                    "app": {"name": "a.php", "copied": True}}))
+    (folder / "reproducer").symlink_to(canary.parent)
+    (folder / ".reproducer.tmp").symlink_to(canary.parent)
+    before = sorted(p.name for p in canary.parent.iterdir())
+    src = source.load(str(folder))
+    shrunk = minimize(traffic.all_requests(src.conns), lambda keep: (1, 1) in keep)
+    out = reproducer.write(src, shrunk, source.Expected("sig", "id", "memory-error", "double-free"))
+    assert out == folder / "reproducer" and not out.is_symlink() and (out / "bundle.json").is_file()
+    assert sorted(p.name for p in canary.parent.iterdir()) == before and digest(canary) == hashlib.sha256(SECRET).hexdigest()
