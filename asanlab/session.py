@@ -28,10 +28,10 @@ SCHEMA = 1
 SANITIZER_DIR = "raw/sanitizer"  # what the container's sanitizers write, one file per process
 PHP_STACK_SUBDIR = "raw/php"  # the agent's PHP backtraces of those reports (asanlab/reports/php_stack.py)
 OUTPUT_LOG = "raw/output.log"  # the app's stdout and stderr, verbatim
-SYMBOLS = "symbols.json"
+SYMBOLS = "symbols.json"  # frames resolved by `replay --symbolize`, reused by every later replay
 LOG_LIMIT = untrusted.LOG_LIMIT
 NOT_READ = ("something other than a sanitizer wrote into the log folder (the app can write there): asanlab "
-            "reads only regular files of a bounded size there and follows no link")  # frames resolved by `replay --symbolize`, reused by every later replay
+            "reads only regular files of a bounded size there and follows no link")
 
 
 def sessions_dir() -> Path:
@@ -172,10 +172,8 @@ def read_reports(folder: Path) -> list[Report]:
     for f in untrusted.files(folder):
         try:
             found = list(read_file(f, f.name, limit=LOG_LIMIT))
-        except untrusted.UntrustedFileError:
+        except (OSError, untrusted.UntrustedFileError):
             continue  # too large, or swapped since it was listed: said once by read_notices
-        except OSError:
-            continue
         # UBSan's lines carry no pid: the log's name does (log_path's sanitizer.<pid>).
         pid = f.name.rpartition(".")[2]
         for r in found:
