@@ -2,7 +2,7 @@
 PYTHON ?= python3
 SUITE ?= bookworm
 
-.PHONY: install base-image demo test unit bench bench-parse bench-speed bench-reproduce
+.PHONY: install base-image demo test unit docs bench bench-parse bench-speed bench-reproduce
 
 install:
 	$(PYTHON) -m pip install --quiet -e '.[test]'
@@ -28,6 +28,12 @@ test: install
 
 unit: install
 	$(PYTHON) -m pytest tests/unit
+
+# The manual: the generated references (docs/reference, from the CLI and the recipe schema), then the
+# site in site/. MkDocs comes with the test extras (make install); tests/unit/test_docs.py checks both.
+docs:
+	$(PYTHON) docs/gen_reference.py
+	$(PYTHON) -m mkdocs build --strict --site-dir site
 
 bench: install base-image
 	$(PYTHON) bench/build_bench.py

@@ -72,20 +72,28 @@ class Result:
 
 def call(client, image: str, command: list[str], *, role: str, timeout: float,
          environment: dict[str, str] | None = None, stderr: bool = True,
-         entrypoint: list[str] | None = None) -> Result:
+         entrypoint: list[str] | None = None, limit: int | None = None, **options) -> Result:
     """Run a short command in a throwaway container and return what it printed: the one way
     asanlab does so (check, symbolize, bundle). The container is labelled like every other and
     removed however this ends (error, wait timeout, Ctrl-C). Docker's errors, and requests' for a
     wait that times out, pass through untranslated: the caller says what it was doing
-    (docker_client.docker_errors)."""
+    (docker_client.docker_errors). options go to Docker's create (read_only, network_disabled...);
+    limit bounds what is read of the output, for an image that is not asanlab's."""
     extra = {"environment": environment} if environment is not None else {}
     if entrypoint is not None:
         extra["entrypoint"] = entrypoint
-    with temporary(client, image, role=role, command=command, **extra) as container:
+    with temporary(client, image, role=role, command=command, **extra, **options) as container:
         container.start()
         status = container.wait(timeout=timeout)
-        output = container.logs(stdout=True, stderr=stderr).decode(errors="replace")
-    return Result(status.get("StatusCode"), output)
+        if limit is None:
+            output = container.logs(stdout=True, stderr=stderr)
+        else:
+            output = b""
+            for chunk in container.logs(stdout=True, stderr=stderr, stream=True):
+                output += chunk[:limit - len(output)]
+                if len(output) >= limit:
+                    break
+    return Result(status.get("StatusCode"), output.decode(errors="replace"))
 
 
 def remove(container) -> None:

@@ -3,7 +3,7 @@
 The package only gathers: importing each command module registers its commands on the one app,
 in the order --help lists them (demo last)."""
 
-from . import images, running, soaking, sessions, reproducing, demo  # noqa: F401  (registration)
+from . import initializing, images, running, soaking, sessions, reproducing, demo  # noqa: F401  (registration)
 from .common import app
 from .entry import main
 

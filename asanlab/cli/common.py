@@ -65,6 +65,20 @@ RegistryOption = Annotated[Optional[str], typer.Option(
     help="Where recipes' images are published, e.g. ghcr.io/org/asanlab.")]
 
 
+def recipe_or_project(recipe_path: Path | None, image: str | None, app_path: Path | None) -> Path | None:
+    """--recipe or --image as given; with neither, the project file (or the built-in default), said."""
+    from ..errors import UsageError
+    from .. import project
+
+    if recipe_path is not None and image is not None:
+        raise UsageError("--recipe and --image both name the image: give one")
+    if recipe_path is not None or image is not None:
+        return recipe_path
+    found = project.find(app_path)
+    err.print(f"asanlab: {found.why}", markup=False)
+    return found.path
+
+
 def full_stacks_for(asked: bool, baseline: Baseline | None, rules: list[str] | None = None) -> bool:
     """--full-stacks, or complete stacks where frame pointers would mislead: against a baseline that
     unwound completely (a leak's signature is its stack, and one cut short would look new), and
@@ -80,6 +94,38 @@ def full_stacks_for(asked: bool, baseline: Baseline | None, rules: list[str] | N
         return False
     err.print(f"asanlab: allocation stacks unwound completely (as with --full-stacks), {why}")
     return True
+
+
+# Option values as docker's and pip's help name them (no Python type names): one word per kind of
+# value, the same on every command. A choice lists its values instead.
+METAVARS = {
+    "--recipe": "FILE", "--image": "IMAGE", "--publish": "PORT", "--env": "KEY=VALUE", "--timeout": "SECONDS",
+    "--grace": "SECONDS", "--ready-timeout": "SECONDS", "--baseline": "SESSION|IMAGE", "--url": "URL",
+    "--stats-url": "URL", "--checkpoints": "N,N,...", "--method": "METHOD", "--header": "'NAME: VALUE'",
+    "--body": "TEXT", "--body-file": "FILE", "--requests-file": "FILE", "--recording": "FILE", "--bundle": "FILE",
+    "--concurrency": "N", "--warmup": "N", "--samples": "N", "--runs": "N", "--tries": "N",
+    "--threshold": "BYTES", "--min-growth": "BYTES", "--budget": "MIB", "--network": "NETWORK", "--cell": "CELL",
+}
+
+
+def command():
+    """The click command typer makes of the app, with help in the style of docker's and pip's:
+    every value named by METAVARS or its choices, arguments by their name alone (typer would print
+    `{APP.php} <path>`). The entry point and the generated reference both use it."""
+    group = typer.main.get_command(app)
+    for sub in group.commands.values():
+        for p in sub.params:
+            if type(p).__name__ == "TyperArgument":
+                shown = (p.metavar or p.name.upper()) if p.required else f"[{p.metavar or p.name.upper()}]"
+                shown += "..." if p.nargs != 1 else ""
+                p.display_type_rich = lambda ctx: None
+                p._usage_display_name = lambda shown=shown: shown
+            elif not getattr(p, "is_flag", False) and p.metavar is None:
+                long = next((o for o in p.opts if o.startswith("--")), p.opts[0])
+                choices = getattr(p.type_descriptor, "choices", None) if getattr(p, "type_descriptor", None) else None
+                p.metavar = METAVARS.get(long) or ("|".join(str(getattr(c, "value", c)) for c in choices)
+                                                   if choices else long.lstrip("-").upper())
+    return group
 
 
 def _version(value: bool) -> None:

@@ -9,13 +9,13 @@ import typer
 
 from ..docker_client import docker_errors
 from ..errors import EXIT_INTERNAL, EXIT_USAGE, AsanlabError, BuildFailed
-from .common import app, err
+from .common import command, err
 
 
 def main() -> None:
     try:
         with docker_errors("docker"):  # at the boundary: the daemon or its connection failing is exit 3, not a bug
-            code = app(standalone_mode=False)
+            code = command()(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -14,12 +14,15 @@ from ..image import recipe as recipes
 from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import UsageError
-from .common import EXIT_CODES, app, err, out
+from .common import EXIT_CODES, RegistryOption, app, err, out, recipe_or_project
 
 
-@app.command(epilog=EXIT_CODES)
+@app.command(epilog=EXIT_CODES, context_settings={"allow_extra_args": True})
 def build(
-    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="The recipe (YAML).")],
+    ctx: typer.Context,
+    recipe_path: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", show_default=False,
+                                                          help="The recipe (YAML). Default: asanlab.yml in the "
+                                                               "current folder, else the built-in default.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every stage, ignoring Docker's cache.")] = False,
     network: Annotated[Optional[str], typer.Option(help="Network for the build's RUN steps, e.g. host to reach "
                                                         "a package mirror only the host can.")] = None,
@@ -27,9 +30,9 @@ def build(
                                                    help="Print the rendered Dockerfile and stop (no Docker).")] = False,
     frozen: Annotated[bool, typer.Option("--frozen", help="Refuse any source whose sha256 is not pinned "
                                                           "(recipe, php.net data or lock file). For CI.")] = False,
-    push_to: Annotated[Optional[str], typer.Option("--push", metavar="PREFIX", help="Then push it as PREFIX/NAME:"
-                                                   "sha-DIGEST and PREFIX/NAME:READABLE, e.g. "
-                                                   "ghcr.io/org/asanlab.")] = None,
+    push: Annotated[bool, typer.Option("--push", help="Then push it to --registry, as PREFIX/NAME:sha-DIGEST and "
+                                                      "PREFIX/NAME:READABLE.")] = False,
+    registry_prefix: RegistryOption = None,
     cell: Annotated[Optional[str], typer.Option(help="A recipe with a matrix: build this cell only "
                                                      "(`asanlab matrix RECIPE` lists them).")] = None,
 ) -> None:
@@ -39,15 +42,15 @@ def build(
     """
     from ..image.build import build as do_build
     from ..image.render import render
+    from ..image import registry
 
-    base = recipes.load(recipe_path)
+    recipe_path, push_to = _push_spelling(recipe_path, list(ctx.args), push, registry_prefix)
+    base = recipes.load(recipe_or_project(recipe_path, None, None))
     cells = _cells(base, cell)
     if print_dockerfile:
         for c in cells:
             out.print(render(c.recipe).dockerfile, end="", markup=False)
         return
-    from ..image import registry
-
     if push_to is not None:
         registry.check_prefix(push_to)
     reporter = ConsoleReporter(err)
@@ -65,6 +68,25 @@ def build(
                 out.print(f"pushed {remote.ref}", markup=False)
     finally:
         reporter.close()
+
+
+def _push_spelling(recipe_path: Path | None, extra: list[str], push: bool,
+                   prefix: str | None) -> tuple[Path | None, str | None]:
+    """(recipe, where to push). `--push PREFIX`, the spelling before --registry, still works for a
+    release: the prefix arrives as an extra argument, or as the recipe when no recipe was given."""
+    if len(extra) > 1 or extra and not push:
+        raise UsageError(f"unexpected argument(s): {' '.join(extra)}")
+    if not push:
+        return recipe_path, None
+    if extra:  # build RECIPE --push PREFIX
+        err.print("asanlab: `build --push PREFIX` is now `build --push --registry PREFIX`", markup=False)
+        return recipe_path, extra[0]
+    if recipe_path is not None and not recipe_path.exists() and not recipe_path.suffix and prefix is None:
+        err.print("asanlab: `build --push PREFIX` is now `build --push --registry PREFIX`", markup=False)
+        return None, str(recipe_path)  # build --push PREFIX, with the project file
+    if prefix is None:
+        raise UsageError("--push needs --registry PREFIX (or ASANLAB_REGISTRY), e.g. ghcr.io/org/asanlab")
+    return recipe_path, prefix
 
 
 def _cells(base, name: str | None) -> list:
@@ -116,6 +138,16 @@ def matrix(
             sys.stdout.write(f"{c['cell']}  skipped: {c['reason']}\n")
 
 
+def _prefix(given: str | None, old: str | None, old_name: str, needed_for: str | None) -> str | None:
+    """--registry, or the option's old name (said once); required when needed_for says why."""
+    if old is not None:
+        err.print(f"asanlab: {old_name} PREFIX is now --registry PREFIX", markup=False)
+        given = old
+    if given is None and needed_for:
+        raise UsageError(f"{needed_for} needs --registry PREFIX (or ASANLAB_REGISTRY), e.g. ghcr.io/org/asanlab")
+    return given
+
+
 def _is_recipe(arg: str) -> bool:
     return arg.endswith((".yml", ".yaml")) or Path(arg).is_file()
 
@@ -124,11 +156,14 @@ def _is_recipe(arg: str) -> bool:
 def push(
     what: Annotated[str, typer.Argument(metavar="RECIPE|IMAGE", help="A recipe whose image is built here, or "
                                                                       "an asanlab image.")],
-    to: Annotated[str, typer.Option("--to", metavar="PREFIX", help="Registry and path, e.g. "
-                                                                   "127.0.0.1:5000/asanlab or ghcr.io/org/asanlab.")],
+    registry_prefix: RegistryOption = None,
+    to: Annotated[Optional[str], typer.Option("--to", metavar="PREFIX", hidden=True,
+                                              help="The old name of --registry.")] = None,
 ) -> None:
     """Push an image built here, under its content-addressed tag and its readable tag."""
     from ..image import registry
+
+    to = _prefix(registry_prefix, to, "--to", "pushing")
     from ..image.build import find_image
 
     registry.check_prefix(to)
@@ -159,17 +194,20 @@ def push(
 def pull(
     what: Annotated[str, typer.Argument(metavar="RECIPE|IMAGE", help="A recipe (its exact image is pulled by its "
                                                                       "content tag) or an image reference.")],
-    source: Annotated[Optional[str], typer.Option("--from", metavar="PREFIX", envvar="ASANLAB_REGISTRY",
-                                                  help="Registry and path the recipe's image was pushed to.")] = None,
+    registry_prefix: RegistryOption = None,
+    old_from: Annotated[Optional[str], typer.Option("--from", metavar="PREFIX", hidden=True,
+                                                    help="The old name of --registry.")] = None,
 ) -> None:
     """Pull the image a recipe describes (exactly: by content tag, checked by its digest label), or any image."""
     from ..image import registry
+
+    source = _prefix(registry_prefix, old_from, "--from", None)
 
     reporter = ConsoleReporter(err)
     try:
         if _is_recipe(what):
             if not source:
-                raise UsageError("pulling a recipe's image needs --from PREFIX (or ASANLAB_REGISTRY)")
+                raise UsageError("pulling a recipe's image needs --registry PREFIX (or ASANLAB_REGISTRY)")
             rendered = registry.expected(recipes.load(Path(what)))
             image = registry.pull(client(), registry.remote_for(source, rendered), rendered, reporter=reporter)
             out.print(f"{rendered.image_ref}\nimage {image.id}", markup=False)

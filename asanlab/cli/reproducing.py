@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..image import recipe as recipes
+from .. import project
 from ..console import ConsoleReporter
 from ..docker_client import client
 from ..errors import InfraError, EXIT_FINDINGS, UsageError
@@ -148,6 +149,21 @@ def _image(src, image: str | None, recipe_file: Path | None, reporter):
         if ref and _image_id(ref, missing_ok=True):
             return ref, _image_id(ref), r
     shown = (src.image_refs or [src.image_id or "(none recorded)"])[0]
+    # The recorded image is not here: its recipe builds it again, else the project's asanlab.yml.
+    # Never the built-in default: a session replayed under another PHP than it ran on says little.
+    # A bundle's recipe came from someone else: it is built only when the user names it (--recipe).
+    if r is not None and src.bundle is None:
+        err.print(f"asanlab: image {shown[:71]} is not on this machine: building the recipe the session "
+                  f"recorded ({src.recipe_path})", markup=False)
+        ref, image_id = image_for(r, None, reporter)
+        return ref, image_id, r
+    found = project.find(src.app)
+    if not found.builtin:
+        err.print(f"asanlab: image {shown[:71]} is not on this machine and the session holds no recipe: "
+                  f"{found.why}", markup=False)
+        r = recipes.load(found.path)
+        ref, image_id = image_for(r, None, reporter)
+        return ref, image_id, r
     how = f"`asanlab reproduce {src.id} --recipe {src.bundle / 'recipe.yml'}` builds it" \
         if src.bundle is not None and src.recipe_path else "build the recipe again (`asanlab build`) or pull it"
     raise UsageError(f"image {shown[:71]} is not on this machine", hint=f"{how}, or give --image")

@@ -15,7 +15,7 @@ from ..docker_client import client
 from ..errors import InfraError, UsageError
 from ..reports.gate import FailOn
 from ..image.choice import image_for, preloaded, tools_of
-from .common import (EXIT_CODES, FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption, SuppressionsOption,
+from .common import (recipe_or_project, EXIT_CODES, FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption, SuppressionsOption,
                      _ranged, app, err, full_stacks_for)
 from .printing import _print_findings
 
@@ -31,7 +31,9 @@ def run(
     app_path: Annotated[Path, typer.Argument(metavar="APP.php", help="The PHP entry point; its folder is mounted "
                                                                      "read-only at /app.")],
     recipe_path: Annotated[Optional[Path], typer.Option("--recipe", help="Build (if needed) and use this recipe's "
-                                                                         "image.")] = None,
+                                                                         "image. Default: asanlab.yml in the current "
+                                                                         "folder, else in the app's folder, else the "
+                                                                         "built-in default.")] = None,
     image: Annotated[Optional[str], typer.Option(help="Use this image instead of a recipe.")] = None,
     publish: Annotated[Optional[list[str]], typer.Option("-p", "--publish", help="[IP:]HOST:CONTAINER port; binds "
                                                          "127.0.0.1 unless an IP is given.")] = None,
@@ -87,8 +89,8 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
     from ..run import RunOptions, run as do_run
     from ..run.options import check_arguments
 
-    if (recipe_path is None) == (image is None):
-        raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
+    if recipe_path is not None and image is not None:
+        raise UsageError("--recipe and --image both name the image: give one")
     check_arguments(app_path, list(publish), list(env))
     gate.policy_for(fail_on, bool(baseline))
     from ..reports import suppressions as supp
@@ -96,6 +98,7 @@ def _run(*, app_path: Path, recipe_path: Path | None, image: str | None = None, 
     rules = supp.read(suppression_files or [])
     # Read the baseline first: a wrong id should stop the run before anything is built or started.
     baseline_session = gate.load_baseline(baseline, client) if baseline else None
+    recipe_path = recipe_or_project(recipe_path, image, app_path)
     reporter = ConsoleReporter(err)
     r = recipes.load(recipe_path) if recipe_path else None
     try:

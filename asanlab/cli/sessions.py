@@ -32,15 +32,30 @@ def _suppressed(findings, files: list[Path] | None):
 
 
 @app.command("sessions")
-def list_sessions(fmt: Annotated[TextOrJson, typer.Option("--format", help="text or json.")] = TextOrJson.text) -> None:
-    """List recorded sessions, oldest first (after closing those a killed asanlab left running)."""
+def list_sessions(
+    fmt: Annotated[TextOrJson, typer.Option("--format", help="text or json.")] = TextOrJson.text,
+    recover: Annotated[bool, typer.Option("--recover", help="First stop the containers of runs whose asanlab was "
+                                                            "killed, keep their reports and close their sessions "
+                                                            "(the next run or soak does it too).")] = False,
+) -> None:
+    """List recorded sessions, oldest first. Changes nothing unless --recover is given."""
     from ..errors import DockerUnavailable
-    from ..run import recover_orphans
 
-    try:
-        recover_orphans(client(), ConsoleReporter(err))
-    except DockerUnavailable:
-        pass  # listing needs no Docker; the next run recovers them
+    if recover:
+        from ..run import recover_orphans
+
+        closed = recover_orphans(client(), ConsoleReporter(err))
+        err.print(f"asanlab: {len(closed)} session(s) recovered", markup=False)
+    else:
+        from .. import containers
+
+        try:
+            orphaned = len(containers.orphans(client()))
+        except DockerUnavailable:
+            orphaned = 0  # listing needs no Docker
+        if orphaned:
+            err.print(f"asanlab: {orphaned} container(s) outlived the asanlab that started them: their sessions say "
+                      "running; `asanlab sessions --recover` stops them and keeps their reports", markup=False)
     rows = []
     for sid in sessions.list_ids():
         try:
@@ -70,7 +85,8 @@ def list_sessions(fmt: Annotated[TextOrJson, typer.Option("--format", help="text
 @app.command(epilog=EXIT_CODES)
 def replay(
     ref: Annotated[str, typer.Argument(metavar="ID|latest", help="A session id, 'latest', or a session folder.")],
-    fmt: Annotated[Format, typer.Option("--format")] = Format.text,
+    fmt: Annotated[Format, typer.Option("--format", help="text; json; sarif (code scanning); junit (a test report "
+                                                         "per finding).")] = Format.text,
     all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Print each finding's full report.")] = False,
     baseline: Annotated[Optional[str], typer.Option(help=BASELINE_HELP)] = None,
@@ -124,7 +140,8 @@ def replay(
 @app.command(epilog=EXIT_CODES)
 def report(
     paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Sanitizer logs, or folders of them.")],
-    fmt: Annotated[Format, typer.Option("--format")] = Format.text,
+    fmt: Annotated[Format, typer.Option("--format", help="text; json; sarif (code scanning); junit (a test report "
+                                                         "per finding).")] = Format.text,
     all_findings: Annotated[bool, typer.Option("--all", help="Also list start-up/shutdown leaks.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Print each finding's full report.")] = False,
     suppressions: Annotated[Optional[list[Path]], typer.Option("--suppressions", metavar="FILE",

@@ -20,7 +20,7 @@ from ..events import Event
 from ..soak.growth import DEFAULT_BUDGET, Criteria
 from ..image.choice import image_for, preloaded
 from ..reports.gate import FailOn
-from .common import (BASELINE_HELP, SOAK_FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption,
+from .common import (recipe_or_project, BASELINE_HELP, SOAK_FAIL_ON_HELP, Format, PullOption, PullPolicy, RegistryOption,
                      SuppressionsOption, TextOrJson, _ranged, app, err, full_stacks_for)
 from .printing import _print_findings, _print_soak
 
@@ -45,7 +45,9 @@ def soak(
     url: Annotated[str, typer.Option(help="Where to send requests, as seen from this machine, e.g. "
                                           "http://127.0.0.1:9501/orders (publish the port with -p).")],
     recipe_path: Annotated[Optional[Path], typer.Option("--recipe", help="Build (if needed) and use this recipe's "
-                                                                         "image.")] = None,
+                                                                         "image. Default: asanlab.yml in the current "
+                                                                         "folder, else in the app's folder, else the "
+                                                                         "built-in default.")] = None,
     image: Annotated[Optional[str], typer.Option(help="Use this image: any image with PHP (and Swoole). Without "
                                                       "asanlab's agent only /proc memory is measured.")] = None,
     publish: Annotated[Optional[list[str]], typer.Option("-p", "--publish", help="[IP:]HOST:CONTAINER port.")] = None,
@@ -112,8 +114,8 @@ def soak(
 
     from ..run.options import check_arguments
 
-    if (recipe_path is None) == (image is None):
-        raise UsageError("give exactly one of --recipe RECIPE or --image IMAGE")
+    if recipe_path is not None and image is not None:
+        raise UsageError("--recipe and --image both name the image: give one")
     check_arguments(app_path, publish or [], env or [])
     gate.policy_for(fail_on, bool(baseline))
     points = parse_checkpoints(checkpoints)
@@ -131,6 +133,7 @@ def soak(
     rules = supp.read(suppressions or [])
     # A wrong baseline stops the soak before anything is built or started.
     baseline_session = gate.load_baseline(baseline, client) if baseline else None
+    recipe_path = recipe_or_project(recipe_path, image, app_path)
     reporter = ConsoleReporter(err)
     r = recipes.load(recipe_path) if recipe_path else None
     try:

@@ -31,7 +31,8 @@ DEFAULT_COMPILER_VERSION = 14
 # too, whose configure forces -O0: the level is passed again at make time, after PHP's own flags.
 DEFAULT_OPTIMIZE = 1
 
-# Swoole line -> (oldest PHP, newest PHP) it builds against (FIELD-NOTES, from Swoole's releases).
+# Swoole line -> (oldest PHP, newest PHP) it builds against (from each Swoole release's notes and the PHP version
+# check in its config.m4).
 SWOOLE_PHP_SUPPORT: dict[str, tuple[str, str]] = {
     "4.8": ("7.2", "8.2"),
     "5.0": ("8.0", "8.2"),
@@ -240,8 +241,10 @@ def _semantic_problems(data: dict, folder: Path) -> list[tuple[tuple, str]]:
         if src is None:
             continue
         given = [k for k in ("url", "path", "debian") if k in src]
-        if len(given) != 1:
-            out.append((p + ("source",), "give exactly one of url, path or debian"))
+        # sha256 alone pins the release URL the version names (a mirror may serve it).
+        if len(given) > 1 or not given and "sha256" not in src:
+            out.append((p + ("source",), "give exactly one of url, path or debian (or sha256 alone, which "
+                                         "pins the release the version names)"))
             continue
         if "debian" in src and p != ("php",):
             out.append((p + ("source", "debian"), "a Debian source package is supported for PHP only"))
@@ -304,8 +307,8 @@ def _path_problems(value: str, folder: Path) -> list[str]:
 
 def _source(section: dict, folder: Path) -> Source:
     src = section.get("source")
-    if src is None:
-        return Source(kind="release")
+    if src is None or not {"url", "path", "debian"} & set(src):
+        return Source(kind="release", sha256=(src or {}).get("sha256"))
     if "url" in src:
         return Source(kind="url", url=src["url"], sha256=src.get("sha256"))
     if "path" in src:

@@ -12,8 +12,9 @@ from ..layout import CONFIG_DIR, LOG_DIR
 SIGTERM_PREPEND = f"{CONFIG_DIR}/sigterm.php"
 SECRET_KEY = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE)", re.I)
 
-# What PHP needs under ASan (FIELD-NOTES): the system allocator instead of Zend's arenas, so every
-# allocation is visible; modules kept loaded, so stacks symbolize at exit.
+# What PHP needs under ASan: the system allocator instead of Zend's arenas, so every allocation is
+# visible (USE_ZEND_ALLOC=0, php-src Zend/zend_alloc.c); modules kept loaded, so stacks symbolize at
+# exit (ZEND_DONT_UNLOAD_MODULES, php-src Zend/zend_API.c).
 PHP_ENV = {"USE_ZEND_ALLOC": "0", "USE_TRACKED_ALLOC": "1", "ZEND_DONT_UNLOAD_MODULES": "1"}
 ASAN_DEFAULTS = {
     "log_path": f"{LOG_DIR}/sanitizer",  # one file per process: sanitizer.<pid>
@@ -27,7 +28,7 @@ ASAN_DEFAULTS = {
     "fast_unwind_on_malloc": 0,
 }
 # Frame pointers only (ASan's fast unwinder): 3-4x the requests per second of the slow one
-# (README, Benchmarks), and complete stacks through PHP, Swoole's coroutines (asanlab's builds report
+# (docs/benchmarks.md), and complete stacks through PHP, Swoole's coroutines (asanlab's builds report
 # their stack switches) and every extension asanlab builds; a stack stops at a system library built
 # without frame pointers (libffi, libcrypto), and findings.cut_short says so.
 FAST_STACKS = {"fast_unwind_on_malloc": 1}

@@ -188,6 +188,37 @@ def swoole_source():
         server.shutdown()
 
 
+@pytest.fixture(scope="session")
+def swoole_mirror(swoole_source, tmp_path_factory):
+    """ASANLAB_SWOOLE_MIRROR serving Swoole's release tarball, and the tarball."""
+    source = swoole_source(SWOOLE_MAIN)
+    if source.mirror:
+        return source.mirror, source.mirror_folder / f"v{SWOOLE_MAIN}.tar.gz"
+    folder = tmp_path_factory.mktemp("swoole-mirror")  # a single tarball was named: serve it as a release
+    shutil.copyfile(source.path, folder / f"v{SWOOLE_MAIN}.tar.gz")
+    url, _ = serve(folder)
+    return url, folder / f"v{SWOOLE_MAIN}.tar.gz"
+
+
+def php_modules(docker_client, image: str) -> set[str]:
+    out = docker_client.containers.run(image, ["php", "-m"], entrypoint=[], remove=True,
+                                       environment={"ASAN_OPTIONS": "detect_leaks=0"}).decode()
+    php_part = out.split("[Zend Modules]")[0]
+    return {line.strip() for line in php_part.splitlines() if line.strip() and not line.startswith("[")}
+
+
+def swoole_features(docker_client, image: str) -> dict[str, str]:
+    """`php --ri swoole`'s rows up to its ini directives, but when it was built."""
+    out = docker_client.containers.run(image, ["php", "--ri", "swoole"], entrypoint=[], remove=True,
+                                       environment={"ASAN_OPTIONS": "detect_leaks=0"}).decode()
+    rows = {}
+    for line in out.split("Directive =>")[0].splitlines():
+        key, sep, value = line.partition(" => ")
+        if sep and key.strip() != "Built":
+            rows[key.strip()] = value.strip()
+    return rows
+
+
 def asanlab(*args, cwd, env=None, timeout=1800, check=None):
     """Run the real command line, as a user would."""
     proc = subprocess.run([sys.executable, "-m", "asanlab", *map(str, args)], cwd=cwd, env={**os.environ, **(env or {})},

@@ -41,7 +41,8 @@ def test_push_delete_pull_run(registry, work, docker_client):
     host, base = registry
     folder, env = work
     prefix = f"{host}/asanlab"
-    built = asanlab("build", "php.yml", "--push", prefix, cwd=folder, env=env, check=0)
+    # One name for the registry prefix on every command: --registry, or ASANLAB_REGISTRY.
+    built = asanlab("build", "php.yml", "--push", cwd=folder, env={**env, "ASANLAB_REGISTRY": prefix}, check=0)
     content_ref = built.stdout.splitlines()[0]  # asanlab/e2e-php:sha-...
     content_tag = content_ref.split(":")[1]
     assert f"pushed {prefix}/e2e-php:{content_tag}" in built.stdout
@@ -52,7 +53,7 @@ def test_push_delete_pull_run(registry, work, docker_client):
     remove_images(docker_client, "e2e-php")
     for image in docker_client.images.list(name=f"{prefix}/e2e-php"):
         docker_client.images.remove(image.id, force=True)
-    pulled = asanlab("pull", "php.yml", "--from", prefix, cwd=folder, env=env, check=0)
+    pulled = asanlab("pull", "php.yml", "--registry", prefix, cwd=folder, env=env, check=0)
     assert pulled.stdout.splitlines()[0] == content_ref
     image = docker_client.images.get(content_ref)
     assert image.labels["org.asanlab.digest"].startswith(content_tag[4:])
@@ -74,11 +75,15 @@ def test_missing_tag_and_unreachable_registry_are_clear_errors(registry, work):
     host, _ = registry
     folder, env = work
     (folder / "other.yml").write_text((folder / "php.yml").read_text().replace("name: e2e-php", "name: e2e-never"))
-    missing = asanlab("pull", "other.yml", "--from", f"{host}/asanlab", cwd=folder, env=env, check=3)
+    missing = asanlab("pull", "other.yml", "--registry", f"{host}/asanlab", cwd=folder, env=env, check=3)
     assert "not in the registry" in missing.stderr and "e2e-never" in missing.stderr
     closed = free_port()
+    # The spelling before --registry still works for a release, and says so.
     unreachable = asanlab("pull", "php.yml", "--from", f"127.0.0.1:{closed}/asanlab", cwd=folder, env=env, check=3)
-    assert "cannot be reached" in unreachable.stderr
+    assert "cannot be reached" in unreachable.stderr and "--from PREFIX is now --registry PREFIX" in unreachable.stderr
+    old_push = asanlab("build", "php.yml", "--push", f"127.0.0.1:{closed}/asanlab", cwd=folder, env=env, check=3)
+    assert "`build --push PREFIX` is now `build --push --registry PREFIX`" in old_push.stderr
+    assert "cannot be reached" in old_push.stderr
     always = asanlab("run", "reg/app.php", "--recipe", "other.yml", "--registry", f"{host}/asanlab",
                      "--pull", "always", cwd=folder, env=env, check=3)
     assert "not in the registry" in always.stderr

@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import SWOOLE_MAIN, asanlab, free_port, containers_of, read_json, remove_images, serving, stop_run
+from .conftest import (SWOOLE_MAIN, asanlab, free_port, containers_of, php_modules, read_json, remove_images, serving,
+                       stop_run, swoole_features)
 
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
 
 SERVER = """<?php
 // Two workers in process mode, coroutines on (Swoole's default) or off (COROUTINE=0): LeakSanitizer
-// sees a handler's C leak only with coroutines off (FIELD-NOTES).
+// sees a handler's C leak only with coroutines off (measured by the soak test below).
 $libc = FFI::cdef("void *malloc(size_t); void free(void *);");
 $server = new Swoole\\Http\\Server("0.0.0.0", 9501);
 $server->set(["worker_num" => 2, "enable_coroutine" => getenv("COROUTINE") !== "0", "log_level" => SWOOLE_LOG_WARNING]);
@@ -179,7 +180,7 @@ $server->start();
     ("0", "process", 1, {"master", "manager", "worker", "task worker"}, True)])
 def test_soak_finds_handler_leak_with_and_without_coroutines(swoole_recipe, docker_client, coroutine, mode, tasks,
                                                              roles, full):
-    """With coroutines on (Swoole's default) LeakSanitizer misses a handler's C leak (FIELD-NOTES);
+    """With coroutines on (Swoole's default) LeakSanitizer misses a handler's C leak (measured here);
     the soak's live-heap growth finds it either way, with its rate and its allocation stack."""
     folder, env = swoole_recipe
     (folder / "soak").mkdir(exist_ok=True)
@@ -708,3 +709,17 @@ def test_a_websocket_handlers_crash_is_named_recorded_replayed_and_shrunk_to_its
     assert again["replayed"][0]["requests"] == 1 and again["replayed"][0]["websocket_connections"] == 1
     for s in result["sessions"] + again["sessions"]:
         assert containers_of(docker_client, s) == []
+
+
+def test_init_from_an_asanlab_image_rebuilds_it(swoole_recipe, docker_client, tmp_path):
+    """`asanlab init --from-image` on an image asanlab built: the recipe it writes rebuilds the same
+    PHP modules and Swoole features (and, the mapping being exact, from the same cached stages)."""
+    folder, env = swoole_recipe
+    [image] = docker_client.images.list(filters={"label": "org.asanlab.recipe=e2e-swoole"})
+    source = next(t for t in image.tags if ":sha-" in t)
+    init = asanlab("init", "--from-image", source, "--name", "e2e-swoole-init", cwd=tmp_path, env=env, check=0)
+    assert f"Swoole {SWOOLE_MAIN}" in init.stderr and "PHP 8.2." in init.stderr
+    build = asanlab("build", cwd=tmp_path, env=env, timeout=3600, check=0)
+    rebuilt = build.stdout.splitlines()[0]
+    assert php_modules(docker_client, rebuilt) == php_modules(docker_client, source)
+    assert swoole_features(docker_client, rebuilt) == swoole_features(docker_client, source)

@@ -217,7 +217,7 @@ def test_keep_container_for_debugging(monkeypatch):
 
 
 def test_command_line_usage_errors_are_clear(tmp_path, cli):
-    for args in (["run", "x.php", "--no-such-option"], ["build"], ["replay"]):
+    for args in (["run", "x.php", "--no-such-option"], ["matrix"], ["replay"]):
         proc = cli(*args, cwd=tmp_path)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr and ("No such option" in proc.stderr or "Missing argument" in proc.stderr)

@@ -1,0 +1,1 @@
+"""asanlab init: an asanlab.yml that reproduces the user's production PHP under the sanitizers."""
