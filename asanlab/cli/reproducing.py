@@ -53,12 +53,14 @@ def reproduce(
                                                      help="The app to run, instead of the one the session or bundle "
                                                           "names (needed for a bundle too large to hold a copy).")]
         = None,
-    minimize: Annotated[Optional[str], typer.Option("--minimize", metavar="ID|SIGNATURE",
-                                                    help="Shrink the recording to the fewest requests that still give "
-                                                         "this finding (its id or signature), and write them with "
-                                                         "what runs them as a reproducer bundle (reproducer/ in the "
-                                                         "session).")]
+    finding: Annotated[Optional[str], typer.Argument(metavar="FINDING", show_default=False,
+                                                     help="With --minimize: the finding to keep (its id or "
+                                                          "signature). Default: the session's one error finding.")]
         = None,
+    minimize: Annotated[bool, typer.Option("--minimize", help="Shrink the recording to the fewest requests that "
+                                                              "still give FINDING, and write them with what runs "
+                                                              "them as a reproducer bundle (reproducer/ in the "
+                                                              "session).")] = False,
     baseline: Annotated[Optional[str], typer.Option(help=BASELINE_HELP + " Not with --minimize.")] = None,
     fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=FAIL_ON_HELP + " Judges the findings that "
                                                                                       "came back in any replay.")]
@@ -70,7 +72,10 @@ def reproduce(
 
     if image and recipe:
         raise UsageError("--image and --recipe both name the image: give one")
-    if minimize is not None and (baseline or fail_on):
+    if finding is not None and not minimize:
+        raise UsageError(f"{finding}: a finding is named only with --minimize",
+                         hint=f"asanlab reproduce {ref} --minimize {finding}")
+    if minimize and (baseline or fail_on):
         raise UsageError("--minimize keeps the one finding it is given: --baseline and --fail-on judge replays "
                          "without it")
     gate.policy_for(fail_on, bool(baseline))
@@ -89,8 +94,8 @@ def reproduce(
         target = Target(client(), src, image_ref, image_id, agent, _free_port(),
                         env=env or [], grace=grace, recipe=r, reporter=reporter, crash_handler=handler,
                         concurrent=concurrent or src.concurrent)
-        if minimize is not None:
-            _minimize(target, minimize, fmt, tries)
+        if minimize:
+            _minimize(target, finding, fmt, tries)
             return
         outcome = do_reproduce(target, runs=runs)
     finally:
@@ -181,13 +186,30 @@ def _image_id(ref: str, missing_ok: bool = False) -> str | None:
                          hint="build it (`asanlab build RECIPE`) or pull it") from None
 
 
-def _minimize(target, wanted: str, fmt: TextOrJson, tries: int) -> None:
+def _only_error(src) -> list:
+    """The finding to keep when none is named: the one error (ASan, UBSan), else the one finding."""
+    errors = [e for e in src.expected if e.category in ("error", "undefined")]
+    for candidates in (errors, src.expected):
+        if len(candidates) == 1:
+            return candidates
+    listed = ", ".join(f"{e.id} ({e.category})" for e in (errors or src.expected)[:8])
+    raise UsageError(f"{src.id} has {len(errors) or len(src.expected)} failing finding(s): name the one to keep"
+                     + (f" ({listed})" if listed else ""),
+                     hint=f"asanlab reproduce {src.id} --minimize FINDING")
+
+
+def _minimize(target, wanted: str | None, fmt: TextOrJson, tries: int) -> None:
     from ..reproduce import reproducer
     from ..reproduce.minimize import minimize
     from ..run.traffic import all_units
 
     src = target.source
-    match = [e for e in src.expected if wanted in (e.id, e.signature)]
+    if wanted is None:
+        match = _only_error(src)
+        err.print(f"asanlab: minimizing for {src.id}'s one error finding, {match[0].id} ({match[0].signature[:80]})",
+                  markup=False)
+    else:
+        match = [e for e in src.expected if wanted in (e.id, e.signature)]
     if not match:
         raise UsageError(f"no failing finding {wanted!r} in {src.id}",
                          hint="`asanlab replay ID` lists the findings with their ids")

@@ -11,7 +11,10 @@ from ..docker_client import docker_errors
 from ..errors import UsageError
 from .facts import ImageFacts, parse
 
-OUTPUT_LIMIT = 1 << 20  # a PHP with every extension prints about 10 KB here
+OUTPUT_LIMIT = 1 << 20
+# An image built with the sanitizers (asanlab's own, or a debug build elsewhere): its leak check at
+# exit needs ptrace, which the probe's container does not get, and would fail a healthy php.
+QUIET_SANITIZERS = {"ASAN_OPTIONS": "detect_leaks=0", "LSAN_OPTIONS": "detect_leaks=0"}  # a PHP with every extension prints about 10 KB here
 
 # Each step opens a section (facts.sections); `@@facts N` carries php's exit status.
 SCRIPT = r"""
@@ -46,7 +49,7 @@ def probe(client, image: str) -> ImageFacts:
             raise UsageError(f"image {image}: not on this machine", hint=f"`docker pull {image}` first") from None
         try:
             result = containers.call(client, image, ["-c", SCRIPT], role="init", timeout=120, entrypoint=["sh"],
-                                     environment={"ASANLAB_PROBE": PHP}, limit=OUTPUT_LIMIT, read_only=True,
+                                     environment={"ASANLAB_PROBE": PHP, **QUIET_SANITIZERS}, limit=OUTPUT_LIMIT, read_only=True,
                                      network_disabled=True, tmpfs={"/tmp": "size=16m"}, cap_drop=["ALL"],
                                      security_opt=["no-new-privileges"])
         except APIError as e:

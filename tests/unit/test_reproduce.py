@@ -235,3 +235,22 @@ def test_a_session_run_under_valgrind_is_replayed_under_valgrind(state, tmp_path
     s.data.update({"command": ["php", "/app/server.php"], "valgrind": True})
     s.save()
     assert source.load(s.id).valgrind
+
+
+def test_minimize_takes_the_one_error_finding_when_none_is_named():
+    from types import SimpleNamespace
+
+    from asanlab.cli.reproducing import _only_error
+    from asanlab.errors import UsageError
+    from asanlab.reproduce.source import Expected
+
+    crash = Expected("double-free | f", "aaa", "error", "double-free")
+    leak = Expected("leak | g", "bbb", "leak", "leak")
+    assert _only_error(SimpleNamespace(id="s", expected=[leak, crash])) == [crash]
+    assert _only_error(SimpleNamespace(id="s", expected=[leak])) == [leak]  # no error: the one finding
+    two = SimpleNamespace(id="s", expected=[crash, Expected("heap-use-after-free | h", "ccc", "error", "uaf")])
+    with pytest.raises(UsageError) as e:
+        _only_error(two)
+    assert "2 failing finding(s): name the one to keep (aaa (error), ccc (error))" in e.value.message
+    with pytest.raises(UsageError):
+        _only_error(SimpleNamespace(id="s", expected=[]))
