@@ -8,7 +8,8 @@ from dataclasses import asdict
 
 from .. import __version__
 from .crash import main_died_by
-from .findings import Category, Finding, cut_short, failing, frame_class, meaningful
+from .findings import (RUNTIME_FUNCTIONS, RUNTIME_LOCATIONS, Category, Finding, cut_short, failing, frame_class,
+                       meaningful)
 from .types import Frame, Tool
 
 # What `asanlab run` adds to the app's command line (run.SIGTERM_PREPEND lives in this folder).
@@ -30,12 +31,21 @@ FRAMES_SHOWN = 6
 JSON_SCHEMA = 1
 
 
+def _describe(f: Frame) -> str:
+    """A frame as printed. The sanitizer's allocator functions are linked into the program itself
+    without line information: named as what they are, not as an address in php."""
+    if f.file is None and f.module and f.function and RUNTIME_FUNCTIONS.match(f.function) and \
+            not RUNTIME_LOCATIONS.search(f.module):
+        return f"{f.function} (the sanitizer's allocator, in {f.module.rsplit('/', 1)[-1]})"
+    return f.describe()
+
+
 def _frames(frames: list[Frame], indent: str) -> list[str]:
     shown = meaningful(frames)[:FRAMES_SHOWN]
     out = []
     for f in shown:
         mark = "*" if frame_class(f) in ("user", "php-ext", "swoole", "extension") else " "
-        out.append(f"{indent}{mark} #{f.index} {f.describe()}")
+        out.append(f"{indent}{mark} #{f.index} {_describe(f)}")
     hidden = len(frames) - len(shown)
     if hidden > 0:
         out.append(f"{indent}  ... {hidden} more frame(s) (runtime, libc or deeper)")

@@ -227,32 +227,49 @@ PHP_ENTRIES = (
     ("php_execute_script", "code the script runs itself (no Swoole callback)"),
 )
 _METHOD = re.compile(r"^(?P<cls>.+?)_(?P<name>__\w+|[^_]+)$")
+_PARAMETERS = re.compile(r"\(.*\)$")  # a C++ function's demangled parameter list
+
+
+def _php_name(symbol: str) -> str | None:
+    """`zim_swoole_http_response_end(_zend_execute_data*, _zval_struct*)` -> `Swoole\\Http\\Response::end()`:
+    a zif_ (function) or zim_ (method) frame as PHP names it; None for any other C function."""
+    name = _PARAMETERS.sub("", symbol)
+    if name == "zif_ffi_trampoline":
+        return "an FFI call ($ffi->func())"
+    if name.startswith("zif_"):
+        return f"{name[4:]}()"
+    if name.startswith("zim_"):
+        m = _METHOD.match(name[4:])
+        if not m:
+            return f"{name[4:]}()"
+        cls = m["cls"]
+        if cls.lower().startswith("swoole_"):  # Swoole's C names spell its namespaces with underscores
+            cls = "\\".join(part[:1].upper() + part[1:] for part in cls.split("_"))
+        return f"{cls}::{m['name']}()"
+    return None
 
 
 def php_call(frames: list[Frame]) -> str | None:
     """The PHP function the app called that allocated: the innermost zif_ (function) or zim_
     (method) frame, written as PHP names it."""
-    for f in frames:
-        name = f.function or ""
-        if name == "zif_ffi_trampoline":
-            return "an FFI call ($ffi->func())"
-        if name.startswith("zif_"):
-            return f"{name[4:]}()"
-        if name.startswith("zim_"):
-            m = _METHOD.match(name[4:])
-            return f"{m['cls']}::{m['name']}()" if m else f"{name[4:]}()"
-    return None
+    return next((n for n in (_php_name(f.function or "") for f in frames) if n), None)
 
 
 def php_context(frames: list[Frame], app: str | None = None) -> str | None:
     """"an FFI call ($ffi->func()) in the HTTP request handler (...) of /app/server.php": what the C
     stack says of the PHP side. The PHP file and line are not in it: the C stack only shows the
-    interpreter, so the app's entry script stands for the file."""
-    call = php_call(frames)
-    entry = next((text for f in frames for needle, text in PHP_ENTRIES if needle in (f.function or "")), None)
+    interpreter, so the app's entry script stands for the file.
+
+    Only a PHP call inside the innermost entry (a Swoole callback, the script itself) made the
+    allocation: a worker runs every request inside the script's `$server->start()`, whose frame
+    is further out. No entry found, no context is said."""
+    at = next((i for i, f in enumerate(frames) for needle, _ in PHP_ENTRIES if needle in (f.function or "")), None)
+    entry = next(text for needle, text in PHP_ENTRIES if needle in (frames[at].function or "")) \
+        if at is not None else None
+    call = php_call(frames[:at] if at is not None else frames)
     if call is None and entry is None:
         return None
-    out = call or "PHP code"
+    out = call or "C code with no PHP call of the app's"
     if entry:
         out += f" in {entry}"
     if app:

@@ -76,8 +76,18 @@ def frames(*names):
      "str_repeat() in the HTTP request handler ($server->on('request')) of /app/server.php"),
     # Coroutines on: the coroutine's own stack starts at Swoole's coroutine entry.
     (("malloc", "zim_Swoole_Http_Response___construct", "execute_ex", "swoole::PHPCoroutine::main_func(void*)"),
-     "Swoole_Http_Response::__construct() in a coroutine (Swoole runs each request handler in one with "
+     "Swoole\\Http\\Response::__construct() in a coroutine (Swoole runs each request handler in one with "
      "enable_coroutine) of /app/server.php"),
+    # Swoole's own C code allocating while it serves a request: the only PHP method on the stack is
+    # the script's $server->start(), further out than the request callback; it made nothing.
+    (("malloc", "zend_hash_do_resize", "swoole::http_server::parse(swoole::RecvData*)",
+      "php_swoole_http_server_onReceive(swoole::Server*, swoole::RecvData*)", "swoole::Server::start()",
+      "zim_swoole_server_start(_zend_execute_data*, _zval_struct*)", "execute_ex", "php_execute_script"),
+     "C code with no PHP call of the app's in the HTTP request handler ($server->on('request')) of /app/server.php"),
+    # ... and while the server starts, before any callback: start() itself, said as PHP names it.
+    (("malloc", "zend_hash_do_resize", "swoole::Server::create()",
+      "zim_swoole_server_start(_zend_execute_data*, _zval_struct*)", "execute_ex", "php_execute_script"),
+     "Swoole\\Server::start() in code the script runs itself (no Swoole callback) of /app/server.php"),
     (("malloc", "zend_string_alloc", "zend_hash_rehash"), None),
 ])
 def test_php_context_from_c_frames(names, expected):

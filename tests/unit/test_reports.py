@@ -437,3 +437,19 @@ def test_the_session_line_says_the_exit_status_is_the_apps():
     exited = render({"id": "s", "command": ["php", "/app/a.php"], "image": {"ref": "img"}, "status": "finished",
                      "stop_reason": "exited", "exit_code": 0}, [])
     assert "the app's exit status 0" in exited and "stopped it" not in exited
+
+
+def test_allocator_frames_of_a_stack_cut_short_are_named_not_addresses():
+    """A `freed by` stack that the fast unwinder stopped in libffi (the real double-free report, its
+    stack cut where frame pointers end) has only the runtime's frames left: `free` is ASan's
+    interceptor linked into php, said as such instead of `free /opt/php/bin/php+0x1884b52`."""
+    from asanlab.reports.findings import group
+    from asanlab.reports.text import render
+
+    lines = fixture_text("double-free").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("freed by"))
+    cut = lines[:start + 5] + lines[next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("    #")):]
+    text = render(None, group(parse("\n".join(cut) + "\n", source="sanitizer.1")))
+    freed = text.split("freed by:")[1].split("allocated by:")[0]
+    assert "#0 free (the sanitizer's allocator, in php)" in freed, freed
+    assert "/opt/php/bin/php+0x" not in freed
