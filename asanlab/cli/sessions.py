@@ -149,8 +149,14 @@ def report(
                                                                     "match (leak:PATTERN lines).")] = None,
     baseline: Annotated[Optional[str], typer.Option(help=BASELINE_HELP)] = None,
     fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help=FAIL_ON_HELP)] = None,
+    image: Annotated[Optional[str], typer.Option(help="The image that wrote the logs: frames given as module+offset "
+                                                      "(a run without llvm-symbolizer) are symbolized there first, "
+                                                      "as replay --symbolize does.")] = None,
+    recipe_path: Annotated[Optional[Path], typer.Option("--recipe", help="As --image, with this recipe's image "
+                                                                         "(built if needed).")] = None,
 ) -> None:
     """Read sanitizer logs from anywhere (a production debug run, a CI artifact), without a session."""
+    from ..reports import symbolize as sym
     from ..reports.findings import group
 
     gate.policy_for(fail_on, bool(baseline))
@@ -161,17 +167,55 @@ def report(
     if odd:  # a FIFO or a device would be read without end
         raise UsageError(f"{odd[0]}: not a regular file or a folder")
 
-    def reports():
+    if image and recipe_path:
+        raise UsageError("--image and --recipe both name the image: give one")
+
+    def reports(table=None, seen=None, unnamed=None):
         for path in paths:
             for f in untrusted.walk(path) if path.is_dir() else [path]:
-                yield from sessions.read_file(f, str(f))
+                for r in sessions.read_file(f, str(f)):
+                    if table:
+                        sym.apply([r], table)
+                    if seen is not None:
+                        for module, offsets in sym.wanted([r]).items():
+                            seen.setdefault(module, set()).update(offsets)
+                    if unnamed is not None:  # [frames without a function name, frames]
+                        frames = list(sym.all_frames(r))
+                        unnamed[0] += sum(1 for fr in frames if not fr.function)
+                        unnamed[1] += len(frames)
+                    yield r
 
     rules_files = suppressions or []
     from ..reports import suppressions as supp
 
     supp.read(rules_files)  # a bad file stops here, before any log is read
     baseline_session = gate.load_baseline(baseline, client) if baseline else None  # so does a wrong id
-    findings = _suppressed(group(reports()), rules_files)  # streamed: one example report per finding
+    table = None
+    if image or recipe_path:
+        # Two passes over the logs, each streamed: which frames lack a location, then the findings.
+        need: dict[str, set[str]] = {}
+        for _ in reports(seen=need):
+            pass
+        if need:
+            docker = client()
+            if recipe_path is not None:
+                from ..image import recipe as recipes
+                from ..image.choice import image_for
+
+                reporter = ConsoleReporter(err)
+                try:
+                    image, _ = image_for(recipes.load(recipe_path), None, reporter, docker=client)
+                finally:
+                    reporter.close()
+            table = sym.resolve(docker, image, need)
+            err.print(f"asanlab: symbolized {len(table)} frame location(s) in {image[:71]}", markup=False)
+    unnamed = [0, 0]
+    findings = _suppressed(group(reports(table, unnamed=unnamed)), rules_files)  # one example report per finding
+    # Symbolized logs name nearly every frame (a few of libc's start-up code stay module+offset).
+    if unnamed[0] > unnamed[1] / 2 and not (image or recipe_path):
+        err.print(f"asanlab: {unnamed[0]} of {unnamed[1]} frames in these logs are not symbolized (module+offset): without "
+                  "function names start-up leaks cannot be told from the app's, so some findings below may be "
+                  "start-up leaks. `--image IMAGE` (the image that wrote them) symbolizes them first", markup=False)
     outcome = gate.decide(findings, baseline_session, fail_on)
     _print_findings(None, outcome.shown, fmt, all_findings, full, sessions.read_notices(paths))
     raise typer.Exit(outcome.exit_code)

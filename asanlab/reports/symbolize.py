@@ -27,14 +27,14 @@ def wanted(reports: list[Report]) -> dict[str, set[str]]:
     """module -> offsets of the frames that have no source location yet."""
     out: dict[str, set[str]] = {}
     for r in reports:
-        for f in _all_frames(r):
+        for f in all_frames(r):
             # Both come from a log that may be someone else's: an offset is a hex number or nothing.
             if f.file is None and f.module and f.offset and f.module.startswith("/") and OFFSET.fullmatch(f.offset):
                 out.setdefault(f.module, set()).add(f.offset)
     return out
 
 
-def _all_frames(r: Report):
+def all_frames(r: Report):
     yield from r.frames
     yield from r.freed_by
     yield from r.allocated_by
@@ -81,7 +81,7 @@ def apply(reports: list[Report], table: dict[tuple[str, str], dict]) -> int:
     """Fill in the frames the table knows; returns how many changed."""
     changed = 0
     for r in reports:
-        for f in _all_frames(r):
+        for f in all_frames(r):
             info = table.get((f.module or "", f.offset or ""))
             if info and f.file is None:
                 f.function = info.get("function") or f.function

@@ -450,6 +450,20 @@ def test_replay_symbolizes_offline_in_the_sessions_image(built, work, docker_cli
            [f["signature"] for f in again["findings"]]
     assert containers_of(docker_client, sid) == []
 
+    # The same logs handed over without their session (as from a production debug run): `report`
+    # says once that they are unsymbolized, and with --image symbolizes them first, finding what
+    # the symbolized session finds.
+    import shutil
+
+    logs = folder / "nosym-logs"
+    shutil.copytree(folder / ".asanlab" / "sessions" / sid / "raw" / "sanitizer", logs, dirs_exist_ok=True)
+    plain = asanlab("report", logs, "--format", "json", cwd=folder, env=env)
+    assert plain.stderr.count("not symbolized (module+offset)") == 1 and "--image IMAGE" in plain.stderr
+    symbolized = asanlab("report", logs, "--image", built[0], "--format", "json", cwd=folder, env=env, check=1)
+    assert "symbolized" in symbolized.stderr and "not symbolized" not in symbolized.stderr
+    assert sorted(f["signature"] for f in json.loads(symbolized.stdout)["findings"]) == \
+           sorted(f["signature"] for f in again["findings"])
+
 
 def test_demo_command(built, work):
     """`asanlab demo` (what `make demo` runs) on the test's recipe: exit 1, both bugs found."""

@@ -366,3 +366,20 @@ def test_a_run_unwinds_as_its_baseline_did():
     assert full_stacks_for(False, Baseline([], stacks="full")) is True
     # Suppression rules match any frame of the allocation stack: all of it is unwound for them.
     assert full_stacks_for(False, None, ["leak:zif_ffi_trampoline"]) is True
+
+
+def test_report_says_once_when_logs_are_unsymbolized(tmp_path):
+    """The real double-free report with its function names and locations taken out, as a run
+    without llvm-symbolizer writes it: said once, with the way to symbolize; a symbolized log is not."""
+    import re
+
+    text = Path(DOUBLE_FREE).read_text()
+    stripped = "\n".join(re.sub(r"^(\s+#\d+ 0x[0-9a-f]+) in \S+ (/usr/src\S*|\()", r"\1  \2", line)
+                         for line in text.splitlines())
+    stripped = re.sub(r"  /usr/src\S*", "", stripped)
+    (tmp_path / "sanitizer.1").write_text(stripped)
+    plain = invoke("report", tmp_path)
+    assert plain.output.count("not symbolized (module+offset)") == 1 and "--image IMAGE" in plain.output
+    assert "not symbolized" not in invoke("report", DOUBLE_FREE).output
+    both = invoke("report", tmp_path, "--image", "x", "--recipe", "y.yml")
+    assert isinstance(both.exception, UsageError)
