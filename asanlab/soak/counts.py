@@ -3,7 +3,9 @@ coroutines per process, and the processes that stopped answering the agent. Pure
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
+from typing import Iterable
 
 from . import growth
 from .attribution import ranked_growth
@@ -72,3 +74,29 @@ def stopped_answering(samples: list[dict]) -> dict[int, int]:
                 answered.add(pid)
                 out.pop(pid, None)  # it answered again: a slow moment, not a stop
     return out
+
+
+# What PHP, Swoole and libc say when a process is out of descriptors (EMFILE): PHP's warning names
+# the function and the app's line.
+EMFILE = re.compile(r"Too many open files")
+PHP_WARNING = re.compile(r"Warning: (?P<fn>[A-Za-z_][A-Za-z0-9_:\\]*)\(.*?\): .*?Too many open files "
+                         r"in (?P<file>\S+) on line (?P<line>\d+)")
+
+
+def out_of_descriptors(lines: Iterable[str]) -> dict | None:
+    """From the app's output: how often it said it was out of descriptors, and where first, as PHP
+    names it (`fopen() at /app/server.php:12`); None when it never said so."""
+    count, first, where = 0, None, None
+    for line in lines:
+        if not EMFILE.search(line):
+            continue
+        count += 1
+        if where is None:
+            m = PHP_WARNING.search(line)
+            if m:
+                where = f"{m['fn']}() at {m['file']}:{m['line']}"
+        if first is None:
+            first = line.strip()[:200]
+    if not count:
+        return None
+    return {"count": count, "where": where, "first": first}

@@ -372,7 +372,7 @@ def soak_result(s, *, plots: bool = True) -> dict | None:
                                    app=f"{APP_DIR}/{entry}" if entry else None,
                                    php_heaps=read_php_heaps(s, samples), census=read_php_census(s, samples),
                                    bookkeeping=read_bookkeeping(s, samples),
-                                   agent=bool(opts.get("agent")))
+                                   agent=bool(opts.get("agent")), emfile=_out_of_descriptors(s))
     folder = s.path / "soak"
     try:
         atomic_write(folder / "analysis.json", (json.dumps(analysis, indent=2) + "\n").encode())
@@ -382,6 +382,18 @@ def soak_result(s, *, plots: bool = True) -> dict | None:
     except OSError:
         pass  # a read-only copy (a CI artifact): the analysis is printed all the same
     return analysis
+
+
+def _out_of_descriptors(s) -> dict | None:
+    """What the app's output says of running out of descriptors (counts.out_of_descriptors)."""
+
+    from .counts import out_of_descriptors
+
+    try:
+        with untrusted.open_file(s.output_log, under=s.path, limit=untrusted.LOG_LIMIT) as raw:
+            return out_of_descriptors(io.TextIOWrapper(raw, errors="replace"))
+    except (OSError, untrusted.UntrustedFileError):
+        return None
 
 
 def _csv(samples: list[dict]) -> str:

@@ -41,6 +41,7 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
             budget: int = DEFAULT_BUDGET, load: dict | None = None, app: str | None = None,
             php_heaps: dict[int, list[tuple[int, list[php_stack.HeapSite]]]] | None = None,
             census: dict[int, list[tuple[int, list[php_stack.Holder]]]] | None = None, agent: bool = True,
+            emfile: dict | None = None,
             bookkeeping: dict[int, list[tuple[int, int]]] | None = None) -> dict:
     metric = choose_metric(samples)
     last = samples[-1] if samples else {"requests": 0, "processes": {}}
@@ -54,7 +55,10 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
             seen[pid].append(s["requests"])
             if p.get(metric) is not None:
                 points[pid].append((s["requests"], float(p[metric])))
-    alive = {int(pid) for pid in last["processes"]}
+    # A sample that lists no process at all is the sampler failing, not every process gone at once.
+    listed = [s for s in samples if s["processes"]]
+    alive = {int(pid) for pid in (listed[-1] if listed else last)["processes"]}
+    unsampled = len(samples) - 1 - samples.index(listed[-1]) if listed and listed[-1] is not samples[-1] else 0
     silence = stopped_answering(samples)
     series = []
     events = []
@@ -80,9 +84,23 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
                           ": out of descriptors, hung, or too busy to answer")
         if pid not in alive:
             events.append(f"{role} pid {pid} was gone after {seen[pid][-1]} requests")
+    if unsampled:
+        events.append(f"the last {unsampled} sample(s) listed no process (the sampler failed, after "
+                      f"{listed[-1]['requests']} requests): the processes are judged on the samples before")
     judged = [s for s in series if s["fit"] is not None or s["alive"]]
     verdicts = [growth.Verdict(s["verdict"], s["reason"]) for s in judged]
     fds = descriptors(samples, alive, criteria.warmup)
+    if emfile and fds:
+        exhausted = [s for s in fds["series"] if s["verdict"] == growth.LEAK and s["alive"]]
+        if exhausted:
+            who = ", ".join(f"{s['role']} pid {s['pid']} ({s['open']} open)" for s in exhausted)
+            events.insert(0, f"{who}: alive, out of descriptors (EMFILE"
+                             + (f" from {emfile['where']}" if emfile.get("where") else "")
+                             + f" in the app's output, {emfile['count']} time(s))")
+            # Said once, for all of them: the per-process "stopped answering" notes add nothing.
+            gone_quiet = {s["pid"] for s in exhausted}
+            events = [e for e in events if not any(e.startswith(f"{r['role']} pid {r['pid']} stopped answering")
+                                                   for r in series if r["pid"] in gone_quiet)]
     coroutines = counted(samples, alive, "coroutines", "coroutines")
     for c in (fds, coroutines):
         if c:
@@ -93,7 +111,8 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
     if load and load.get("sent") and load.get("failed", 0) / load["sent"] > MAX_FAILED:
         resource_leak = any(c and c["verdict"] == growth.LEAK for c in (fds, coroutines))
         undecided = (f"{load['failed']} of {load['sent']} requests failed "
-                     f"({100 * load['failed'] / load['sent']:.0f}%, more than {100 * MAX_FAILED:.0f}%)")
+                     f"({100 * load['failed'] / load['sent']:.0f}%, more than {100 * MAX_FAILED:.0f}%"
+                     + ("; the app was out of descriptors" if emfile else "") + ")")
         if not resource_leak:
             overall = growth.INCONCLUSIVE
     fits = [s["fit"] for s in series if s["alive"] and s["fit"]]
@@ -113,11 +132,26 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
         "growing_sites": growing_sites(profiles, criteria.warmup, app=app),
         "growing_php_sites": growing_php_sites(php_heaps or {}, criteria.warmup),
         "growing_holders": growing_holders(census or {}, criteria.warmup),
-        "descriptors": fds, "coroutines": coroutines,
+        "descriptors": fds, "coroutines": coroutines, "resource_rates": resource_rates(fds, coroutines),
+        "out_of_descriptors": emfile,
         "agent_memory": agent_memory(bookkeeping or {}, points) if metric == "allocated" else None,
         "not_measured": not_measured(agent, samples, php_heaps or {}, census or {}, coroutines),
         "load": load,
     }
+
+
+def resource_rates(fds: dict | None, coroutines: dict | None) -> list[dict]:
+    """The counts judged LEAK, as the soak's headline names them: their summed rate per request
+    over the processes that leak them, and the path or peer that gains most."""
+    out = []
+    for what, unit, c in (("open file descriptors", "fds", fds), ("Swoole coroutines", "coroutines", coroutines)):
+        if not c or c["verdict"] != growth.LEAK:
+            continue
+        fits = [s["fit"] for s in c["series"] if s["verdict"] == growth.LEAK and s.get("fit")]
+        growing = c.get("growing") or []
+        out.append({"what": what, "unit": unit, "per_request": sum(f["slope"] for f in fits),
+                    "site": growing[0]["site"] if growing else None})
+    return out
 
 
 def checkpoint_table(samples: list[dict], metric: str) -> list[dict]:
@@ -172,9 +206,12 @@ def render(a: dict, chart: str = "") -> str:
     label = a["metric_label"]
     bpr = a["bytes_per_request"]
     head = f"soak: {a['verdict']}"
+    for r in a.get("resource_rates") or []:  # a resource that runs out is the finding: named first
+        head += f", {r['per_request']:.2f} {r['what']}/request" + (f" ({r['site']})" if r.get("site") else "")
     if bpr is not None:
         lo, hi = a["interval"]
-        head += f", {bpr:.1f} B/request (95% {lo:.1f}..{hi:.1f}), {size(a['per_million'])} per 1M requests"
+        head += (", memory " if a.get("resource_rates") else ", ") + \
+            f"{bpr:.1f} B/request (95% {lo:.1f}..{hi:.1f}), {size(a['per_million'])} per 1M requests"
     out.append(head)
     out.append(f"measured: {label}; fitted after {a['criteria']['warmup']} requests; "
                f"LEAK needs >= {a['criteria']['threshold']:g} B/request and {size(a['criteria']['min_growth'])} growth")

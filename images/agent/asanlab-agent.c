@@ -25,6 +25,7 @@
  */
 #define _GNU_SOURCE /* RTLD_DEFAULT */
 #include <dlfcn.h>
+#include <errno.h>
 #include <link.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -84,6 +85,27 @@ static int pid_listed(const char *list, int pid) {
     }
 }
 
+/* One descriptor held in reserve for the sampling thread's own two files (the trigger, the answers):
+ * an app that leaks descriptors until open() fails with EMFILE is still sampled, and that leak is
+ * what the soak has to measure. Opened with the thread; a forked child inherits its copy. The app
+ * can take the slot between our close and open: that sample is then missed, the next one retries. */
+static int spare = -1;
+
+static int open_own(const char *path, int flags) {
+    int fd = open(path, flags, 0644);
+    if (fd < 0 && errno == EMFILE && spare >= 0) {
+        close(spare);
+        spare = -1;
+        fd = open(path, flags, 0644);
+    }
+    return fd;
+}
+
+static void close_own(int fd) {
+    close(fd);
+    if (spare < 0) spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 /* The trigger: "seq profile contexts [pid,pid,...]". With a list, only the PIDs in it print a
  * profile. The host leaves out processes that fork (Swoole's master and manager): printing a
  * profile symbolizes it, which starts llvm-symbolizer with pipes that every later child inherits,
@@ -91,10 +113,10 @@ static int pid_listed(const char *list, int pid) {
 static int read_trigger(long *seq, int *profile, long *contexts) {
     char path[512], buf[4096];
     snprintf(path, sizeof path, "%s/trigger", folder);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open_own(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
     ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
+    close_own(fd);
     if (n <= 0) return 0;
     buf[n] = 0;
     *contexts = 500;
@@ -154,10 +176,10 @@ static void answer(long seq, int profile, long contexts) {
     if (get_coroutine_count && len > 0 && len < (int)sizeof line)
         len += snprintf(line + len, sizeof line - (size_t)len, " %zu", get_coroutine_count());
     if (len > 0 && len < (int)sizeof line - 1) line[len++] = '\n';
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int fd = open_own(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC);
     if (fd >= 0) {
         if (write(fd, line, (size_t)len) < 0) { /* nothing to do: the host sees the answer missing */ }
-        close(fd);
+        close_own(fd);
     }
 }
 
@@ -199,6 +221,7 @@ static void start_thread(void) {
     pthread_attr_t attr;
     sigset_t all, old;
     stopping = 0;
+    if (spare < 0 && folder[0]) spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
     /* The thread takes no signal: Swoole blocks SIGTERM & co. in its own thread to read them from a

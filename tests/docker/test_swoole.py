@@ -8,6 +8,7 @@ never skip.
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -725,3 +726,67 @@ def test_init_from_an_asanlab_image_rebuilds_it(swoole_recipe, docker_client, tm
     rebuilt = build.stdout.splitlines()[0]
     assert php_modules(docker_client, rebuilt) == php_modules(docker_client, source)
     assert swoole_features(docker_client, rebuilt) == swoole_features(docker_client, source)
+
+
+FD_LEAK_SERVER = """<?php
+// Leaks one file descriptor per request until its workers run out (a handler that opens a log file
+// per request and keeps the handle). Swoole's defaults: process mode, coroutines on, two workers;
+// each worker lowers its own descriptor limit so that EMFILE comes within the soak.
+$server = new Swoole\\Http\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
+$server->set(['worker_num' => 2, 'log_level' => SWOOLE_LOG_WARNING]);
+$server->on('workerStart', function () {
+    posix_setrlimit(POSIX_RLIMIT_NOFILE, 1024, 1024);
+});
+$kept = [];
+$server->on('request', function ($request, $response) use (&$kept) {
+    $log = fopen('/tmp/request-' . getmypid() . '.log', 'a');
+    if ($log === false) {
+        $response->status(500);
+        $response->end("no log\\n");
+        return;
+    }
+    fwrite($log, $request->server['request_uri'] . "\\n");
+    $kept[] = $log;
+    $response->end("ok\\n");
+});
+$server->start();
+"""
+
+
+def test_soak_of_a_server_out_of_descriptors_names_the_descriptor_leak(swoole_recipe, docker_client):
+    """A descriptor leak until EMFILE: the headline names the descriptor rate and the path, the
+    workers are said alive and out of descriptors once (with the PHP line that failed), the agent
+    still answers (no process "gone", no zero or unknown row, no negative rate), and the PNG has a
+    panel for descriptors."""
+    from asanlab.soak import plot
+
+    folder, env = swoole_recipe
+    (folder / "fdleak").mkdir(exist_ok=True)
+    (folder / "fdleak" / "server.php").write_text(FD_LEAK_SERVER)
+    port = free_port()
+    proc = asanlab("soak", "fdleak/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501",
+                   "--url", f"http://127.0.0.1:{port}/", "--checkpoints", "500,1500,4000", "--grace", "30",
+                   cwd=folder, env=env, timeout=1800)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    text = proc.stdout
+    head = text.splitlines()[0]
+    rate = re.match(r"soak: LEAK, (\d+\.\d+) open file descriptors/request \(/tmp/request-\*\.log\), memory ", head)
+    assert rate and 0.8 <= float(rate.group(1)) <= 1.1, head
+    line = FD_LEAK_SERVER.splitlines().index("    $log = fopen('/tmp/request-' . getmypid() . '.log', 'a');") + 1
+    assert text.count("alive, out of descriptors") == 1, text
+    assert f"EMFILE from fopen() at /app/server.php:{line} in the app's output" in text, text
+    assert "gone" not in text and "stopped answering" not in text, text
+    table = text.split("\n\n")[1].splitlines()[1:]
+    for row in table:  # every checkpoint measured: no "?", no zero, no negative rate
+        cells = row.split()
+        assert "?" not in cells and "0 B" not in row and not any(c.startswith("-") for c in cells), row
+    sid = re.search(r"^session (\S+):", text, re.M).group(1)
+    soak = folder / ".asanlab" / "sessions" / sid / "soak"
+    samples = [json.loads(line) for line in (soak / "samples.jsonl").read_text().splitlines()]
+    analysis = json.loads((soak / "analysis.json").read_text())
+    fig = plot.figure(samples, analysis)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["MiB (allocated)", "open file descriptors"]
+    fds_panel = fig.axes[1]
+    assert len(fds_panel.get_lines()) == 4 and max(max(line.get_ydata()) for line in fds_panel.get_lines()) >= 1000
+    assert (soak / "memory.png").stat().st_size > 0
+    assert containers_of(docker_client, sid) == []

@@ -1,0 +1,69 @@
+"""A soak at the edge of a resource: a Swoole server (process mode, coroutines on, two workers) that
+leaks one descriptor per request until EMFILE. The fixture is that real session's samples, load and
+the head of its output (tests/fixtures/soak/emfile, from asanlab soak of test_swoole's
+FD_LEAK_SERVER on the built-in default image)."""
+
+import json
+from pathlib import Path
+
+from asanlab.soak import plot, report
+from asanlab.soak.counts import out_of_descriptors
+from asanlab.soak.growth import Criteria
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "soak" / "emfile"
+
+
+def analysis(**kw):
+    samples = [json.loads(line) for line in (FIXTURE / "samples.jsonl").read_text().splitlines()]
+    load = json.loads((FIXTURE / "load.json").read_text())
+    emfile = out_of_descriptors((FIXTURE / "output.log").read_text().splitlines())
+    criteria = Criteria(threshold=1.0, min_growth=65536, warmup=500)
+    return samples, report.analyse(samples, {}, criteria, load=load, emfile=emfile, app="/app/server.php", **kw)
+
+
+def test_the_app_output_names_where_descriptors_ran_out():
+    found = out_of_descriptors((FIXTURE / "output.log").read_text().splitlines())
+    assert found["where"] == "fopen() at /app/server.php:12" and found["count"] >= 1
+    assert out_of_descriptors(["PHP Warning: something else", ""]) is None
+
+
+def test_the_headline_names_the_descriptor_rate_and_the_path():
+    _, a = analysis()
+    head = report.render(a).splitlines()[0]
+    assert head.startswith("soak: LEAK, 0.99 open file descriptors/request (/tmp/request-*.log), memory "), head
+    [rate] = a["resource_rates"]
+    assert 0.9 <= rate["per_request"] <= 1.05 and rate["site"] == "/tmp/request-*.log"
+
+
+def test_out_of_descriptors_is_said_once_and_no_process_is_gone():
+    _, a = analysis()
+    text = report.render(a)
+    assert text.count("alive, out of descriptors (EMFILE from fopen() at /app/server.php:12") == 1, text
+    assert "gone" not in text and "stopped answering" not in text
+    assert "the app was out of descriptors" in text  # why so many requests failed
+
+
+def test_a_sampler_that_lists_nothing_is_not_every_process_gone():
+    """The last samples listing no process (the sampler failed) leave the processes alive."""
+    samples, _ = analysis()
+    broken = samples + [{**samples[-1], "requests": samples[-1]["requests"] + 100, "processes": {}}]
+    a = report.analyse(broken, {}, Criteria(threshold=1.0, min_growth=65536, warmup=500))
+    text = report.render(a)
+    assert "gone" not in text and all(s["alive"] for s in a["series"])
+    assert "the last 1 sample(s) listed no process (the sampler failed" in text
+
+
+def test_every_checkpoint_row_is_measured():
+    _, a = analysis()
+    for row in a["checkpoints"]:
+        assert row["total"] is not None and row["total"] > 0
+        assert row["bytes_per_request"] is None or row["bytes_per_request"] > 0
+
+
+def test_the_figure_has_a_panel_for_descriptors():
+    samples, a = analysis()
+    fig = plot.figure(samples, a)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["MiB (allocated)", "open file descriptors"]
+    assert max(max(line.get_ydata()) for line in fig.axes[1].get_lines()) == 1024
+    chart = plot.terminal(samples, a, width=80)
+    assert "open file descriptors against requests" in chart
