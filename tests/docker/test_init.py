@@ -79,7 +79,7 @@ def test_init_from_a_production_image_builds_the_same_php(images, work, pecl_mir
     _, env = work
     pecl_url, versions = pecl_mirror
     env = {**env, "ASANLAB_SWOOLE_MIRROR": swoole_mirror[0], "ASANLAB_PECL_MIRROR": pecl_url}
-    init = asanlab("init", "--from-image", PRODUCTION, cwd=tmp_path, env=env, check=0)
+    init = asanlab("init", "--from-image", PRODUCTION, "--name", "release-redis", cwd=tmp_path, env=env, check=0)
     written = (tmp_path / "asanlab.yml").read_text()
     assert "wrote asanlab.yml: PHP 8.2 (Debian's php8.2), Swoole 6.1.9, 2 other extension(s)" in init.stderr
     assert re.search(r"- name: igbinary\n    version: \"" + re.escape(versions["igbinary"]), written)
