@@ -128,11 +128,17 @@ class Driver:
             stats = self.loader.send(point - done, ctx.stop)
             done += stats.sent
             if ctx.stop.is_set():
-                ctx.reporter(Event("soak.stopped", f"stopped at {done} requests"))
+                if _exited(ctx):  # not stopped: it died
+                    ctx.reporter(Event("soak.warning", f"the app exited after {done} requests: {_exit_of(ctx)}"))
+                else:
+                    ctx.reporter(Event("soak.stopped", f"stopped at {done} requests"))
                 break
             sample = self._sample(ctx, done, checkpoint)
             sample["load"] = stats.as_dict()
             rec.add(sample)
+            if sample.get("running") is False:
+                ctx.reporter(Event("soak.warning", f"the app exited after {done} requests: {_exit_of(ctx)}"))
+                break
             total = self.loader.total
             ctx.reporter(Event("soak.progress", f"{done}/{last} requests ({total.failed} failed), "
                                                 f"{stats.sent / stats.seconds if stats.seconds else 0:.0f} req/s"
@@ -162,11 +168,22 @@ class Driver:
 
     def _sample(self, ctx: DriverContext, requests: int, profile: bool) -> dict:
         t = time.time()
+        from docker.errors import APIError
+
         # LD_PRELOAD emptied: the sampler's shell must not load the agent.
-        code, out = ctx.container.exec_run(["sh", "-c", self.script], environment={"LD_PRELOAD": ""}, demux=False)
+        try:
+            code, out = ctx.container.exec_run(["sh", "-c", self.script], environment={"LD_PRELOAD": ""},
+                                               demux=False)
+        except APIError:
+            if not _exited(ctx):
+                raise
+            out = b""  # the app exited: a sample of no process, said by __call__
         snap = memory.parse_snapshot((out or b"").decode(errors="replace"))
         sample = {"requests": requests, "time": t, "checkpoint": profile, "cgroup": snap.cgroup,
                   "processes": {str(p.pid): memory.to_dict(p) for p in snap.processes.values()}}
+        if not snap.processes:
+            # No process listed: the app is gone, or the sampler failed. Only the container can say.
+            sample["running"] = not _exited(ctx)
         if self.opts.stats_url:
             counted = self._server_requests(ctx)
             if counted is not None:
@@ -243,6 +260,31 @@ class Driver:
             ctx.reporter(Event("soak.warning", f"no agent answer from pid {', '.join(map(str, sorted(missing)))} "
                                                f"(sample {self.seq})"))
         return answers
+
+
+def _exited(ctx: DriverContext) -> bool:
+    """Whether the app's container has exited (or is already removed)."""
+    from docker.errors import NotFound
+
+    try:
+        ctx.container.reload()
+    except NotFound:
+        return True
+    return ctx.container.status in ("exited", "dead")
+
+
+def _exit_of(ctx: DriverContext, lines: int = 5) -> str:
+    """"exit status N; its last lines: ...": a real death said as one, with what the app said last."""
+    status = ctx.container.attrs.get("State", {}).get("ExitCode")
+    try:
+        with untrusted.open_file(ctx.session.output_log, under=ctx.session.path, limit=untrusted.LOG_LIMIT) as f:
+            size = f.seek(0, io.SEEK_END)
+            f.seek(max(0, size - 4096))
+            tail = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()][-lines:]
+    except (OSError, untrusted.UntrustedFileError):
+        tail = []
+    said = f"exit status {status}" if status is not None else "it exited"
+    return said + ("; its last lines:\n    " + "\n    ".join(line[:300] for line in tail) if tail else "")
 
 
 def _agent_text(s, name: str, limit: int = untrusted.SMALL_LIMIT * 16) -> str:

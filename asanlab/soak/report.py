@@ -55,10 +55,12 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
             seen[pid].append(s["requests"])
             if p.get(metric) is not None:
                 points[pid].append((s["requests"], float(p[metric])))
-    # A sample that lists no process at all is the sampler failing, not every process gone at once.
+    # Samples that list no process while the container still runs are the sampler failing, not every
+    # process gone at once; when the container had exited, the processes are gone.
     listed = [s for s in samples if s["processes"]]
-    alive = {int(pid) for pid in (listed[-1] if listed else last)["processes"]}
-    unsampled = len(samples) - 1 - samples.index(listed[-1]) if listed and listed[-1] is not samples[-1] else 0
+    trailing = samples[samples.index(listed[-1]) + 1:] if listed else []
+    unsampled = len(trailing) if trailing and all(s.get("running") is True for s in trailing) else 0
+    alive = {int(pid) for pid in (listed[-1] if unsampled else last)["processes"]}
     silence = stopped_answering(samples)
     series = []
     events = []

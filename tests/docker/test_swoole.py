@@ -790,3 +790,39 @@ def test_soak_of_a_server_out_of_descriptors_names_the_descriptor_leak(swoole_re
     assert len(fds_panel.get_lines()) == 4 and max(max(line.get_ydata()) for line in fds_panel.get_lines()) >= 1000
     assert (soak / "memory.png").stat().st_size > 0
     assert containers_of(docker_client, sid) == []
+
+
+DYING_SERVER = """<?php
+// Serves until request SHUTDOWN_AT, then the whole server shuts down (as a server whose master
+// dies would): the soak must say that it exited, with its status and last lines, not a sampler fault.
+$server = new Swoole\\Http\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
+$server->set(['worker_num' => 2, 'log_level' => SWOOLE_LOG_WARNING]);
+$server->on('request', function ($request, $response) use ($server) {
+    $count = $server->stats()['request_count'];
+    $response->end("ok\\n");
+    if ($count == 1200) {
+        echo "shutting down at request $count\\n";
+        $server->shutdown();
+    }
+});
+$server->start();
+"""
+
+
+def test_soak_of_a_server_that_exits_mid_way_says_so(swoole_recipe, docker_client):
+    """Bad input for the soak: the server really ends mid-way. Said as that, with its exit status and
+    its last lines; its processes are gone (the sampler is not blamed)."""
+    folder, env = swoole_recipe
+    (folder / "dying").mkdir(exist_ok=True)
+    (folder / "dying" / "server.php").write_text(DYING_SERVER)
+    port = free_port()
+    proc = asanlab("soak", "dying/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501",
+                   "--url", f"http://127.0.0.1:{port}/", "--checkpoints", "500,1500,4000", "--grace", "30",
+                   cwd=folder, env=env, timeout=1800)
+    said = proc.stdout + proc.stderr
+    exited = re.search(r"the app exited after (\d+) requests: exit status (\d+); its last lines:", said)
+    assert exited and 1200 <= int(exited.group(1)) <= 4000, said[-4000:]
+    assert "shutting down at request 1200" in said
+    assert "sampler failed" not in said and "was gone after" in said
+    sid = re.search(r"^session (\S+):", proc.stdout, re.M).group(1)
+    assert containers_of(docker_client, sid) == []

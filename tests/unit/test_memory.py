@@ -145,3 +145,15 @@ def test_frames_in_no_module_end_a_stack():
     profiles = memory.parse_profiles(text)
     keys = {c.key() for p in profiles for c in p.contexts}
     assert len(keys) == 1 and all(len(c.frames) == 2 and c.cut for p in profiles for c in p.contexts)
+
+
+def test_a_real_swoole_start_allocation_is_not_a_php_call_in_a_handler():
+    """A worker's live-heap context allocated by Swoole's C++ code under `$server->start()` while the
+    server started (tests/fixtures/soak/swoole-start-profile.log, verbatim): no C++ signature shown as
+    a PHP call, start() named as PHP names it, and no handler claimed as its context."""
+    profiles = memory.parse_profiles((FIXTURES / "swoole-start-profile.log").read_text())
+    [context] = [c for p in profiles for c in p.contexts
+                 if any("zim_swoole_server_start" in (f.function or "") for f in c.frames)]
+    said = memory.php_context(context.frames, "/app/server.php")
+    assert said == "Swoole\\Server::start() in code the script runs itself (no Swoole callback) of /app/server.php"
+    assert "(_zend_execute_data*" not in said

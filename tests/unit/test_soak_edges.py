@@ -46,11 +46,21 @@ def test_out_of_descriptors_is_said_once_and_no_process_is_gone():
 def test_a_sampler_that_lists_nothing_is_not_every_process_gone():
     """The last samples listing no process (the sampler failed) leave the processes alive."""
     samples, _ = analysis()
-    broken = samples + [{**samples[-1], "requests": samples[-1]["requests"] + 100, "processes": {}}]
+    broken = samples + [{**samples[-1], "requests": samples[-1]["requests"] + 100, "processes": {}, "running": True}]
     a = report.analyse(broken, {}, Criteria(threshold=1.0, min_growth=65536, warmup=500))
     text = report.render(a)
     assert "gone" not in text and all(s["alive"] for s in a["series"])
     assert "the last 1 sample(s) listed no process (the sampler failed" in text
+
+
+def test_a_server_that_really_exited_is_still_gone():
+    """The same empty sample taken after the container exited: every process is gone, as it is."""
+    samples, _ = analysis()
+    died = samples + [{**samples[-1], "requests": samples[-1]["requests"] + 100, "processes": {}, "running": False}]
+    a = report.analyse(died, {}, Criteria(threshold=1.0, min_growth=65536, warmup=500))
+    text = report.render(a)
+    assert not any(s["alive"] for s in a["series"]) and "sampler failed" not in text
+    assert text.count("was gone after 4000 requests") == 4
 
 
 def test_every_checkpoint_row_is_measured():
