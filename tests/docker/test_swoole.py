@@ -443,7 +443,7 @@ def test_soak_names_a_descriptor_leak_and_the_workers_still_answer(swoole_recipe
         assert row["bytes_per_request"] is None or row["bytes_per_request"] > 0, row
     assert a["failed_requests"], a["load"]
 
-    sid = out["session"]["id"]
+    sid = out["session"]
     text = subprocess.run([sys.executable, "-m", "asanlab", "replay", sid], cwd=folder, env={**os.environ, **env},
                           capture_output=True, text=True, timeout=300).stdout
     assert re.match(r"soak: LEAK, \d\.\d\d open file descriptors/request \(/tmp/req-\*\.log\), memory ", text), text[:300]
