@@ -76,9 +76,7 @@ def init(
         raise RuntimeError(f"asanlab init wrote a recipe it cannot load: {e.message}") from None
     if os.path.lexists(output) and not force:
         raise UsageError(f"{output} exists: not overwritten", hint="--force overwrites it, -o FILE writes elsewhere")
-    if output.is_symlink():
-        output.unlink()  # --force replaces the link, never writes through it
-    atomic_write(output, body.encode())
+    atomic_write(output, body.encode())  # a rename: --force replaces a link there, never writes through it
     summary = f"PHP {plan.php_version}" + (f" (Debian's {plan.php_debian})" if plan.php_debian else "")
     summary += f", Swoole {plan.swoole_version}" if plan.swoole_version else ", no Swoole"
     summary += f", {len(plan.extensions)} other extension(s)" if plan.extensions else ""
