@@ -124,11 +124,13 @@ class Driver:
         rec.add(self._sample(ctx, done, False))
         plan = schedule(self.opts.checkpoints, self.opts.samples_per_checkpoint)
         last = plan[-1][0]
+        exited_after = None  # requests served when the app was found exited
         for point, checkpoint in plan:
             stats = self.loader.send(point - done, ctx.stop)
             done += stats.sent
             if ctx.stop.is_set():
                 if _exited(ctx):  # not stopped: it died
+                    exited_after = done
                     ctx.reporter(Event("soak.warning", f"the app exited after {done} requests: {_exit_of(ctx)}"))
                 else:
                     ctx.reporter(Event("soak.stopped", f"stopped at {done} requests"))
@@ -137,6 +139,7 @@ class Driver:
             sample["load"] = stats.as_dict()
             rec.add(sample)
             if sample.get("running") is False:
+                exited_after = done
                 ctx.reporter(Event("soak.warning", f"the app exited after {done} requests: {_exit_of(ctx)}"))
                 break
             total = self.loader.total
@@ -145,6 +148,10 @@ class Driver:
                                                 + (" - checkpoint" if checkpoint else ""),
                                {"done": done, "total": last, "checkpoint": checkpoint}))
         load = self.loader.total.as_dict()  # the requests asked for, as asked
+        if exited_after is not None:
+            # Samples that listed no process while the container was still shutting down were the
+            # app ending, not the sampler failing: the analysis reads this.
+            load["app_exited_after"] = exited_after
         if self.agent and not ctx.stop.is_set():
             # The agent's census of the PHP heap runs in PHP, at the next request a process serves:
             # a few more requests let the last checkpoint's census be taken. Counted apart.

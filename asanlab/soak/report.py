@@ -56,10 +56,13 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
             if p.get(metric) is not None:
                 points[pid].append((s["requests"], float(p[metric])))
     # Samples that list no process while the container still runs are the sampler failing, not every
-    # process gone at once; when the container had exited, the processes are gone.
+    # process gone at once; when the container had exited, or the soak ended because the app exited
+    # (a sample can catch it shutting down, still running but with no process left), they are gone.
     listed = [s for s in samples if s["processes"]]
     trailing = samples[samples.index(listed[-1]) + 1:] if listed else []
-    unsampled = len(trailing) if trailing and all(s.get("running") is True for s in trailing) else 0
+    app_exited = (load or {}).get("app_exited_after") is not None
+    unsampled = (len(trailing) if trailing and not app_exited and all(s.get("running") is True for s in trailing)
+                 else 0)
     alive = {int(pid) for pid in (listed[-1] if unsampled else last)["processes"]}
     silence = stopped_answering(samples)
     series = []

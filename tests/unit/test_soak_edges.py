@@ -64,6 +64,18 @@ def test_a_server_that_really_exited_is_still_gone():
     assert text.count("was gone after 4000 requests") == 4
 
 
+def test_a_server_caught_shutting_down_is_gone_not_the_sampler():
+    """An empty sample taken while the container was still shutting down (running, no process left),
+    in a soak that ended because the app exited: the processes are gone; the sampler is not blamed."""
+    samples, _ = analysis()
+    ending = samples + [{**samples[-1], "requests": samples[-1]["requests"] + 100, "processes": {}, "running": True}]
+    load = {"sent": 4100, "failed": 0, "app_exited_after": 4100}
+    a = report.analyse(ending, {}, Criteria(threshold=1.0, min_growth=65536, warmup=500), load=load)
+    text = report.render(a)
+    assert not any(s["alive"] for s in a["series"]) and "sampler failed" not in text
+    assert text.count("was gone after 4000 requests") == 4
+
+
 def test_every_checkpoint_row_is_measured():
     _, a = analysis()
     for row in a["checkpoints"]:
