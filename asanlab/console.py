@@ -53,7 +53,7 @@ class ConsoleReporter:
         elif k == "run.finding":
             self._clear()
             self.console.print(f"[bold red]asanlab:[/] {escape(e.message)}", highlight=False)
-        elif k in ("run.warning", "soak.warning"):
+        elif k in ("run.warning", "soak.warning", "build.warning"):
             self._clear()
             self.console.print(f"[yellow]asanlab: {escape(e.message)}[/]", highlight=False)
         elif k == "check.binary":

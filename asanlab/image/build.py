@@ -15,7 +15,7 @@ from pathlib import Path
 from . import check
 from ..errors import BuildFailed, InfraError
 from ..events import Event, Reporter, null_reporter
-from .recipe import Recipe
+from .recipe import Recipe, agent_untested
 from .render import Rendered, render
 from .sources import fetch_all
 from ..state import state_dir
@@ -59,6 +59,9 @@ def build(recipe: Recipe, client_factory, *, no_cache: bool = False, network: st
         return BuildResult(existing.id, rendered.image_ref, rendered.readable_ref, rendered.digest, True,
                            time.monotonic() - started, None, None)
     require_base_image(client, recipe.base_image)
+    untested = agent_untested(recipe)
+    if untested:
+        reporter(Event("build.warning", untested, {"warning": True}))
     log_path = state_dir() / "builds" / f"{recipe.name}-{rendered.digest[:12]}.log"
     image_id = stream_build(client, rendered, log_path, no_cache=no_cache, network=network, reporter=reporter)
     result_check = None

@@ -26,6 +26,8 @@ from ..reports import suppressions
 
 DEFAULT_BASE_IMAGE = "debian:bookworm"
 DEFAULT_COMPILER_VERSION = 14
+# The clang each Debian release ships (trixie has no clang-14): the default follows the base image.
+DEBIAN_CLANG = {"bookworm": 14, "12": 14, "trixie": 19, "13": 19}
 # -O1 is the level AddressSanitizer's documentation asks for: at -O0 a Swoole server under ASan ran
 # 3.8x slower than release here, at -O1 2.5x (bench/asan_speed_bench.py). It holds with php.debug
 # too, whose configure forces -O0: the level is passed again at make time, after PHP's own flags.
@@ -33,6 +35,11 @@ DEFAULT_OPTIMIZE = 1
 
 # Swoole line -> (oldest PHP, newest PHP) it builds against (from each Swoole release's notes and the PHP version
 # check in its config.m4).
+# The PHP lines asanlab's agent is run on in its own test suite (tests/docker/test_swoole.py). The agent reads
+# PHP's internals (execute data, the object store, properties) through the image's own headers, so another
+# minor compiles, but what it reads there is not checked: such a build says so.
+AGENT_TESTED_PHP = ("8.2", "8.4")
+
 SWOOLE_PHP_SUPPORT: dict[str, tuple[str, str]] = {
     "4.8": ("7.2", "8.2"),
     "5.0": ("8.0", "8.2"),
@@ -327,6 +334,25 @@ def _extension(data: dict, folder: Path, name: str | None = None) -> Extension:
     )
 
 
+def agent_untested(recipe: "Recipe") -> str | None:
+    """Why the agent's PHP findings are not vouched for on this recipe's PHP, or None."""
+    line = minor(recipe.php.version)
+    if line in AGENT_TESTED_PHP:
+        return None
+    return (f"asanlab's agent is not tested on PHP {line} (tested: {', '.join(AGENT_TESTED_PHP)}): sanitizer "
+            "reports are as exact as anywhere, but the PHP backtraces, lines and variables it adds may be "
+            "missing or wrong")
+
+
+def default_compiler_version(base_image: str) -> int:
+    """clang's major version for a base image: the one its Debian release ships, else clang-14."""
+    name = base_image.split("@", 1)[0].rsplit("/", 1)[-1]
+    repo, _, tag = name.partition(":")
+    if repo == "debian":
+        return DEBIAN_CLANG.get(tag.split("-", 1)[0], DEFAULT_COMPILER_VERSION)
+    return DEFAULT_COMPILER_VERSION
+
+
 def _build(data: dict, path: Path | None, folder: Path) -> Recipe:
     php = data["php"]
     san = data.get("sanitizers", {})
@@ -341,7 +367,8 @@ def _build(data: dict, path: Path | None, folder: Path) -> Recipe:
         name=data["name"],
         path=path,
         base_image=data.get("base_image", DEFAULT_BASE_IMAGE),
-        compiler_version=data.get("compiler", {}).get("version", DEFAULT_COMPILER_VERSION),
+        compiler_version=data.get("compiler", {}).get("version") or default_compiler_version(
+            data.get("base_image", DEFAULT_BASE_IMAGE)),
         optimize=data.get("compiler", {}).get("optimize", DEFAULT_OPTIMIZE),
         php=Php(
             version=php["version"],

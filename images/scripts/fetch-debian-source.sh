@@ -14,7 +14,19 @@ for f in /etc/apt/sources.list.d/*.sources; do
 done
 apt-get update
 mkdir -p /usr/src/debian-source && cd /usr/src/debian-source
-apt-get source --download-only "$pkg"
+if ! apt-get source --download-only "$pkg"; then
+  version=$(apt-cache showsrc "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n 1)
+  if [ -z "$version" ]; then
+    echo "asanlab: Debian's index for this base image has no source package $pkg (php.source.debian)" >&2
+  else
+    # Seen on trixie: the index named php8.4 8.4.27-1~deb13u1 for days while its files were not in the pool yet.
+    echo "asanlab: Debian's index names $pkg $version, but the mirror did not serve its files (apt's error" \
+         "above names the missing one): the index and the pool can disagree for days after an upload." \
+         "Build from a PHP release instead: php.version \"X.Y.Z\" without php.source (php.net's tarball, or" \
+         "ASANLAB_PHP_MIRROR), or try again later." >&2
+  fi
+  exit 1
+fi
 orig=$(ls ./*.orig.tar.* | grep -v '\.asc$' | head -n 1)
 [ -n "$orig" ] || { echo "asanlab: no .orig tarball in source package $pkg" >&2; exit 1; }
 mkdir -p "$dest"

@@ -23,6 +23,12 @@ PHP_PACKAGE = "php8.2"
 SHARED_SWOOLE = REPO.parent / "shared" / "sources" / "swoole"
 SWOOLE_MAIN = "6.1.9"  # the version the whole Swoole suite runs on; others get a smoke test
 SWOOLE_RELEASE = "https://github.com/swoole/swoole-src/archive/refs/tags/v{version}.tar.gz"
+# The second PHP line: recipes/php8.4-swoole6.2.yml on Debian trixie. Its PHP release is taken from
+# Debian's pool by name, not through trixie's index: the index named php8.4 8.4.27-1~deb13u1 for days
+# while the pool served none of its files (404). Debian's orig tarball of 8.4.24 is php.net's release
+# byte for byte, so asanlab checks it against php.net's published sha256 as it would a download.
+PHP84 = "8.4.24"
+PHP84_RECIPE = REPO / "recipes" / "php8.4-swoole6.2.yml"
 
 
 def _daemon_ok() -> tuple[bool, str]:
@@ -58,6 +64,37 @@ def base_image(docker_client):
     """debian:bookworm, made locally with debootstrap when it is not here (no registry on this machine)."""
     subprocess.run([str(REPO / "images" / "make-base-image.sh"), "bookworm", "debian:bookworm"], check=True)
     return "debian:bookworm"
+
+
+@pytest.fixture(scope="session")
+def trixie_image(docker_client):
+    """debian:trixie, made locally like bookworm's when it is not here."""
+    subprocess.run([str(REPO / "images" / "make-base-image.sh"), "trixie", "debian:trixie"], check=True)
+    return "debian:trixie"
+
+
+@pytest.fixture(scope="session")
+def php84_mirror(tmp_path_factory):
+    """ASANLAB_PHP_MIRROR serving PHP 8.4's release tarball, from Debian's pool."""
+    import requests
+
+    folder = Path(os.environ.get("ASANLAB_TEST_PHP_DIR") or tmp_path_factory.mktemp("php-source"))
+    folder.mkdir(parents=True, exist_ok=True)
+    orig = folder / f"php8.4_{PHP84}.orig.tar.xz"
+    if not orig.is_file():
+        url = f"{os.environ.get('DEBIAN_MIRROR', 'http://deb.debian.org/debian')}/pool/main/p/php8.4/{orig.name}"
+        partial = orig.with_suffix(".partial")
+        with requests.get(url, stream=True, timeout=60) as got:
+            got.raise_for_status()
+            with open(partial, "wb") as f:
+                for chunk in got.iter_content(1 << 16):
+                    f.write(chunk)
+        partial.rename(orig)
+    served = tmp_path_factory.mktemp("php84-mirror")
+    shutil.copyfile(orig, served / f"php-{PHP84}.tar.xz")
+    url, server = serve(served)
+    yield url
+    server.shutdown()
 
 
 @pytest.fixture(scope="session")

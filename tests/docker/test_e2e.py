@@ -426,6 +426,45 @@ def test_failed_build_shows_the_tail_and_the_log(work, mirror, base_image, docke
     assert not [c for c in leftovers if c.attrs["Config"].get("Cmd") and "configure" in " ".join(c.attrs["Config"]["Cmd"])]
 
 
+FAKE_APT = """#!/bin/sh
+# apt as it answered on trixie while its index named an upload the pool did not serve yet.
+case "$(basename "$0") $1" in
+  "apt-get update") exit 0 ;;
+  "apt-get source") echo "E: Failed to fetch http://deb.debian.org/debian/pool/main/p/php8.4/php8.4_8.4.27.orig.tar.xz  404  Not Found" >&2; exit 100 ;;
+  "apt-cache showsrc") [ "$2" = php8.4 ] && printf 'Package: php8.4\\nVersion: 8.4.27-1~deb13u1\\n'; exit 0 ;;
+esac
+exit 1
+"""
+
+
+@pytest.mark.parametrize("package, said", [
+    ("php8.4", "Debian's index names php8.4 8.4.27-1~deb13u1, but the mirror did not serve its files"),
+    ("php9.9", "Debian's index for this base image has no source package php9.9 (php.source.debian)")],
+    ids=["missing-upload", "no-such-package"])
+def test_a_debian_source_the_mirror_does_not_serve_is_named_with_what_to_do(base_image, docker_client, tmp_path,
+                                                                             package, said):
+    """The build's Debian-source step, in the base image, with apt answering as the mirror did (an
+    error path: the real mirror's disagreement comes and goes)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("apt-get", "apt-cache"):
+        (fake / name).write_text(FAKE_APT)
+        (fake / name).chmod(0o755)
+    script = REPO / "images" / "scripts" / "fetch-debian-source.sh"
+    container = docker_client.containers.run(
+        base_image, ["sh", "/fetch.sh", package, "/usr/src/php-src"], detach=True, network_mode="none",
+        environment={"PATH": "/fake:/usr/sbin:/usr/bin:/sbin:/bin"},
+        volumes={str(fake): {"bind": "/fake", "mode": "ro"}, str(script): {"bind": "/fetch.sh", "mode": "ro"}})
+    try:
+        status = container.wait(timeout=120)["StatusCode"]
+        err = container.logs(stdout=False).decode()
+    finally:
+        container.remove(force=True)
+    assert status == 1 and said in err, err
+    if package == "php8.4":
+        assert "404" in err and 'php.version "X.Y.Z" without php.source' in err, err
+
+
 def test_replay_symbolizes_offline_in_the_sessions_image(built, work, docker_client):
     folder, env = work
     import json

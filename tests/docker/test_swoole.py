@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import (SWOOLE_MAIN, asanlab, free_port, containers_of, php_modules, read_json, remove_images, serving,
-                       stop_run, swoole_features)
+from .conftest import (PHP84, PHP84_RECIPE, SWOOLE_MAIN, asanlab, free_port, containers_of, php_modules, read_json,
+                       remove_images, serving, stop_run, swoole_features)
 
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
 
@@ -70,16 +70,51 @@ def swoole_recipe(work, swoole_source, docker_client):
     return folder, env
 
 
-@pytest.mark.parametrize("coroutine", ["1", "0"])
-def test_swoole_server_leak_and_worker_crash(swoole_recipe, docker_client, coroutine):
+@pytest.fixture(scope="module")
+def php84_recipe(tmp_path_factory, trixie_image, php84_mirror, swoole_source, docker_client):
+    """recipes/php8.4-swoole6.2.yml as shipped (PHP 8.4 on Debian trixie, its clang 19, Swoole 6.2.2),
+    built for real: the build's instrumentation check, and no warning that the agent is untested there."""
+    folder = tmp_path_factory.mktemp("php84")
+    source = swoole_source("6.2.2")
+    env = {"ASANLAB_PHP_MIRROR": php84_mirror, "ASANLAB_CACHE": str(folder / "cache"),
+           "ASANLAB_HOME": str(folder / ".asanlab"), **source.env()}
+    text = PHP84_RECIPE.read_text()
+    assert f'version: "{PHP84}"' in text and f"base_image: {trixie_image}" in text
+    if source.path is not None:  # a local tarball: the recipe names it
+        text = re.sub(r"swoole:\n(  .*\n)+", lambda _: source.recipe_lines(folder, ["--enable-sockets"]), text)
+    (folder / PHP84_RECIPE.name).write_text(text)
+    remove_images(docker_client, "php8.4-swoole6.2")
+    build = asanlab("build", PHP84_RECIPE.name, cwd=folder, env=env, timeout=3600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    assert "instrumentation check passed" in build.stderr and "not tested" not in build.stderr, build.stderr[-3000:]
+    [image] = docker_client.images.list(filters={"label": "org.asanlab.recipe=php8.4-swoole6.2"})
+    version = docker_client.containers.run(image.id, ["php", "-r", "echo PHP_VERSION;"], entrypoint=[], remove=True,
+                                           environment={"ASAN_OPTIONS": "detect_leaks=0"})
+    assert version.decode() == PHP84
+    return folder, env, PHP84_RECIPE.name
+
+
+@pytest.fixture
+def php_line(request):
+    """on_php(line): the project folder, environment and recipe of the suite's PHP 8.2 or PHP 8.4 image."""
+    def on_php(line: str) -> tuple[Path, dict, str]:
+        if line == "8.4":
+            return request.getfixturevalue("php84_recipe")
+        folder, env = request.getfixturevalue("swoole_recipe")
+        return folder, env, "swoole.yml"
+    return on_php
+
+
+@pytest.mark.parametrize("php,coroutine", [("8.2", "1"), ("8.2", "0"), ("8.4", "1")])
+def test_swoole_server_leak_and_worker_crash(php_line, docker_client, php, coroutine):
     """Coroutines on with `run`'s defaults (allocation stacks by frame pointers); coroutines off with
-    --full-stacks (ASan's slow unwinder, through libffi)."""
-    folder, env = swoole_recipe
+    --full-stacks (ASan's slow unwinder, through libffi). On PHP 8.2 and 8.4."""
+    folder, env, recipe_file = php_line(php)
     (folder / "srv").mkdir(exist_ok=True)
     (folder / "srv" / "server.php").write_text(SERVER)
     port = free_port()
     full = ["--full-stacks"] if coroutine == "0" else []
-    with serving(folder, env, "srv/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501", "-e",
+    with serving(folder, env, "srv/server.php", "--recipe", recipe_file, "-p", f"{port}:9501", "-e",
                  f"COROUTINE={coroutine}", "--format", "json", "--grace", "30", *full,
                  url=f"http://127.0.0.1:{port}/") as proc:
         # The crash first: a worker stopped by ASan never writes its leak report, and the master
@@ -307,18 +342,20 @@ HOLDERS = {"global": "$orders", "static": "Registry::$seen", "function-static": 
            "context": "RequestContext::$byCoroutine", "socket": "$sockets", "task": "$tasks"}
 
 
-@pytest.mark.parametrize("kind,coroutine,mode", [
-    ("global", "1", "process"), ("static", "1", "process"), ("function-static", "1", "process"),
-    ("timer", "1", "process"), ("global", "0", "process"), ("global", "1", "base"), ("listener", "1", "process"),
-    ("context", "1", "process"), ("cycle", "1", "process"), ("socket", "1", "process"), ("task", "1", "process")])
-def test_soak_names_the_php_line_that_grows(swoole_recipe, docker_client, kind, coroutine, mode):
+@pytest.mark.parametrize("kind,coroutine,mode,php", [
+    ("global", "1", "process", "8.2"), ("static", "1", "process", "8.2"), ("function-static", "1", "process", "8.2"),
+    ("timer", "1", "process", "8.2"), ("global", "0", "process", "8.2"), ("global", "1", "base", "8.2"),
+    ("listener", "1", "process", "8.2"), ("context", "1", "process", "8.2"), ("cycle", "1", "process", "8.2"),
+    ("socket", "1", "process", "8.2"), ("task", "1", "process", "8.2"), ("global", "1", "process", "8.4"),
+    ("static", "1", "process", "8.4")])
+def test_soak_names_the_php_line_that_grows(php_line, docker_client, kind, coroutine, mode, php):
     """The growing live heap traced to the PHP line that allocated it (asanlab's agent samples
-    allocations with the PHP stack), exactly, whatever Swoole's coroutine mode."""
-    folder, env = swoole_recipe
+    allocations with the PHP stack), exactly, whatever Swoole's coroutine mode; on PHP 8.2 and 8.4."""
+    folder, env, recipe_file = php_line(php)
     (folder / "phpleak").mkdir(exist_ok=True)
     (folder / "phpleak" / "server.php").write_text(PHP_LEAKS)
     port = free_port()
-    proc = subprocess.run([sys.executable, "-m", "asanlab", "soak", "phpleak/server.php", "--recipe", "swoole.yml",
+    proc = subprocess.run([sys.executable, "-m", "asanlab", "soak", "phpleak/server.php", "--recipe", recipe_file,
                            "-p", f"{port}:9501", "-e", f"LEAK_KIND={kind}", "-e", f"COROUTINE={coroutine}", "-e", f"MODE={mode}",
                            "--url", f"http://127.0.0.1:{port}/order", "--checkpoints", "1000,4000,8000",
                            "--format", "json", "--grace", "30"],
@@ -364,15 +401,16 @@ def test_soak_of_a_clean_server_is_stable(swoole_recipe, docker_client):
         assert proc.returncode == 0 and failing == [], (attempt, failing)
 
 
-def test_run_of_a_clean_server_exits_0(swoole_recipe, docker_client):
+@pytest.mark.parametrize("php", ["8.2", "8.4"])
+def test_run_of_a_clean_server_exits_0(php_line, docker_client, php):
     """`asanlab run` of the same clean server, served and stopped with Ctrl-C: exit 0, the start-up
     leaks of every process folded, with `run`'s default unwinder (frame pointers: stacks cut short in
     system libraries are recognised as start-up by when the agent saw their objects allocated)."""
-    folder, env = swoole_recipe
+    folder, env, recipe_file = php_line(php)
     (folder / "soak").mkdir(exist_ok=True)
     (folder / "soak" / "server.php").write_text(SOAK_SERVER)
     port = free_port()
-    with serving(folder, env, "soak/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501", "-e", "LEAK_BYTES=0",
+    with serving(folder, env, "soak/server.php", "--recipe", recipe_file, "-p", f"{port}:9501", "-e", "LEAK_BYTES=0",
                  "-e", "COROUTINE=1", "-e", "MODE=process", "--format", "json", "--grace", "30",
                  url=f"http://127.0.0.1:{port}/") as proc:
         for _ in range(50):

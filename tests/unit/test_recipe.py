@@ -35,6 +35,17 @@ def test_defaults(tmp_path):
     assert r.php.source.kind == "release" and r.php.debug is False and r.swoole is None
 
 
+@pytest.mark.parametrize("base, clang", [("debian:bookworm", 14), ("debian:trixie", 19), ("debian:trixie-slim", 19),
+                                         ("debian:13", 19), ("registry.example:5000/mirror/debian:trixie", 19),
+                                         ("ubuntu:24.04", 14)])
+def test_the_default_clang_follows_the_base_image(tmp_path, base, clang):
+    p = tmp_path / "r.yml"
+    p.write_text(f'name: x\nbase_image: "{base}"\nphp:\n  version: "8.4.10"\n')
+    assert recipe.load(p).compiler_version == clang
+    p.write_text(f'name: x\nbase_image: "{base}"\ncompiler:\n  version: 17\nphp:\n  version: "8.4.10"\n')
+    assert recipe.load(p).compiler_version == 17  # said wins
+
+
 def test_unknown_key_names_file_path_line_and_suggests(tmp_path):
     got = problems('name: x\nphp:\n  version: "8.2.1"\n  confgure: [--enable-x]\n', tmp_path)
     assert got == [f'{tmp_path / "r.yml"}:4: php.confgure: unknown key; did you mean "configure"?']
@@ -249,3 +260,13 @@ def test_a_log_path_in_the_users_lsan_options_does_not_end_capture():
                              "ASAN_OPTIONS": "log_path=/tmp/x"}, False)
     assert "log_path" not in env["LSAN_OPTIONS"] and "report_objects=1" in env["LSAN_OPTIONS"]
     assert "log_path=/asanlab/logs/sanitizer" in env["ASAN_OPTIONS"] and "/tmp/x" not in env["ASAN_OPTIONS"]
+
+
+@pytest.mark.parametrize("version, untested", [("8.2.32", False), ("8.4.24", False), ("8.3.33", True), ("8.5.0", True)])
+def test_a_php_line_the_agent_is_not_tested_on_is_said(tmp_path, version, untested):
+    p = tmp_path / "r.yml"
+    p.write_text(f'name: x\nphp:\n  version: "{version}"\n')
+    why = recipe.agent_untested(recipe.load(p))
+    assert (why is not None) == untested
+    if untested:
+        assert f"not tested on PHP {version[:3]} (tested: 8.2, 8.4)" in why
