@@ -14,8 +14,11 @@ coroutines on, measured with `ab -k -c 32` in this one run:
    the memcheck command line `run --valgrind` uses (asanlab/run/valgrind.py); ASAN=0 leaves the
    ASan images out;
 for the default recipe (compiler.optimize: 1, php.debug: false), at the -O levels in OPT_LEVELS
-(e.g. OPT_LEVELS=1,0 to see what -O0 costs), and with php.debug: true too when DEBUG=1. Target:
-soak within 2.5x of release, run within 4x (ratio of requests per second).
+(e.g. OPT_LEVELS=1,0 to see what -O0 costs), and with php.debug: true too when DEBUG=1;
+6. the PHP 8.4 line (PHP84=0 leaves it out): Debian trixie's PHP 8.4 with Swoole 6.2.2, both -O2,
+   against recipes/php8.4-swoole6.2.yml's image (PHP 8.4.24, clang 19) under `run`'s and `soak`'s
+   defaults; its ratios are to its own release.
+Target: soak within 2.5x of release, run within 4x (ratio of requests per second).
 
 Client and server share two cores, and one measurement of the same image varied by 1.7x here, so
 every variant is measured ROUNDS times (5 by default), the variants interleaved round by round so
@@ -103,6 +106,62 @@ def measure(client, image: str, env: dict[str, str], cmd: list[str], record: boo
         c.remove(force=True)
 
 
+PHP84 = "8.4.24"  # a release php.net and Debian's pool both hold: Debian's orig tarball is php.net's
+
+
+def php84_tarball(work: Path) -> Path:
+    """PHP 8.4's release tarball from Debian's pool (php.net is not reachable here), checked against
+    php.net's published sha256, as the recipe's `source.sha256` checks it again."""
+    import hashlib
+
+    import requests
+
+    mirror = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+    target = work / f"php-{PHP84}.tar.xz"
+    with requests.get(f"{mirror}/pool/main/p/php8.4/php8.4_{PHP84}.orig.tar.xz", stream=True, timeout=60) as got:
+        got.raise_for_status()
+        with open(target, "wb") as f:
+            for chunk in got.iter_content(1 << 16):
+                f.write(chunk)
+    from asanlab.image.sources import published_php_sha256
+
+    expected = published_php_sha256(PHP84, target.name)
+    if hashlib.sha256(target.read_bytes()).hexdigest() != expected:
+        raise RuntimeError(f"{target.name} from {mirror} is not php.net's release (sha256)")
+    return target
+
+
+def php84_line(docker, work: Path, build, recipes, agent_env) -> list[tuple]:
+    """Release vs `run` vs `soak` on PHP 8.4: the variants, the first being their baseline."""
+    swoole = REPO.parent / "shared" / "sources" / "swoole" / "v6.2.2.tar.gz"
+    if os.environ.get("PHP84") == "0" or not swoole.is_file():
+        print("PHP 8.4 line skipped: PHP84=0, or no ../shared/sources/swoole/v6.2.2.tar.gz")
+        return []
+    subprocess.run([str(REPO / "images" / "make-base-image.sh"), "trixie", "debian:trixie"], check=True)
+    line = work / "php84"
+    line.mkdir()
+    shutil.copy(swoole, line / "swoole.tar.gz")
+    shutil.copy(SPEED / "release.Dockerfile", line / "Dockerfile")
+    docker.images.build(path=str(line), tag="asanlab-bench/release84:swoole", rm=True,
+                        buildargs={"SUITE": "trixie", "PHP": "8.4", "SWOOLE_CONFIGURE": "--enable-sockets"})
+    tarball = php84_tarball(line)
+    from asanlab.image.sources import published_php_sha256
+
+    # The shipped recipe, its sources given as the files beside it.
+    text = (REPO / "recipes" / "php8.4-swoole6.2.yml").read_text()
+    text = text.replace(f'  version: "{PHP84}"\n', f'  version: "{PHP84}"\n  source:\n    path: {tarball.name}\n'
+                        f'    sha256: {published_php_sha256(PHP84, tarball.name)}\n', 1)
+    text = text.replace('  version: "6.2.2"\n', '  version: "6.2.2"\n  source:\n    path: swoole.tar.gz\n', 1)
+    text = text.replace("name: php8.4-swoole6.2", "name: bench-speed-php84", 1)
+    (line / "recipe.yml").write_text(text)
+    r = recipes.load(line / "recipe.yml")
+    image = build(r, agent_env["client"]).image_ref
+    run_env, soak_env = agent_env["run"](r, image), agent_env["soak"](r, image)
+    return [("release (Debian PHP 8.4 -O2, Swoole 6.2.2 -O2)", "asanlab-bench/release84:swoole", {}, False),
+            ("ASan PHP 8.4 -O1 asanlab run's defaults (fast unwinder + agent origins)", image, run_env, False),
+            ("ASan PHP 8.4 -O1 asanlab soak + agent sampling", image, soak_env, False)]
+
+
 def main() -> int:
     # The tests' Swoole release tarball beside the clone (../shared/sources/swoole) when none is named.
     shared = REPO.parent / "shared" / "sources" / "swoole" / "v6.1.9.tar.gz"
@@ -139,35 +198,45 @@ def main() -> int:
     variants = [("release (Debian PHP 8.2 -O2, Swoole -O2)", "asanlab-bench/release:swoole", {}, False),
                 # What the recording proxy alone can carry: the fastest app behind it.
                 ("release through the recording proxy", "asanlab-bench/release:swoole", {}, True)]
+
+    def local(env: dict) -> dict:
+        env = {**env, "ASAN_OPTIONS": env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}
+        env.pop("UBSAN_OPTIONS", None)
+        return env
+
+    def origins(agent: str) -> dict:
+        return {"LD_PRELOAD": agent, "ASANLAB_PHP_TRACE_DIR": "/tmp", "ASANLAB_PHP_ORIGINS": "1"}
+
+    def run_defaults(r, image: str) -> dict:  # `run` where the image has the agent
+        return local({**environment(r, {}, False, FAST_STACKS),
+                      **origins(docker.images.get(image).labels.get("org.asanlab.agent"))})
+
+    def soak_defaults(r, image: str) -> dict:
+        agent = docker.images.get(image).labels.get("org.asanlab.agent")
+        return local({**environment(r, {}, False, {**SOAK_QUARANTINE, **FAST_STACKS}), "LD_PRELOAD": agent,
+                      "ASANLAB_AGENT_DIR": "/tmp"})
+
     for level, debug in BUILDS:
         label = f"-O{level}" + (" debug" if debug else "") + \
             (" (default)" if level == recipes.DEFAULT_OPTIMIZE and not debug else "")
         r, image = images[level, debug]
-        soak_env = environment(r, {}, False, {**SOAK_QUARANTINE, **FAST_STACKS})
         # What a soak adds in the app: asanlab's agent preloaded and sampling allocations with
         # their PHP stack (its census and profiles run only at checkpoints, which ab does not ask).
-        agent = docker.images.get(image).labels.get("org.asanlab.agent")
-        with_agent = {**soak_env, "LD_PRELOAD": agent, "ASANLAB_AGENT_DIR": "/tmp"} if agent else None
         # What `run` adds: the agent recording which PHP code allocated each block (php-origin.c).
-        origins = {"LD_PRELOAD": agent, "ASANLAB_PHP_TRACE_DIR": "/tmp", "ASANLAB_PHP_ORIGINS": "1"}
-        run_env = environment(r, {}, False, FAST_STACKS)  # `run` where the image has the agent
+        agent = docker.images.get(image).labels.get("org.asanlab.agent")
         full_env = environment(r, {}, False)  # `run --full-stacks`, and `run` without the agent
         for name, env in (("plain ASan defaults", plain),
                           ("asanlab run's defaults (fast unwinder + agent origins)",
-                           {**run_env, **origins} if agent else None),
-                          ("asanlab run --full-stacks (+ agent origins)", {**full_env, **origins} if agent else None),
+                           run_defaults(r, image) if agent else None),
+                          ("asanlab run --full-stacks (+ agent origins)",
+                           {**full_env, **origins(agent)} if agent else None),
                           ("asanlab run, an image without the agent", full_env),
-                          ("asanlab soak's defaults", soak_env),
-                          ("asanlab soak + agent sampling", with_agent)):
-            if env is None:
-                continue
-            env = {**env, "ASAN_OPTIONS": env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}
-            env.pop("UBSAN_OPTIONS", None)
-            variants.append((f"ASan {label:<19} {name}", image, env, False))
+                          ("asanlab soak's defaults", environment(r, {}, False, {**SOAK_QUARANTINE, **FAST_STACKS})),
+                          ("asanlab soak + agent sampling", soak_defaults(r, image) if agent else None)):
+            if env is not None:
+                variants.append((f"ASan {label:<19} {name}", image, local(env), False))
         if agent:  # what `run --record` costs on top of `run`
-            env = {**run_env, **origins, "ASAN_OPTIONS": run_env["ASAN_OPTIONS"].replace("/asanlab/logs/", "/tmp/")}
-            env.pop("UBSAN_OPTIONS", None)
-            variants.append((f"ASan {label:<19} asanlab run --record", image, env, True))
+            variants.append((f"ASan {label:<19} asanlab run --record", image, run_defaults(r, image), True))
     commands = {}  # variant index -> its own command line
     if os.environ.get("VALGRIND") == "1":
         path = work / "debug.yml"
@@ -182,14 +251,18 @@ def main() -> int:
                     if not a.startswith("--suppressions=")]
         commands[len(variants)] = memcheck
         variants.append(("debug image under run --valgrind's memcheck", debug_image, dict(PHP_ENV), False))
+    baseline = [0] * len(variants)  # each variant's release, by index
+    more = php84_line(docker, work, build, recipes, {"client": client, "run": run_defaults, "soak": soak_defaults})
+    baseline += [len(variants)] * len(more)
+    variants += more
     runs: list[list[float]] = [[] for _ in variants]
     for n in range(ROUNDS):
         for i, (_, image, env, record) in enumerate(variants):
             runs[i].append(measure(docker, image, env, commands.get(i, cmd), record,
                                    start_timeout=300 if i in commands else 60))
         print(f"round {n + 1}/{ROUNDS} done", flush=True)
-    release = statistics.median(runs[0])
-    for (label, _, _, _), rps in zip(variants, runs):
+    for i, ((label, _, _, _), rps) in enumerate(zip(variants, runs)):
+        release = statistics.median(runs[baseline[i]])
         median = statistics.median(rps)
         print(f"{label:<62} {median:9.0f} req/s  {release / median:5.2f}x  (runs {min(rps):.0f}-{max(rps):.0f})"
               + ("   target <= 2.5x" if "soak" in label else "   target <= 4x" if "run's defaults" in label else ""))
