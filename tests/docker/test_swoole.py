@@ -605,22 +605,28 @@ def test_run_records_the_traffic_and_reproduce_brings_the_crash_back(swoole_reci
 
 
 RACE = """<?php
-// A double free that needs two requests in flight at once on one worker: /hold keeps a block while
-// its coroutine sleeps, /drop frees whatever is held, then /hold frees it again. Sent one after the
-// other, /drop finds nothing held. Swoole's defaults: process mode, coroutines on, two workers.
+// A double free that needs two requests in flight at once on one worker: /hold keeps a block until a
+// /drop has come (3 s at most, so a loaded machine's late /drop still overlaps), /drop frees whatever
+// is held, then /hold frees it again. Sent one after the other, /drop finds nothing held. Swoole's
+// defaults: process mode, coroutines on, two workers.
 $libc = FFI::cdef("void *malloc(size_t); void free(void *);");
 $server = new Swoole\\Http\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
 $server->set(["worker_num" => 2, "log_level" => SWOOLE_LOG_WARNING]);
 $held = null;
-$server->on("request", function ($request, $response) use ($libc, &$held) {
+$dropped = false;
+$server->on("request", function ($request, $response) use ($libc, &$held, &$dropped) {
     $uri = $request->server["request_uri"];
     if ($uri === "/hold") {
         $held = $libc->malloc(16);
-        Swoole\\Coroutine::sleep(0.5);
+        for ($waited = 0; !$dropped && $waited < 300; $waited++) {
+            Swoole\\Coroutine::sleep(0.01);
+        }
         $libc->free($held);
         $held = null;
+        $dropped = false;
     } elseif ($uri === "/drop" && $held !== null) {
         $libc->free($held);
+        $dropped = true;
     }
     $response->end("ok\\n");
 });
@@ -833,3 +839,47 @@ def test_soak_of_a_server_that_exits_mid_way_says_so(swoole_recipe, docker_clien
     assert "sampler failed" not in said and "was gone after" in said
     sid = re.search(r"^session (\S+):", proc.stdout, re.M).group(1)
     assert containers_of(docker_client, sid) == []
+
+
+WORKER_EXIT = """<?php
+// Each worker calls exit() at its 400th request (coroutines on: PHP's exit in a coroutine); Swoole's
+// manager starts another worker, and the server goes on serving.
+$server = new Swoole\\Http\\Server("0.0.0.0", 9501, SWOOLE_PROCESS);
+$server->set(['worker_num' => 2, 'log_level' => SWOOLE_LOG_WARNING]);
+$served = 0;
+$server->on('request', function ($request, $response) use (&$served) {
+    $response->end("ok\\n");
+    if (++$served == 400) {
+        echo "worker " . getmypid() . " exits at its request $served\\n";
+        exit(3);
+    }
+});
+$server->start();
+"""
+
+
+def test_soak_of_workers_that_exit_every_n_requests_says_so(swoole_recipe, docker_client):
+    """Bad input for the soak: workers that die every 400 requests while the server goes on. Each dead
+    worker is said gone, each new one a new series; the server is not said to have exited, the sampler
+    is not blamed, and the session records the workers' exits."""
+    folder, env = swoole_recipe
+    (folder / "exiting").mkdir(exist_ok=True)
+    (folder / "exiting" / "server.php").write_text(WORKER_EXIT)
+    port = free_port()
+    proc = asanlab("soak", "exiting/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501",
+                   "--url", f"http://127.0.0.1:{port}/", "--checkpoints", "500,1500,3000", "--grace", "30",
+                   "--format", "json", cwd=folder, env=env, timeout=1800)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    a = out["soak"]
+    said = proc.stderr + "\n".join(a["events"])
+    assert "the app exited after" not in said and "sampler failed" not in said, said[-3000:]
+    workers = [s for s in a["series"] if s["role"] == "worker"]
+    assert len(workers) >= 4 and sum(s["alive"] for s in workers) == 2, workers
+    assert sum("appeared by" in e for e in a["events"]) >= 2 and any("was gone after" in e for e in a["events"])
+    assert "exits at its request 400" in (folder / ".asanlab" / "sessions" / out["session"] / "raw" /
+                                         "output.log").read_text(errors="replace")
+    assert a["load"]["sent"] == 3000 and a["load"]["ok"] + a["load"]["failed"] == 3000, a["load"]
+    stored = read_json(folder / ".asanlab" / "sessions" / out["session"] / "session.json")
+    assert len(stored["abnormal_exits"]) >= 2, stored["abnormal_exits"]
+    assert containers_of(docker_client, out["session"]) == []
