@@ -822,16 +822,21 @@ $server->start();
 """
 
 
+def soak_of(folder: Path, env: dict, name: str, source: str, checkpoints: str, *more: str):
+    """`asanlab soak` of `source` as name/server.php on the suite's Swoole recipe, to the checkpoints."""
+    (folder / name).mkdir(exist_ok=True)
+    (folder / name / "server.php").write_text(source)
+    port = free_port()
+    return asanlab("soak", f"{name}/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501",
+                   "--url", f"http://127.0.0.1:{port}/", "--checkpoints", checkpoints, "--grace", "30", *more,
+                   cwd=folder, env=env, timeout=1800)
+
+
 def test_soak_of_a_server_that_exits_mid_way_says_so(swoole_recipe, docker_client):
     """Bad input for the soak: the server really ends mid-way. Said as that, with its exit status and
     its last lines; its processes are gone (the sampler is not blamed)."""
     folder, env = swoole_recipe
-    (folder / "dying").mkdir(exist_ok=True)
-    (folder / "dying" / "server.php").write_text(DYING_SERVER)
-    port = free_port()
-    proc = asanlab("soak", "dying/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501",
-                   "--url", f"http://127.0.0.1:{port}/", "--checkpoints", "500,1500,4000", "--grace", "30",
-                   cwd=folder, env=env, timeout=1800)
+    proc = soak_of(folder, env, "dying", DYING_SERVER, "500,1500,4000")
     said = proc.stdout + proc.stderr
     exited = re.search(r"the app exited after (\d+) requests: exit status (\d+); its last lines:", said)
     assert exited and 1200 <= int(exited.group(1)) <= 4000, said[-4000:]
@@ -863,12 +868,7 @@ def test_soak_of_workers_that_exit_every_n_requests_says_so(swoole_recipe, docke
     worker is said gone, each new one a new series; the server is not said to have exited, the sampler
     is not blamed, and the session records the workers' exits."""
     folder, env = swoole_recipe
-    (folder / "exiting").mkdir(exist_ok=True)
-    (folder / "exiting" / "server.php").write_text(WORKER_EXIT)
-    port = free_port()
-    proc = asanlab("soak", "exiting/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501",
-                   "--url", f"http://127.0.0.1:{port}/", "--checkpoints", "500,1500,3000", "--grace", "30",
-                   "--format", "json", cwd=folder, env=env, timeout=1800)
+    proc = soak_of(folder, env, "exiting", WORKER_EXIT, "500,1500,3000", "--format", "json")
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     a = out["soak"]
