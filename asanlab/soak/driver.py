@@ -181,8 +181,9 @@ class Driver:
         try:
             code, out = ctx.container.exec_run(["sh", "-c", self.script], environment={"LD_PRELOAD": ""},
                                                demux=False)
-        except APIError:
-            if not _exited(ctx):
+        except APIError as e:
+            # 409: the daemon refused the exec because the container stopped, before its status says so.
+            if not (_exited(ctx) or e.status_code == 409):
                 raise
             out = b""  # the app exited: a sample of no process, said by __call__
         snap = memory.parse_snapshot((out or b"").decode(errors="replace"))
