@@ -75,7 +75,7 @@ def trixie_image(docker_client):
 
 @pytest.fixture(scope="session")
 def php84_mirror(tmp_path_factory):
-    """ASANLAB_PHP_MIRROR serving PHP 8.4's release tarball, from Debian's pool."""
+    """ASANLAB_PHP_MIRROR serving PHP 8.4's release tarball, from Debian's pool; and the folder served."""
     import requests
 
     folder = Path(os.environ.get("ASANLAB_TEST_PHP_DIR") or tmp_path_factory.mktemp("php-source"))
@@ -93,7 +93,7 @@ def php84_mirror(tmp_path_factory):
     served = tmp_path_factory.mktemp("php84-mirror")
     shutil.copyfile(orig, served / f"php-{PHP84}.tar.xz")
     url, server = serve(served)
-    yield url
+    yield url, served
     server.shutdown()
 
 
@@ -129,29 +129,52 @@ def mirror(php_release):
     server.shutdown()
 
 
-# One PHP for every end-to-end test, so its stage is built once per run and every Swoole version is
-# an extension stage on top of it. libssl-dev and PHP's OpenSSL: Swoole 6.2 cannot build without them;
-# libbrotli-dev: Swoole 5.1's configure requires brotli unless told --disable-brotli.
-PHP_RECIPE = """name: {name}
+# The suite's PHP is the built-in default's (asanlab/data/default.yml without its Swoole): Debian's
+# php8.2 with its usual modules, from Debian's source package. Every PHP 8.2 test (PHP alone, each
+# Swoole version, an extension, `init --from-image`, the default itself) is then a stage on top of one
+# PHP stage, compiled once per run, and the suite tests the PHP a user gets by default.
+DEFAULT_RECIPE = REPO / "asanlab" / "data" / "default.yml"
+
+
+def default_recipe() -> dict:
+    import yaml
+
+    return yaml.safe_load(DEFAULT_RECIPE.read_text())
+
+
+def suite_php_recipe(name: str, base_image: str) -> str:
+    """The default's PHP alone, as recipe text named `name` (tests append their own blocks)."""
+    import yaml
+
+    recipe = default_recipe()
+    del recipe["swoole"]
+    recipe.update(name=name, base_image=base_image)
+    return yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False, width=1000)
+
+
+# The Swoole configure of the default, so the suite's Swoole stage is the default's.
+SUITE_SWOOLE_CONFIGURE = default_recipe()["swoole"]["configure"]
+
+# PHP from its release tarball (served on 127.0.0.1 as ASANLAB_PHP_MIRROR, checked against php.net's
+# sha256), with few modules: the debug image's (no sanitizers) and the error-path recipes'.
+# libssl-dev and PHP's OpenSSL: Swoole 6.2 cannot build without them; libbrotli-dev: Swoole 5.1 and 6.1
+# build with brotli when its headers are there (the debug image had it before).
+DOWNLOADED_PHP_RECIPE = """name: {name}
 base_image: {base_image}
 php:
   version: "{version}"
   configure: [--with-openssl]
 packages:
   build: [libssl-dev, libbrotli-dev]
-sanitizers:
-  address: true
-  leak: true
-  undefined: true
 """
 
 
 @pytest.fixture(scope="session")
 def work(tmp_path_factory, mirror, base_image):
-    """A user's project folder with a PHP-only recipe and asanlab's state inside it."""
-    version, url, _ = mirror
+    """A user's project folder with the suite's PHP-only recipe (php.yml) and asanlab's state inside it."""
+    _, url, _ = mirror
     folder = tmp_path_factory.mktemp("project")
-    (folder / "php.yml").write_text(PHP_RECIPE.format(name="e2e-php", base_image=base_image, version=version))
+    (folder / "php.yml").write_text(suite_php_recipe("e2e-php", base_image))
     env = {"ASANLAB_PHP_MIRROR": url, "ASANLAB_CACHE": str(folder / "cache"), "ASANLAB_HOME": str(folder / ".asanlab")}
     return folder, env
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import (PHP84, PHP84_RECIPE, SWOOLE_MAIN, asanlab, free_port, containers_of, php_modules, read_json,
+from .conftest import (PHP84, PHP84_RECIPE, SUITE_SWOOLE_CONFIGURE, SWOOLE_MAIN, asanlab, free_port, containers_of, php_modules, read_json,
                        remove_images, serving, stop_run, swoole_features)
 
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
@@ -48,13 +48,14 @@ $server->start();
 
 @pytest.fixture(scope="module")
 def swoole_recipe(work, swoole_source, docker_client):
-    """The PHP recipe plus Swoole by its release version, built for real: the first download is
-    pinned in the lock file beside the recipe, and --frozen then accepts it."""
+    """The PHP recipe plus Swoole by its release version, configured as the built-in default's (so the
+    two images share every stage), built for real: the first download is pinned in the lock file
+    beside the recipe, and --frozen then accepts it."""
     folder, env = work
     source = swoole_source(SWOOLE_MAIN)
     env = {**env, **source.env()}
     php_recipe = (folder / "php.yml").read_text().replace("name: e2e-php", "name: e2e-swoole")
-    (folder / "swoole.yml").write_text(php_recipe + source.recipe_lines(folder, ["--enable-sockets"]))
+    (folder / "swoole.yml").write_text(php_recipe + source.recipe_lines(folder, SUITE_SWOOLE_CONFIGURE))
     (folder / "swoole.lock").unlink(missing_ok=True)
     remove_images(docker_client, "e2e-swoole")  # an image kept from an earlier run: build for real
     build = asanlab("build", "swoole.yml", cwd=folder, env=env, timeout=3600)
@@ -73,7 +74,9 @@ def swoole_recipe(work, swoole_source, docker_client):
 @pytest.fixture(scope="module")
 def php84_recipe(tmp_path_factory, trixie_image, php84_mirror, swoole_source, docker_client):
     """recipes/php8.4-swoole6.2.yml as shipped (PHP 8.4 on Debian trixie, its clang 19, Swoole 6.2.2),
-    built for real: the build's instrumentation check, and no warning that the agent is untested there."""
+    built for real: PHP's release downloaded over HTTP and checked against php.net's sha256, the
+    build's instrumentation check, and no warning that the agent is untested there."""
+    php84_mirror, php84_mirror_folder = php84_mirror
     folder = tmp_path_factory.mktemp("php84")
     source = swoole_source("6.2.2")
     env = {"ASANLAB_PHP_MIRROR": php84_mirror, "ASANLAB_CACHE": str(folder / "cache"),
@@ -87,7 +90,14 @@ def php84_recipe(tmp_path_factory, trixie_image, php84_mirror, swoole_source, do
     build = asanlab("build", PHP84_RECIPE.name, cwd=folder, env=env, timeout=3600)
     assert build.returncode == 0, build.stderr[-3000:]
     assert "instrumentation check passed" in build.stderr and "not tested" not in build.stderr, build.stderr[-3000:]
+    assert "step 1/" in build.stderr and list((folder / ".asanlab" / "builds").glob("php8.4-swoole6.2-*.log"))
+    tarball = php84_mirror_folder / f"php-{PHP84}.tar.xz"
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    assert (folder / "cache" / "sources" / digest / tarball.name).is_file()
+    assert f"sha256 {digest[:12]} (php.net)" in build.stderr, build.stderr[-3000:]
     [image] = docker_client.images.list(filters={"label": "org.asanlab.recipe=php8.4-swoole6.2"})
+    assert image.labels["org.asanlab.digest"].startswith(build.stdout.splitlines()[0].split(":sha-")[1])
+    assert any(t.endswith(f":php{PHP84}-swoole6.2.2-asan-ubsan") for t in image.tags), image.tags
     # A whole line: the SDK's logs drop an unterminated last line.
     version = docker_client.containers.run(image.id, ["php", "-r", "echo PHP_VERSION, PHP_EOL;"], entrypoint=[],
                                            remove=True, environment={"ASAN_OPTIONS": "detect_leaks=0"})

@@ -6,6 +6,7 @@ stacks through the same findings as the sanitizers', and the start-up noise is f
 --valgrind, a worker that dies by SIGSEGV in that image leaves its crash in the session: gdb's C
 frames, the PHP line and the request."""
 
+import hashlib
 import json
 import re
 import shutil
@@ -13,8 +14,8 @@ import shutil
 import pytest
 import requests
 
-from .conftest import (SWOOLE_MAIN, asanlab, containers_of, free_port, read_json, remove_images, serving, stop_run,
-                       wait_http, without_agent)
+from .conftest import (DOWNLOADED_PHP_RECIPE, SWOOLE_MAIN, asanlab, containers_of, free_port, read_json,
+                       remove_images, serving, stop_run, wait_http, without_agent)
 
 pytestmark = [pytest.mark.docker, pytest.mark.swoole]
 
@@ -46,14 +47,14 @@ function crash() {
 
 
 @pytest.fixture(scope="module")
-def debug_recipe(work, swoole_source, docker_client):
+def debug_recipe(work, mirror, base_image, swoole_source, docker_client):
+    """PHP's release tarball, downloaded over HTTP and checked against php.net's sha256, built with
+    -g and no sanitizers (a Valgrind recipe has none: asked for, they are refused), Swoole on top."""
     folder, env = work
+    version, _, served = mirror
     source = swoole_source(SWOOLE_MAIN)
     env = {**env, **source.env()}
-    # The suite's PHP recipe without its sanitizers: a Valgrind recipe has none (asked for, it is refused).
-    php_recipe = re.sub(r"sanitizers:\n(  .*\n)*", "", (folder / "php.yml").read_text()).replace("name: e2e-php",
-                                                                                                "name: e2e-debug")
-    assert "sanitizers" not in php_recipe
+    php_recipe = DOWNLOADED_PHP_RECIPE.format(name="e2e-debug", base_image=base_image, version=version)
     (folder / "debug.yml").write_text(php_recipe + source.recipe_lines(folder, ["--enable-sockets"])
                                       + "tools: [valgrind, gdb]\n")
     remove_images(docker_client, "e2e-debug")  # an image kept from an earlier run: build (and check) for real
@@ -61,6 +62,12 @@ def debug_recipe(work, swoole_source, docker_client):
     assert build.returncode == 0, build.stderr[-3000:]
     assert "instrumentation check passed" in build.stderr and "valgrind: installed" in build.stderr, \
         build.stderr[-3000:]
+    tarball = served / f"php-{version}.tar.xz"
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    assert (folder / "cache" / "sources" / digest / tarball.name).is_file()
+    # Downloaded and checked here, or by an earlier test of the run into the same cache.
+    assert (f"sha256 {digest[:12]} (php.net)" in build.stderr
+            or f"(cached, sha256 {digest[:12]})" in build.stderr), build.stderr[-3000:]
     [image] = docker_client.images.list(filters={"label": "org.asanlab.recipe=e2e-debug"})
     assert image.labels["org.asanlab.tools"] == "gdb,valgrind" and image.labels["org.asanlab.sanitizers"] == ""
     return folder, env
