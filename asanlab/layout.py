@@ -4,7 +4,8 @@ them: one definition of each."""
 APP_DIR = "/app"  # the app's folder, mounted read-only
 LOG_DIR = "/asanlab/logs"  # the sanitizers' log_path folder: session raw/sanitizer
 CONFIG_DIR = "/asanlab/config"  # asanlab's files for the run (prepend, suppressions): session config
-AGENT_DIR = "/asanlab/agent"  # the soak's trigger and the agents' answers: session agent
+AGENT_DIR = "/asanlab/agent"  # the agents' answers and live-heap dumps: session agent
+CONTROL_DIR = "/asanlab/control"  # what asanlab writes and the app only reads (the soak's trigger): session control, read-only
 PHP_STACK_DIR = "/asanlab/php"  # the agent's PHP backtraces of sanitizer errors: session raw/php
 STATE_DIR = "/asanlab/state"  # what the app's PHP says of itself to asanlab (sigterm.php's mark): session state
 AGENT_PATH = "/opt/asanlab/lib/asanlab-agent.so"  # asanlab's agent in every image it builds (images/agent)

@@ -27,6 +27,7 @@ from .state import state_dir
 SCHEMA = 1
 SANITIZER_DIR = "raw/sanitizer"  # what the container's sanitizers write, one file per process
 PHP_STACK_SUBDIR = "raw/php"  # the agent's PHP backtraces of those reports (asanlab/reports/php_stack.py)
+CONTROL_SUBDIR = "control"  # what asanlab writes for the app to read (the soak's trigger): read-only in the container
 OUTPUT_LOG = "raw/output.log"  # the app's stdout and stderr, verbatim
 SYMBOLS = "symbols.json"  # frames resolved by `replay --symbolize`, reused by every later replay
 LOG_LIMIT = untrusted.LOG_LIMIT

@@ -14,7 +14,7 @@ from .. import containers
 from .. import session as sessions
 from ..errors import InfraError, UsageError
 from ..events import Event, Reporter, null_reporter
-from ..layout import APP_DIR, CONFIG_DIR, HANDLER_DIR, LOG_DIR, PHP_STACK_DIR, STATE_DIR
+from ..layout import APP_DIR, CONFIG_DIR, CONTROL_DIR, HANDLER_DIR, LOG_DIR, PHP_STACK_DIR, STATE_DIR
 from .environment import FAST_STACKS, ORIGIN_LSAN_OPTIONS, SIGTERM_PREPEND, environment, masked
 from .options import DriverContext, RunOptions, RunResult, parse_env, parse_ports
 from .recording import recorded_port, start_recorder, traffic_summary
@@ -55,7 +55,8 @@ def _run(client, opts: RunOptions, stop: StopRequest, reporter: Reporter) -> Run
     s = _new_session(opts, app, command, env, user_env, ports)
     handler = _crash_handler(opts)
     volumes = _volumes(s, app, suppressions, mounts, under_valgrind=opts.valgrind,
-                       libraries=handler.folder if handler is not None else None)
+                       libraries=handler.folder if handler is not None else None,
+                       controls=opts.companion.controls if opts.companion is not None else {})
     reporter(Event("run.session", f"session {s.id} in {s.path}", {"id": s.id, "path": str(s.path)}))
     recorded = recorded_port(ports, reporter) if opts.record else None
     if recorded is not None:  # Docker publishes on a free loopback port; the recorder takes the user's
@@ -206,9 +207,9 @@ def _new_session(opts: RunOptions, app: Path, command: list[str], env: dict[str,
 
 
 def _volumes(s: sessions.Session, app: Path, suppressions: list[str], mounts: dict[str, str], *,
-             under_valgrind: bool = False, libraries: Path | None = None) -> dict:
-    """The app's folder read-only, the session's log, config and mounted subfolders, and the crash
-    handler's folder (libraries) read-only."""
+             under_valgrind: bool = False, libraries: Path | None = None, controls: dict[str, bytes] | None = None) -> dict:
+    """The app's folder read-only, the session's log, config and mounted subfolders, the crash
+    handler's folder (libraries) read-only, and the companion's control files read-only."""
     config = s.path / "config"
     config.mkdir()
     data = Path(__file__).parent.parent / "data"
@@ -227,4 +228,12 @@ def _volumes(s: sessions.Session, app: Path, suppressions: list[str], mounts: di
     for sub, target in mounts.items():
         (s.path / sub).mkdir(parents=True, exist_ok=True)
         volumes[str(s.path / sub)] = {"bind": target, "mode": "rw"}
+    if controls:
+        # Read-only in the container: the host may write these in place (the app cannot plant a
+        # link or a FIFO there), and the agent may keep them open.
+        control = s.path / sessions.CONTROL_SUBDIR
+        control.mkdir()
+        for name, data in controls.items():
+            (control / name).write_bytes(data)
+        volumes[str(control)] = {"bind": CONTROL_DIR, "mode": "ro"}
     return volumes

@@ -56,6 +56,9 @@ class Companion:
     driver: Callable[["DriverContext"], None]  # runs while the app runs; its return ends the run
     env: dict[str, str] = field(default_factory=dict)
     mounts: dict[str, str] = field(default_factory=dict)  # session subfolder -> container path, read-write
+    # Files asanlab writes before the app starts and may rewrite while it runs (the soak's trigger):
+    # name -> first content, in the session's control folder, mounted read-only at CONTROL_DIR.
+    controls: dict[str, bytes] = field(default_factory=dict)
     asan_options: dict = field(default_factory=dict)  # its own ASAN_OPTIONS defaults
     info: dict = field(default_factory=dict)  # more for session.json
     # With the agent: record which PHP code allocated each block, so that each LeakSanitizer leak

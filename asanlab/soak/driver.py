@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -20,9 +21,10 @@ from . import memory
 from .. import untrusted
 from ..untrusted import atomic_write
 from ..reports import php_stack
+from ..session import CONTROL_SUBDIR
 from ..errors import InfraError, UsageError
 from ..events import Event, Reporter, null_reporter
-from ..layout import AGENT_DIR, APP_DIR
+from ..layout import AGENT_DIR, APP_DIR, CONTROL_DIR
 from .growth import DEFAULT_BUDGET, Criteria
 from .load import Loader, Request, make_loader
 from ..run import Companion, DriverContext, RunOptions, RunResult, run
@@ -242,11 +244,8 @@ class Driver:
 
     def _ask(self, ctx: DriverContext, pids: set[int], profile: list[int]) -> dict[int, memory.Answer]:
         """Ask every agent for its counters, and the processes in `profile` for a live-heap profile."""
-        folder = ctx.session.path / "agent"
-        # The app can write this folder: a new file renamed over the trigger, never a write through
-        # a name the app could have planted a link at. The agents read it whole or not at all.
-        atomic_write(folder / "trigger",
-                     f"{self.seq} {int(bool(profile))} {self.opts.profile_contexts} {','.join(map(str, profile))}\n".encode())
+        write_trigger(ctx.session.path / CONTROL_SUBDIR / TRIGGER,
+                      trigger_record(self.seq, bool(profile), self.opts.profile_contexts, profile))
         # A profile is symbolized in the process: at -O0 with hundreds of stacks it takes seconds.
         deadline = time.monotonic() + (180 if profile else 10)
         answers: dict[int, memory.Answer] = {}
@@ -268,6 +267,36 @@ class Driver:
             ctx.reporter(Event("soak.warning", f"no agent answer from pid {', '.join(map(str, sorted(missing)))} "
                                                f"(sample {self.seq})"))
         return answers
+
+
+TRIGGER = "trigger"
+# The agents read the trigger in place (images/agent/asanlab-agent.c, read_trigger: at most 4095 bytes):
+# every record has this size, so each write replaces the whole of the previous one.
+TRIGGER_SIZE = 4000
+
+
+def trigger_record(seq: int, profile: bool, contexts: int, pids: list[int]) -> bytes:
+    """"seq profile contexts pids seq\n" padded with spaces: pids is "-" (every process) or the PIDs
+    that print a profile. The sequence number ends the line too, so an agent that read the record
+    while it was being written sees two different numbers and waits for the next read."""
+    listed = ",".join(map(str, pids)) if profile else "-"
+    line = f"{seq} {int(profile)} {contexts} {listed or '-'} {seq}\n"
+    while len(line) > TRIGGER_SIZE and "," in listed:
+        # Hundreds of workers: the PIDs that do not fit print no profile this time.
+        listed = listed.rsplit(",", 1)[0]
+        line = f"{seq} {int(profile)} {contexts} {listed} {seq}\n"
+    return line.encode().ljust(TRIGGER_SIZE, b" ")
+
+
+def write_trigger(path: Path, record: bytes) -> None:
+    """Overwrite the trigger in place: the agents keep it open (an app out of descriptors is still
+    sampled). Its folder is asanlab's, mounted read-only in the container: nothing the app made is
+    there, and no link is followed all the same."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.pwrite(fd, record, 0)
+    finally:
+        os.close(fd)
 
 
 def _exited(ctx: DriverContext) -> bool:
@@ -316,8 +345,10 @@ def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | N
     settings = opts.stored(agent_path, loader.name)
     companion = Companion(
         kind="soak", driver=Driver(opts, agent_path is not None, loader),
-        env={"ASANLAB_AGENT_DIR": AGENT_DIR} if agent_path is not None else {},
+        env={"ASANLAB_AGENT_DIR": AGENT_DIR, "ASANLAB_AGENT_TRIGGER": f"{CONTROL_DIR}/{TRIGGER}"}
+        if agent_path is not None else {},
         mounts={"agent": AGENT_DIR}, asan_options=SOAK_QUARANTINE, info={"soak": settings},
+        controls={TRIGGER: trigger_record(0, False, opts.profile_contexts, [])},
         php_origins=False)  # its cost on every allocation would slow the soak's detection
     # A soak is about rates over 100k requests: the fast unwinder unless --full-stacks, with or
     # without the agent (measured: the slow one costs 3-5x the requests per second).

@@ -11,8 +11,9 @@
  * 2. The PHP code that allocated each block still alive at exit (ASANLAB_PHP_ORIGINS=1, by run):
  *    php-origin.<pid> in the same folder, joined on the host with LeakSanitizer's leaked objects.
  * 3. Soak sampling (ASANLAB_AGENT_DIR set, by soak only): a thread in each PHP process (started
- * again in every forked child: Swoole's manager, workers and task workers) polls a trigger file in a
- * folder shared with the host. On a new sequence number it appends one line to answers.<pid>:
+ * again in every forked child: Swoole's manager, workers and task workers) polls a trigger file the
+ * host writes (ASANLAB_AGENT_TRIGGER, in a read-only mount). On a new sequence number it appends one
+ * line to answers.<pid> in the folder it shares with the host:
  *     seq pid ppid allocated_bytes heap_size profile swoole_worker_type
  * and, when asked, prints ASan's live-heap profile (allocation stacks by live bytes) into the
  * process's own sanitizer log, and the live heap by the PHP code that allocated it into
@@ -85,11 +86,22 @@ static int pid_listed(const char *list, int pid) {
     }
 }
 
-/* One descriptor held in reserve for the sampling thread's own two files (the trigger, the answers):
- * an app that leaks descriptors until open() fails with EMFILE is still sampled, and that leak is
- * what the soak has to measure. Opened with the thread; a forked child inherits its copy. The app
- * can take the slot between our close and open: that sample is then missed, the next one retries. */
+/* The sampling thread's two channels are opened once and kept, so that an app leaking descriptors
+ * until open() fails with EMFILE is still sampled (that leak is what the soak has to measure):
+ * - the trigger, in a folder the host writes and the app cannot (a read-only mount): opened as the
+ *   agent starts, before the app opens anything, and read in place with pread (forked children share
+ *   it: pread moves no offset). The host overwrites it in place with a fixed-size record;
+ * - answers.<pid>, appended to: opened as each process's thread starts (a forked child closes its
+ *   parent's and opens its own).
+ * One more descriptor is held in reserve, traded for either channel when it could not be opened at
+ * start (a child forked when its parent was already out of descriptors). The app can take that slot
+ * between our close and open: that channel then stays shut. The live-heap dump and the census, opened
+ * per profile, get no reserve: out of descriptors, a profile has the sanitizer's part only. */
 static int spare = -1;
+static char trigger_path[480];
+static int trigger_fd = -1;
+static int answers_fd = -1;
+static int answers_pid;
 
 static int open_own(const char *path, int flags) {
     int fd = open(path, flags, 0644);
@@ -101,29 +113,40 @@ static int open_own(const char *path, int flags) {
     return fd;
 }
 
-static void close_own(int fd) {
-    close(fd);
-    if (spare < 0) spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+static void open_answers(void) {
+    if (answers_pid == (int)getpid()) return;
+    if (answers_fd >= 0) close(answers_fd); /* the parent's, inherited at fork */
+    char path[512];
+    snprintf(path, sizeof path, "%s/answers.%d", folder, (int)getpid());
+    answers_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    answers_pid = (int)getpid();
 }
 
-/* The trigger: "seq profile contexts [pid,pid,...]". With a list, only the PIDs in it print a
- * profile. The host leaves out processes that fork (Swoole's master and manager): printing a
- * profile symbolizes it, which starts llvm-symbolizer with pipes that every later child inherits,
- * and two processes reading one symbolizer's answers hang each other. */
+/* The trigger: "seq profile contexts pids seq\n", padded with spaces to a fixed size, where pids
+ * is "-" or a comma-separated list: then only the PIDs in it print a profile. The host leaves out
+ * processes that fork (Swoole's master and manager): printing a profile symbolizes it, which starts
+ * llvm-symbolizer with pipes that every later child inherits, and two processes reading one
+ * symbolizer's answers hang each other. The sequence number ends the line too: a read that met the
+ * host's write half done has two different ones (or no newline) and is taken as no request. */
 static int read_trigger(long *seq, int *profile, long *contexts) {
-    char path[512], buf[4096];
-    snprintf(path, sizeof path, "%s/trigger", folder);
-    int fd = open_own(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close_own(fd);
+    char buf[4096];
+    if (trigger_fd < 0) trigger_fd = open_own(trigger_path, O_RDONLY | O_CLOEXEC);
+    if (trigger_fd < 0) return 0;
+    ssize_t n = pread(trigger_fd, buf, sizeof buf - 1, 0);
     if (n <= 0) return 0;
     buf[n] = 0;
-    *contexts = 500;
+    char *eol = strchr(buf, '\n');
+    if (!eol) return 0;
+    *eol = 0;
     int used = 0;
-    int got = sscanf(buf, "%ld %d %ld %n", seq, profile, contexts, &used);
-    if (got < 2) return 0;
-    if (got == 3 && *profile && used > 0 && buf[used] != 0) *profile = pid_listed(buf + used, (int)getpid());
+    if (sscanf(buf, "%ld %d %ld %n", seq, profile, contexts, &used) < 3 || used <= 0) return 0;
+    char *list = buf + used, *gap = strchr(list, ' ');
+    if (!gap) return 0;
+    *gap = 0;
+    char *end;
+    long last = strtol(gap + 1, &end, 10);
+    if (end == gap + 1 || *end != 0 || last != *seq) return 0;
+    if (*profile && strcmp(list, "-") != 0) *profile = pid_listed(list, (int)getpid());
     return 1;
 }
 
@@ -169,17 +192,19 @@ static void answer(long seq, int profile, long contexts) {
         php_heap_dump(heap_path, seq);
         php_census_request(seq);
     }
-    char path[512], line[160];
-    snprintf(path, sizeof path, "%s/answers.%d", folder, (int)getpid());
+    char line[160];
     int len = snprintf(line, sizeof line, "%ld %d %d %zu %zu %d %d", seq, (int)getpid(), (int)getppid(),
                        allocated, heap, profiled, type);
     if (get_coroutine_count && len > 0 && len < (int)sizeof line)
         len += snprintf(line + len, sizeof line - (size_t)len, " %zu", get_coroutine_count());
     if (len > 0 && len < (int)sizeof line - 1) line[len++] = '\n';
-    int fd = open_own(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC);
-    if (fd >= 0) {
-        if (write(fd, line, (size_t)len) < 0) { /* nothing to do: the host sees the answer missing */ }
-        close_own(fd);
+    if (answers_fd < 0) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/answers.%d", folder, (int)getpid());
+        answers_fd = open_own(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC);
+    }
+    if (answers_fd >= 0 && write(answers_fd, line, (size_t)len) < 0) {
+        /* nothing to do: the host sees the answer missing */
     }
 }
 
@@ -221,7 +246,10 @@ static void start_thread(void) {
     pthread_attr_t attr;
     sigset_t all, old;
     stopping = 0;
-    if (spare < 0 && folder[0]) spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (folder[0]) {
+        open_answers();
+        if (spare < 0) spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
     /* The thread takes no signal: Swoole blocks SIGTERM & co. in its own thread to read them from a
@@ -548,7 +576,9 @@ __attribute__((constructor)) static void asanlab_agent_init(void) {
         hard_deadline = deadline + (grace ? atof(grace) : 15.0);
     }
     const char *dir = getenv("ASANLAB_AGENT_DIR");
-    if (!dir || !*dir || strlen(dir) >= sizeof folder) {
+    const char *trigger = getenv("ASANLAB_AGENT_TRIGGER");
+    if (!dir || !*dir || strlen(dir) >= sizeof folder || !trigger || !*trigger ||
+            strlen(trigger) >= sizeof trigger_path) {
         if (deadline > 0) { /* the thread for the deadline alone */
             pthread_atfork(before_fork, in_parent, in_child);
             start_thread();
@@ -556,6 +586,7 @@ __attribute__((constructor)) static void asanlab_agent_init(void) {
         return;
     }
     strcpy(folder, dir);
+    strcpy(trigger_path, trigger);
     long seq, contexts;
     int profile;
     if (read_trigger(&seq, &profile, &contexts)) answered = seq; /* answer only what is asked from now on */

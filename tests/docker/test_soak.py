@@ -131,29 +131,33 @@ def test_bad_checkpoints_change_nothing(work):
 
 HOSTILE_PLANTS = r"""<?php
 // Before it serves (the prefork server below), the app plants links to a host canary and folder,
-// FIFOs and a huge sparse file in the agent's folder (the soak's trigger and the agents' answers),
-// under every name asanlab reads there, and in its other read-write folders.
+// FIFOs and a huge sparse file in the agent's folder (the agents' answers), under every name
+// asanlab reads there, and in its other read-write folders; and tries the soak's trigger folder,
+// which is read-only.
 $canary = getenv('HOST_CANARY');
-foreach (['/asanlab/agent', '/asanlab/php', '/asanlab/state', '/asanlab/logs'] as $dir) {
+foreach (['/asanlab/agent', '/asanlab/php', '/asanlab/state', '/asanlab/logs', '/asanlab/control'] as $dir) {
     foreach (['trigger', 'trigger.tmp', 'answers.99999', 'php-heap.99999', 'php-census.99999',
               'sanitizer.99999', 'php-origin.99999'] as $name) {
         @symlink($canary, "$dir/$name");
     }
     @symlink(dirname($canary), "$dir/hostdir");
-    posix_mkfifo("$dir/answers.99998", 0644);
-    posix_mkfifo("$dir/php-heap.99998", 0644);
-    $f = fopen("$dir/php-census.99997", 'w');
-    ftruncate($f, 100 * 1024 * 1024 * 1024);
-    fclose($f);
+    @posix_mkfifo("$dir/answers.99998", 0644);
+    @posix_mkfifo("$dir/php-heap.99998", 0644);
+    $f = @fopen("$dir/php-census.99997", 'w');
+    if ($f) {
+        ftruncate($f, 100 * 1024 * 1024 * 1024);
+        fclose($f);
+    }
 }
 require __DIR__ . '/server.php';
 """
 
 
 def test_a_hostile_app_under_soak_reaches_no_host_file_and_its_leak_is_still_measured(work, docker_client, tmp_path):
-    """The soak writes its trigger into a folder the app can write and reads the agents' answers
-    from it: with links, FIFOs and a sparse file planted there, no host file changes, nothing hangs,
-    and the leak is measured as usual (LEAK, about 100 B/request), through --record's proxy."""
+    """The soak reads the agents' answers from a folder the app can write, and writes its trigger
+    into one the app cannot: with links, FIFOs and a sparse file planted in the first, no host file
+    changes, nothing hangs, nothing lands in the second, and the leak is measured as usual (LEAK,
+    about 100 B/request), through --record's proxy."""
     import hashlib
 
     folder, env = work
@@ -178,6 +182,8 @@ def test_a_hostile_app_under_soak_reaches_no_host_file_and_its_leak_is_still_mea
     assert hashlib.sha256(canary.read_bytes()).hexdigest() == before and sorted(p.name for p in host.iterdir()) == \
         ["canary.txt"]
     sdir = folder / ".asanlab" / "sessions" / out["session"]
-    assert not (sdir / "agent" / "trigger").is_symlink()  # replaced, not written through
+    assert (sdir / "agent" / "trigger").is_symlink()  # the app's link, left as it was: asanlab writes no trigger there
+    assert sorted(p.name for p in (sdir / "control").iterdir()) == ["trigger"]  # read-only to the app
+    assert (sdir / "control" / "trigger").read_bytes().split()[0] != b"0"  # samples were asked for
     assert json.loads((sdir / "session.json").read_text())["status"] == "finished"
     assert containers_of(docker_client, out["session"]) == []

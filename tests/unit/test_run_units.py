@@ -395,3 +395,16 @@ def test_the_symbolizers_complaints_stay_in_the_log_and_are_said_once(tmp_path):
     copier.run()
     assert (tmp_path / "output.log").read_bytes() == b"hello\n" + noise * 3 + b"bye\n"
     assert seen == ["hello", "bye"] and copier.symbolizer_errors == 3
+
+
+def test_a_companions_control_files_are_written_before_the_run_and_mounted_read_only(state, tmp_path):
+    """The soak's trigger: in the session's control folder, which the container sees read-only."""
+    from asanlab.run.lifecycle import _volumes
+
+    s = session.create({"command": ["php", "/app/a.php"], "app": str(tmp_path / "a.php")})
+    volumes = _volumes(s, tmp_path / "a.php", [], {"agent": "/asanlab/agent"}, controls={"trigger": b"0 0 500 - 0\n"})
+    assert volumes[str(s.path / "control")] == {"bind": "/asanlab/control", "mode": "ro"}
+    assert volumes[str(s.path / "agent")] == {"bind": "/asanlab/agent", "mode": "rw"}
+    assert (s.path / "control" / "trigger").read_bytes() == b"0 0 500 - 0\n"
+    plain = session.create({"command": ["php", "/app/a.php"], "app": str(tmp_path / "a.php")})
+    assert not any(v["bind"] == "/asanlab/control" for v in _volumes(plain, tmp_path / "a.php", [], {}).values())

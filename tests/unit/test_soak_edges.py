@@ -90,3 +90,21 @@ def test_the_figure_has_a_panel_for_descriptors():
     assert max(max(line.get_ydata()) for line in fig.axes[1].get_lines()) == 1024
     chart = plot.terminal(samples, a, width=80)
     assert "open file descriptors against requests" in chart
+
+
+def test_the_trigger_record_has_one_size_and_ends_with_its_sequence_number():
+    """The agents read it in place (at most 4095 bytes): every record replaces the whole of the last."""
+    from asanlab.soak import driver
+
+    every = driver.trigger_record(7, True, 500, [])
+    listed = driver.trigger_record(8, True, 300, [12, 34])
+    quiet = driver.trigger_record(9, False, 500, [12, 34])
+    assert every.startswith(b"7 1 500 - 7\n") and listed.startswith(b"8 1 300 12,34 8\n")
+    assert quiet.startswith(b"9 0 500 - 9\n")
+    assert {len(every), len(listed), len(quiet)} == {driver.TRIGGER_SIZE} and driver.TRIGGER_SIZE < 4096
+    # Hundreds of workers: the PIDs that do not fit are left out (no profile from them this time).
+    many = driver.trigger_record(10, True, 500, list(range(100000, 101000)))
+    line = many.split(b"\n")[0].split()
+    assert len(many) == driver.TRIGGER_SIZE and line[0] == line[-1] == b"10"
+    pids = [int(p) for p in line[3].split(b",")]
+    assert pids == list(range(100000, 100000 + len(pids))) and 500 < len(pids) < 1000

@@ -122,20 +122,32 @@ class _Ctx:
         self.session, self.stop, self.reporter = s, threading.Event(), lambda e: None
 
 
-def test_the_soaks_trigger_never_writes_through_a_link_the_app_planted(state, canary):
-    """1: the app links trigger.tmp (the old temporary name) and trigger to a host file."""
+def test_the_soaks_trigger_is_written_in_asanlabs_own_folder_and_never_through_a_link(state, canary):
+    """1: the app links trigger and trigger.tmp (the old names) in its agent folder to a host file:
+    asanlab writes neither (its trigger is in the session's control folder, read-only in the
+    container), and does not write through a link even there."""
     s = session.create({"command": ["php"]})
     agent = s.path / "agent"
     agent.mkdir()
     for name in ("trigger.tmp", "trigger"):
         (agent / name).symlink_to(canary)
     (agent / "answers.7").symlink_to(canary)  # an answer file the app linked to a host file: not read
+    control = s.path / session.CONTROL_SUBDIR
+    control.mkdir()
+    (control / "trigger").write_bytes(driver.trigger_record(0, False, 500, []))
     d = driver.Driver.__new__(driver.Driver)
     d.seq, d.opts = 3, driver.SoakOptions(requests=[], checkpoints=[1])
     answers = d._ask(_Ctx(s), set(), [])
     assert answers == {} and digest(canary) == hashlib.sha256(SECRET).hexdigest()
-    assert (agent / "trigger").read_text().startswith("3 0 ")
+    written = (control / "trigger").read_bytes()
+    assert written.startswith(b"3 0 500 - 3\n") and len(written) == driver.TRIGGER_SIZE
+    assert (agent / "trigger").is_symlink() and (agent / "trigger.tmp").is_symlink()  # the app's, untouched
     assert driver._agent_text(s, "answers.7") == ""
+    (control / "trigger").unlink()
+    (control / "trigger").symlink_to(canary)
+    with pytest.raises(OSError):
+        d._ask(_Ctx(s), set(), [])
+    assert digest(canary) == hashlib.sha256(SECRET).hexdigest()
 
 
 def test_a_bundle_takes_no_host_file_through_a_link_in_raw_and_no_member_leaves_its_folder(state, tmp_path, canary):
