@@ -76,6 +76,10 @@ class Session:
 def create(info: dict[str, Any]) -> Session:
     sid = new_id()
     path = sessions_dir() / sid
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Only its owner enters it: the container writes below it as root, and what it leaves there (a
+    # setuid-root program, say) must not be reachable by other users of the host.
+    path.mkdir(mode=0o700)
     (path / SANITIZER_DIR).mkdir(parents=True)
     s = Session(path, {"schema": SCHEMA, "id": sid, "asanlab_version": __version__, "status": "running",
                        "started": now(), "ended": None, **info})

@@ -36,7 +36,8 @@ LOG_LIMIT = 2 << 30
 # each level is a frame and an open folder here.
 MAX_DEPTH = 32
 
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# O_NOCTTY: a terminal device opened here never becomes asanlab's controlling terminal.
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 

@@ -73,8 +73,10 @@ def _run(client, opts: RunOptions, stop: StopRequest, reporter: Reporter) -> Run
             environment=env, ports=ports or None,
             volumes=volumes,
             # ptrace is what LeakSanitizer's final check uses to suspend threads on kernels or seccomp
-            # profiles that forbid it by default; nothing else is added.
-            cap_add=["SYS_PTRACE"],
+            # profiles that forbid it by default; nothing else is added. MKNOD is taken away: a device
+            # node the app made in a read-write mount would be a node on the host's disk, which host
+            # root could open.
+            cap_add=["SYS_PTRACE"], cap_drop=["MKNOD"],
         ) as container:
             s.data["container"] = container.name
             s.save()

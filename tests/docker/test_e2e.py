@@ -535,6 +535,11 @@ foreach (['/asanlab/logs', '/asanlab/php', '/asanlab/state'] as $dir) {
     @link("$dir/plain.90005", "$dir/hard.90005");
     @mkdir("$dir/sub");
     @symlink($canary, "$dir/sub/sanitizer.90006");
+    // A device node (the host's /dev/null: 1,3) on the host's disk, and a setuid-root program there.
+    $made = @posix_mknod("$dir/sanitizer.90007", POSIX_S_IFCHR | 0666, 1, 3);
+    echo "mknod in $dir: ", $made ? "made" : "refused", "\n";
+    copy('/bin/sh', "$dir/setuid.90008");
+    chmod("$dir/setuid.90008", 04755);
 }
 echo "control characters: \x1b]0;owned\x07\x1b[2J\x1b[31mred\x9b\n";
 $f = FFI::cdef("void *malloc(size_t);");
@@ -616,6 +621,13 @@ def test_a_hostile_app_reaches_no_host_file_and_its_leak_is_still_reported(built
     assert stored["status"] == "finished" and stored["traffic"]["requests"] >= 3, stored.get("traffic")
     assert any(n["kind"] == "not-read" for n in out.get("notices", [])), out.get("notices")
     assert containers_of(docker_client, sid) == []
+    # No device node: the container cannot make one (CAP_MKNOD dropped). The setuid-root program it
+    # left is in a session folder no other host user can enter.
+    for mount in (b"/asanlab/logs", b"/asanlab/php", b"/asanlab/state"):
+        assert b"mknod in " + mount + b": refused" in stderr, stderr.decode(errors="replace")[-3000:]
+    assert not (path / "raw" / "sanitizer" / "sanitizer.90007").exists()
+    assert os.stat(path / "raw" / "sanitizer" / "setuid.90008").st_mode & 0o4000
+    assert (path.stat().st_mode & 0o777) == 0o700
 
     # The bug-report archive a user would attach to a public issue: no host file in it, no member
     # outside its folder.
@@ -623,6 +635,7 @@ def test_a_hostile_app_reaches_no_host_file_and_its_leak_is_still_reported(built
     with tarfile.open(folder / "bug.tar.gz") as tar:
         members = tar.getmembers()
         assert all(m.name.startswith(f"asanlab-{sid}/") and ".." not in m.name and m.isfile() for m in members)
+        assert all(m.mode & 0o7000 == 0 for m in members)  # no setuid program travels in a bundle
         for m in members:
             assert secret not in tar.extractfile(m).read(), m.name
         names = {m.name.split("/", 1)[1] for m in members}
