@@ -40,6 +40,7 @@ def run(client, opts: RunOptions, *, reporter: Reporter = null_reporter) -> RunR
 
 def _run(client, opts: RunOptions, stop: StopRequest, reporter: Reporter) -> RunResult:
     from docker.errors import DockerException
+    from requests import RequestException
 
     app = opts.app.resolve()
     if not app.is_file():
@@ -130,6 +131,13 @@ def _run(client, opts: RunOptions, stop: StopRequest, reporter: Reporter) -> Run
         if s.unsaved:
             reporter(Event("run.warning", f"the session could not be saved ({s.unsaved}): the findings below are "
                                           "read from what the app wrote"))
+    if error is None:
+        # A killed asanlab's request to create its container can complete after this run's first
+        # look (a busy daemon takes seconds): look again, so that it does not outlive this run too.
+        try:
+            recover_orphans(client, reporter, sessions_too=False)
+        except (DockerException, RequestException) as e:
+            reporter(Event("run.warning", f"looking for containers a killed asanlab left: {e}"))
     if error is not None:
         if isinstance(error, KeyboardInterrupt):
             raise InfraError(f"interrupted; the session was saved in {s.path}")

@@ -47,10 +47,11 @@ class StopRequest:
         self.event.set()
 
 
-def recover_orphans(client, reporter: Reporter = null_reporter) -> list[str]:
+def recover_orphans(client, reporter: Reporter = null_reporter, *, sessions_too: bool = True) -> list[str]:
     """Stop the containers of runs whose asanlab was killed, as a run stops (SIGTERM, then the
     session's grace for LeakSanitizer's reports), keep the app's whole output, close their sessions
-    (stop reason "orphaned") and remove the containers. Returns the sessions closed."""
+    (stop reason "orphaned") and remove the containers; with sessions_too, also close the sessions
+    left running without a container. Returns the sessions closed."""
     from docker.errors import DockerException
     from requests import RequestException
 
@@ -85,6 +86,8 @@ def recover_orphans(client, reporter: Reporter = null_reporter) -> list[str]:
                    abnormal=abnormal_exits_in(s.output_log))
             closed.append(s.id)
         containers.remove(c)
+    if not sessions_too:
+        return closed
     # Sessions whose asanlab died before its container existed (or after it was removed).
     for sid in sessions.list_ids():
         try:

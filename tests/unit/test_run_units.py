@@ -408,3 +408,16 @@ def test_a_companions_control_files_are_written_before_the_run_and_mounted_read_
     assert (s.path / "control" / "trigger").read_bytes() == b"0 0 500 - 0\n"
     plain = session.create({"command": ["php", "/app/a.php"], "app": str(tmp_path / "a.php")})
     assert not any(v["bind"] == "/asanlab/control" for v in _volumes(plain, tmp_path / "a.php", [], {}).values())
+
+
+def test_the_second_look_for_orphans_stops_containers_and_leaves_sessions_alone(state):
+    """At the end of a run, only containers are looked for again (a killed asanlab's create that
+    completed late); sessions left running were closed by the first look."""
+    import socket
+
+    dead = session.create({"command": ["php", "/app/a.php"], "owner": f"{socket.gethostname()}:{2**22 + 17}:1"})
+    client = FakeClient()
+    client.containers.list = lambda **kw: []
+    assert run.recover_orphans(client, sessions_too=False) == []
+    assert session.load(dead.id).data["status"] == "running"
+    assert run.recover_orphans(client) == [dead.id]
