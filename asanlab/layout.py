@@ -18,6 +18,9 @@ IMAGE_DIGEST = f"{LABEL_PREFIX}.digest"  # the content digest the tag sha-<diges
 IMAGE_AGENT = f"{LABEL_PREFIX}.agent"  # where the agent is: an image without it has no PHP side
 IMAGE_EXTENSIONS = f"{LABEL_PREFIX}.extensions"
 IMAGE_TOOLS = f"{LABEL_PREFIX}.tools"  # gdb, valgrind: what `run --valgrind` and crash capture need
+# "debian:php8.2" when PHP was built from a Debian source package, else "": what `init --from-image`
+# needs to rebuild an asanlab image the same way (its PHP is in /opt/php, no Debian package says so).
+IMAGE_PHP_SOURCE = f"{LABEL_PREFIX}.php-source"
 # On containers (containers.py).
 CONTAINER_ROLE = f"{LABEL_PREFIX}.role"  # run, check, symbolize, bundle
 CONTAINER_OWNER = f"{LABEL_PREFIX}.owner"  # host:pid:start of the asanlab process that made it

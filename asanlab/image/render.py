@@ -15,7 +15,8 @@ from pathlib import Path
 import jinja2
 
 from .. import __version__
-from ..layout import AGENT_PATH, GDB_DIR, IMAGE_AGENT, IMAGE_DIGEST, IMAGE_EXTENSIONS, IMAGE_TOOLS, LABEL_PREFIX
+from ..layout import (AGENT_PATH, GDB_DIR, IMAGE_AGENT, IMAGE_DIGEST, IMAGE_EXTENSIONS, IMAGE_PHP_SOURCE,
+                      IMAGE_TOOLS, LABEL_PREFIX)
 from .recipe import Recipe, version_tuple
 from .sources import Fetched, plan  # planning reads only the lock file
 
@@ -227,6 +228,7 @@ def render(recipe: Recipe, fetched: list[Fetched] | None = None) -> Rendered:
         IMAGE_DIGEST: digest,
         f"{LABEL_PREFIX}.recipe": recipe.name,
         f"{LABEL_PREFIX}.php": recipe.php.version,
+        IMAGE_PHP_SOURCE: f"debian:{recipe.php.source.debian}" if recipe.php.source.kind == "debian" else "",
         IMAGE_EXTENSIONS: ",".join(f"{e.name}-{e.version}" for e in recipe.all_extensions),
         IMAGE_AGENT: AGENT_PATH,
         # What is compiled in. Not `leak`: LeakSanitizer is part of ASan in every image, and the

@@ -30,6 +30,9 @@ class ImageFacts:
     debian_php: str | None  # "php8.2" when PHP is Debian's own package
     debian_php_version: str | None  # that package's version, e.g. "8.2.29-1~deb12u1"
     swoole: dict[str, str] = field(default_factory=dict)  # `php --ri swoole` rows, lower-case keys
+    # "php8.2" when the image is asanlab's and its PHP was built from that Debian source package
+    # (its label org.asanlab.php-source): rebuilt the same way, it shares the image's build stages.
+    asanlab_php_debian: str | None = None
 
 
 def sections(text: str) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -59,8 +62,9 @@ def os_release(lines: list[str]) -> dict[str, str]:
     return out
 
 
-def parse(text: str, image: str) -> ImageFacts:
-    """The facts, or a UsageError naming what the image lacks (no PHP, a PHP that fails)."""
+def parse(text: str, image: str, labels: dict[str, str] | None = None) -> ImageFacts:
+    """The facts, or a UsageError naming what the image lacks (no PHP, a PHP that fails). labels:
+    the image's, for what asanlab wrote there when it built it."""
     found, status = sections(text)
     if "end" not in found:
         raise UsageError(f"image {image}: the probe did not finish (no shell, or it was stopped)",
@@ -92,7 +96,16 @@ def parse(text: str, image: str) -> ImageFacts:
         php_version=str(data.get("version", "")), zts=bool(data.get("zts")), debug=bool(data.get("debug")),
         extensions=_names(data.get("extensions")), zend_extensions=_names(data.get("zend_extensions")),
         configure=str(data.get("configure") or ""), debian_php=debian_php,
-        debian_php_version=packages.get(f"{debian_php}-cli") if debian_php else None, swoole=swoole)
+        debian_php_version=packages.get(f"{debian_php}-cli") if debian_php else None, swoole=swoole,
+        asanlab_php_debian=_asanlab_php_debian(labels or {}))
+
+
+def _asanlab_php_debian(labels: dict[str, str]) -> str | None:
+    """The Debian source package an asanlab image's PHP came from (its label), when well formed."""
+    from ..layout import IMAGE_PHP_SOURCE
+
+    m = re.fullmatch(r"debian:(php\d+\.\d+)", str(labels.get(IMAGE_PHP_SOURCE) or ""))
+    return m.group(1) if m else None
 
 
 def _names(value) -> dict[str, str]:

@@ -213,6 +213,10 @@ def _php(plan: Plan, facts: ImageFacts) -> None:
         plan.notes["php"] = [f"PHP {shown(v)} is Debian's package {shown(facts.debian_php)} "
                              f"({shown(facts.debian_php_version or '?')}): built from Debian's source package of "
                              "the same name."]
+    elif facts.asanlab_php_debian and plan.base_image == f"debian:{facts.os_codename}":
+        plan.php_version, plan.php_debian = minor(v), facts.asanlab_php_debian
+        plan.notes["php"] = [f"PHP {shown(v)} was built by asanlab from Debian's source package "
+                             f"{shown(facts.asanlab_php_debian)}: built the same way."]
     else:
         plan.php_version = v
         plan.notes["php"] = [f"PHP {shown(v)}: built from php.net's release of that version."]

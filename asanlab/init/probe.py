@@ -44,7 +44,7 @@ def probe(client, image: str) -> ImageFacts:
 
     with docker_errors(f"reading image {image}"):
         try:
-            client.images.get(image)
+            labels = client.images.get(image).labels or {}
         except ImageNotFound:
             raise UsageError(f"image {image}: not on this machine", hint=f"`docker pull {image}` first") from None
         try:
@@ -58,4 +58,4 @@ def probe(client, image: str) -> ImageFacts:
                 raise
             raise UsageError(f"image {image}: has no shell (`sh`); asanlab init reads an image by running a shell "
                              "in it once") from None
-    return parse(result.output, image)
+    return parse(result.output, image, labels)

@@ -803,7 +803,8 @@ def test_a_websocket_handlers_crash_is_named_recorded_replayed_and_shrunk_to_its
 
 def test_init_from_an_asanlab_image_rebuilds_it(swoole_recipe, docker_client, tmp_path):
     """`asanlab init --from-image` on an image asanlab built: the recipe it writes rebuilds the same
-    PHP modules and Swoole features (and, the mapping being exact, from the same cached stages)."""
+    PHP modules and Swoole features, from the same cached stages (PHP from the same Debian source
+    package, its label says which): the same filesystem layers."""
     folder, env = swoole_recipe
     [image] = docker_client.images.list(filters={"label": "org.asanlab.recipe=e2e-swoole"})
     source = next(t for t in image.tags if ":sha-" in t)
@@ -813,6 +814,9 @@ def test_init_from_an_asanlab_image_rebuilds_it(swoole_recipe, docker_client, tm
     rebuilt = build.stdout.splitlines()[0]
     assert php_modules(docker_client, rebuilt) == php_modules(docker_client, source)
     assert swoole_features(docker_client, rebuilt) == swoole_features(docker_client, source)
+    assert "source:\n    debian: php8.2" in (tmp_path / "asanlab.yml").read_text()
+    layers = [docker_client.images.get(ref).attrs["RootFS"]["Layers"] for ref in (rebuilt, source)]
+    assert layers[0] == layers[1]
 
 
 DYING_SERVER = """<?php

@@ -44,6 +44,22 @@ def test_release_image_maps_to_the_built_in_default():
     assert written["swoole"]["configure"] == default["swoole"]["configure"]
 
 
+def test_an_asanlab_image_built_from_debian_source_is_rebuilt_the_same_way():
+    """An asanlab image has its PHP in /opt/php, no Debian package of it: its label says which
+    source package it was built from, so the recipe init writes shares its build stages. A label
+    that is not a Debian package name is ignored (the image may come from anywhere)."""
+    asanlab_image = "\n".join(line for line in RELEASE.splitlines() if not line.startswith("php"))
+    plain = facts.parse(asanlab_image, "img")
+    assert plain.debian_php is None and plain.asanlab_php_debian is None
+    written = yaml.safe_load(writer.text(mapping.from_image(plain, "img", "img")))
+    assert written["php"]["version"] == "8.2.32" and "source" not in written["php"]
+    labelled = facts.parse(asanlab_image, "img", {"org.asanlab.php-source": "debian:php8.2"})
+    written = yaml.safe_load(writer.text(mapping.from_image(labelled, "img", "img")))
+    assert written["php"] == yaml.safe_load(project.default_recipe().read_text())["php"]
+    for bad in ("debian:php8.2; rm -rf /", "php8.2", "debian:../x", ""):
+        assert facts.parse(asanlab_image, "img", {"org.asanlab.php-source": bad}).asanlab_php_debian is None
+
+
 def test_what_cannot_be_mapped_is_a_comment_never_a_silent_drop():
     text = writer.text(mapping.from_image(release_facts(), "release", "release"))
     tail = text.split("# Not reproduced:", 1)[1]
