@@ -899,3 +899,40 @@ def test_soak_of_workers_that_exit_every_n_requests_says_so(swoole_recipe, docke
     assert len(stored["abnormal_exits"]) >= 2, stored["abnormal_exits"]
     assert containers_of(docker_client, out["session"]) == []
 
+
+def test_report_symbolizes_a_swoole_servers_unsymbolized_logs_in_their_image(swoole_recipe, docker_client):
+    """Logs of a Swoole server's processes written without symbolization (as from a production debug
+    run whose image had no llvm-symbolizer), handed over without their session: `report` says once that
+    they are unsymbolized; `report --image` finds what the session's own symbolized replay finds (the
+    handler's leak, every process's start-up folded), not one false finding per start-up leak."""
+    import shutil
+
+    folder, env = swoole_recipe
+    (folder / "nosym").mkdir(exist_ok=True)
+    (folder / "nosym" / "server.php").write_text(SERVER)
+    port = free_port()
+    with serving(folder, env, "nosym/server.php", "--recipe", "swoole.yml", "-p", f"{port}:9501", "-e", "COROUTINE=0",
+                 "-e", "ASAN_OPTIONS=symbolize=0", "--full-stacks", "--format", "json", "--grace", "30",
+                 url=f"http://127.0.0.1:{port}/") as proc:
+        for _ in range(20):
+            assert requests.get(f"http://127.0.0.1:{port}/leak", timeout=10).text == "ok\n"
+        out, err = stop_run(proc, timeout=180)
+    sid = json.loads(out)["session"]["id"]
+    replay = asanlab("replay", sid, "--symbolize", "--format", "json", cwd=folder, env=env, check=1)
+    expected = sorted(f["signature"] for f in json.loads(replay.stdout)["findings"])
+    leaks = [f for f in json.loads(replay.stdout)["findings"] if f["category"] == "leak"
+             and any(fr["function"] == "zif_ffi_trampoline" for fr in f["example"]["frames"])]
+    assert sum(f["leaked_bytes"] for f in leaks) == 2000, leaks  # the handler's 20 x 100 bytes
+    logs = folder / "nosym-logs"
+    shutil.copytree(folder / ".asanlab" / "sessions" / sid / "raw" / "sanitizer", logs, dirs_exist_ok=True)
+    assert len(list(logs.iterdir())) >= 3  # the master, the manager, a worker
+    plain = asanlab("report", logs, "--format", "json", cwd=folder, env=env)
+    assert plain.stderr.count("not symbolized (module+offset)") == 1 and "--image IMAGE" in plain.stderr
+    [image] = docker_client.images.list(filters={"label": "org.asanlab.recipe=e2e-swoole"})
+    symbolized = asanlab("report", logs, "--image", image.id, "--format", "json", cwd=folder, env=env, check=1)
+    assert "not symbolized" not in symbolized.stderr
+    found = json.loads(symbolized.stdout)["findings"]
+    assert sorted(f["signature"] for f in found) == expected
+    # One finding that is not start-up: the handler's 20 x 100 bytes, in the workers.
+    assert [f["leaked_bytes"] for f in found if f["category"] != "startup-leak"] == [2000], found
+    assert containers_of(docker_client, sid) == []
