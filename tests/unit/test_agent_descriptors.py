@@ -40,7 +40,9 @@ def answered(folder: Path, pid: int, seq: int) -> bool:
     return path.is_file() and any(a.seq == seq for a in memory.parse_answers(path.read_text()))
 
 
-def test_an_app_out_of_descriptors_and_its_child_answer_every_sample(built, tmp_path):
+def start_hog(built: Path, tmp_path: Path):
+    """The hog with the agent preloaded, its trigger written as the soak writes it before the app
+    starts: (process, the agent's folder, the trigger)."""
     agent, control = tmp_path / "agent", tmp_path / "control"
     agent.mkdir()
     control.mkdir()
@@ -49,6 +51,11 @@ def test_an_app_out_of_descriptors_and_its_child_answer_every_sample(built, tmp_
     proc = subprocess.Popen([str(built / "php-fd-hog")], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "LD_PRELOAD": str(built / "agent.so"),
                                  "ASANLAB_AGENT_DIR": str(agent), "ASANLAB_AGENT_TRIGGER": str(trigger)})
+    return proc, agent, trigger
+
+
+def test_an_app_out_of_descriptors_and_its_child_answer_every_sample(built, tmp_path):
+    proc, agent, trigger = start_hog(built, tmp_path)
     try:
         ready = proc.stdout.readline().split()
         assert ready[:1] == ["ready"], ready
@@ -72,14 +79,7 @@ def test_an_app_out_of_descriptors_and_its_child_answer_every_sample(built, tmp_
 def test_a_record_read_half_written_is_no_request(built, tmp_path):
     """The agent takes a record only when its sequence number starts and ends the line: one whose
     end is another's (a read that met the host's write half done) is not answered."""
-    agent, control = tmp_path / "agent", tmp_path / "control"
-    agent.mkdir()
-    control.mkdir()
-    trigger = control / driver.TRIGGER
-    trigger.write_bytes(driver.trigger_record(0, False, 500, []))
-    proc = subprocess.Popen([str(built / "php-fd-hog")], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "LD_PRELOAD": str(built / "agent.so"),
-                                 "ASANLAB_AGENT_DIR": str(agent), "ASANLAB_AGENT_TRIGGER": str(trigger)})
+    proc, agent, trigger = start_hog(built, tmp_path)
     try:
         pid = int(proc.stdout.readline().split()[1])
         torn = driver.trigger_record(2, False, 500, [])[:6] + driver.trigger_record(1, False, 500, [])[6:]
