@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
+from ..layout import IMAGE_PHP_SOURCE
 
 SECTION = re.compile(r"^@@([a-z]+)(?: (.*))?$")
 # `php --ri swoole` rows: "name => value".
@@ -102,8 +103,6 @@ def parse(text: str, image: str, labels: dict[str, str] | None = None) -> ImageF
 
 def _asanlab_php_debian(labels: dict[str, str]) -> str | None:
     """The Debian source package an asanlab image's PHP came from (its label), when well formed."""
-    from ..layout import IMAGE_PHP_SOURCE
-
     m = re.fullmatch(r"debian:(php\d+\.\d+)", str(labels.get(IMAGE_PHP_SOURCE) or ""))
     return m.group(1) if m else None
 

@@ -279,13 +279,12 @@ def trigger_record(seq: int, profile: bool, contexts: int, pids: list[int]) -> b
     """"seq profile contexts pids seq\n" padded with spaces: pids is "-" (every process) or the PIDs
     that print a profile. The sequence number ends the line too, so an agent that read the record
     while it was being written sees two different numbers and waits for the next read."""
-    listed = ",".join(map(str, pids)) if profile else "-"
-    line = f"{seq} {int(profile)} {contexts} {listed or '-'} {seq}\n"
-    while len(line) > TRIGGER_SIZE and "," in listed:
-        # Hundreds of workers: the PIDs that do not fit print no profile this time.
-        listed = listed.rsplit(",", 1)[0]
-        line = f"{seq} {int(profile)} {contexts} {listed} {seq}\n"
-    return line.encode().ljust(TRIGGER_SIZE, b" ")
+    listed = [str(p) for p in pids] if profile else []
+    while True:
+        line = f"{seq} {int(profile)} {contexts} {','.join(listed) or '-'} {seq}\n"
+        if len(line) <= TRIGGER_SIZE or len(listed) <= 1:
+            return line.encode().ljust(TRIGGER_SIZE, b" ")
+        listed.pop()  # hundreds of workers: the PIDs that do not fit print no profile this time
 
 
 def write_trigger(path: Path, record: bytes) -> None:
@@ -348,7 +347,7 @@ def soak(client, run_opts: RunOptions, opts: SoakOptions, *, agent_path: str | N
         env={"ASANLAB_AGENT_DIR": AGENT_DIR, "ASANLAB_AGENT_TRIGGER": f"{CONTROL_DIR}/{TRIGGER}"}
         if agent_path is not None else {},
         mounts={"agent": AGENT_DIR}, asan_options=SOAK_QUARANTINE, info={"soak": settings},
-        controls={TRIGGER: trigger_record(0, False, opts.profile_contexts, [])},
+        controls={TRIGGER: trigger_record(0, False, opts.profile_contexts, [])} if agent_path is not None else {},
         php_origins=False)  # its cost on every allocation would slow the soak's detection
     # A soak is about rates over 100k requests: the fast unwinder unless --full-stacks, with or
     # without the agent (measured: the slow one costs 3-5x the requests per second).
