@@ -493,8 +493,8 @@ def test_replay_symbolizes_offline_in_the_sessions_image(built, work, docker_cli
     # the symbolized session finds.
     import shutil
 
-    logs = folder / "nosym-logs"
-    shutil.copytree(folder / ".asanlab" / "sessions" / sid / "raw" / "sanitizer", logs, dirs_exist_ok=True)
+    logs = folder / f"nosym-logs-{sid}"  # the project folder is shared by other tests' copies
+    shutil.copytree(folder / ".asanlab" / "sessions" / sid / "raw" / "sanitizer", logs)
     plain = asanlab("report", logs, "--format", "json", cwd=folder, env=env)
     assert plain.stderr.count("not symbolized (module+offset)") == 1 and "--image IMAGE" in plain.stderr
     symbolized = asanlab("report", logs, "--image", built[0], "--format", "json", cwd=folder, env=env, check=1)

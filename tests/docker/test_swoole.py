@@ -923,8 +923,8 @@ def test_report_symbolizes_a_swoole_servers_unsymbolized_logs_in_their_image(swo
     leaks = [f for f in json.loads(replay.stdout)["findings"] if f["category"] == "leak"
              and any(fr["function"] == "zif_ffi_trampoline" for fr in f["example"]["frames"])]
     assert sum(f["leaked_bytes"] for f in leaks) == 2000, leaks  # the handler's 20 x 100 bytes
-    logs = folder / "nosym-logs"
-    shutil.copytree(folder / ".asanlab" / "sessions" / sid / "raw" / "sanitizer", logs, dirs_exist_ok=True)
+    logs = folder / f"nosym-logs-{sid}"  # the project folder is shared by other tests' copies
+    shutil.copytree(folder / ".asanlab" / "sessions" / sid / "raw" / "sanitizer", logs)
     assert len(list(logs.iterdir())) >= 3  # the master, the manager, a worker
     plain = asanlab("report", logs, "--format", "json", cwd=folder, env=env)
     assert plain.stderr.count("not symbolized (module+offset)") == 1 and "--image IMAGE" in plain.stderr
