@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -113,6 +114,7 @@ class Driver:
         self.seq = 0
         self.stats_reads = 0  # the server counts these requests too
         self.stats_warned = False
+        self.agentless_said: set[int] = set()
 
     def __call__(self, ctx: DriverContext) -> None:
         folder = ctx.session.path / "soak"
@@ -205,10 +207,12 @@ class Driver:
             # Profiles from the processes that do not fork (workers, a single-process server) only:
             # see the agent's read_trigger.
             profiled = sorted(p.pid for p in snap.processes.values() if p.role in ("worker", "server"))
-            answers = self._ask(ctx, set(snap.processes), profiled if profile else [])
+            answers, agentless = self._ask(ctx, set(snap.processes), profiled if profile else [])
             for pid in set(snap.processes) - set(answers):
-                # Running (it is in /proc) but silent: out of descriptors, hung, or busy for 10 s.
-                sample["processes"][str(pid)]["answered"] = False
+                if pid in agentless:  # nothing there could answer: not a silence
+                    sample["processes"][str(pid)]["agent"] = False
+                else:  # running (it is in /proc) but silent: out of descriptors, hung, or busy for 10 s
+                    sample["processes"][str(pid)]["answered"] = False
             for pid, a in answers.items():
                 if str(pid) in sample["processes"]:
                     sample["processes"][str(pid)].update(allocated=a.allocated, heap=a.heap, profiled=a.profiled)
@@ -242,32 +246,40 @@ class Driver:
                                                    "the server's own count is left out"))
             return None
 
-    def _ask(self, ctx: DriverContext, pids: set[int], profile: list[int]) -> dict[int, memory.Answer]:
-        """Ask every agent for its counters, and the processes in `profile` for a live-heap profile."""
+    def _ask(self, ctx: DriverContext, pids: set[int],
+             profile: list[int]) -> tuple[dict[int, memory.Answer], set[int]]:
+        """Ask every agent for its counters, and the processes in `profile` for a live-heap profile.
+        Returns the answers, and the processes where no agent runs (nobody was waiting for those)."""
         write_trigger(ctx.session.path / CONTROL_SUBDIR / TRIGGER,
                       trigger_record(self.seq, bool(profile), self.opts.profile_contexts, profile))
         # A profile is symbolized in the process: at -O0 with hundreds of stacks it takes seconds.
         deadline = time.monotonic() + (180 if profile else 10)
         answers: dict[int, memory.Answer] = {}
+        agentless = {p for p in pids if not _has_agent(ctx.session, p)}
         next_check = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             for pid in pids - set(answers):
                 for a in memory.parse_answers(_agent_text(ctx.session, f"answers.{pid}")):
                     if a.seq == self.seq:
                         answers[pid] = a
-            if set(answers) >= pids or ctx.stop.is_set():
+            if set(answers) >= pids - agentless or ctx.stop.is_set():
                 break
             if time.monotonic() > next_check:
                 # A worker that exits (max_request, a crash) will never answer: stop waiting for it.
                 pids = {p for p in pids if p in answers or p in _alive(ctx.container)}
+                agentless = {p for p in agentless if not _has_agent(ctx.session, p)}  # one just forked
                 next_check = time.monotonic() + 1.0
             time.sleep(0.05)
-        missing = pids - set(answers)
+        agentless = {p for p in agentless & pids if p not in answers}
+        for pid in sorted(agentless - self.agentless_said):
+            self.agentless_said.add(pid)
+            ctx.reporter(Event("soak.warning", f"pid {pid} runs PHP without the agent (its environment or the way "
+                                               "it was started left it out): its heap is not counted"))
+        missing = pids - set(answers) - agentless
         if missing:
             ctx.reporter(Event("soak.warning", f"no agent answer from pid {', '.join(map(str, sorted(missing)))} "
                                                f"(sample {self.seq})"))
-        return answers
-
+        return answers, agentless
 
 TRIGGER = "trigger"
 # The agents read the trigger in place (images/agent/asanlab-agent.c, read_trigger: at most 4095 bytes):
@@ -330,6 +342,15 @@ def _agent_text(s, name: str, limit: int = untrusted.SMALL_LIMIT * 16) -> str:
         return untrusted.read_text(s.path / "agent" / name, under=s.path, limit=limit)
     except (OSError, untrusted.UntrustedFileError):
         return ""
+
+
+def _has_agent(s, pid: int) -> bool:
+    """Whether the agent started in this process: its thread creates answers.<pid> as it starts,
+    before any question (images/agent/asanlab-agent.c, open_answers)."""
+    try:
+        return stat.S_ISREG(os.lstat(s.path / "agent" / f"answers.{pid}").st_mode)
+    except OSError:
+        return False
 
 
 def _alive(container) -> set[int]:

@@ -136,9 +136,9 @@ def test_the_soaks_trigger_is_written_in_asanlabs_own_folder_and_never_through_a
     control.mkdir()
     (control / "trigger").write_bytes(driver.trigger_record(0, False, 500, []))
     d = driver.Driver.__new__(driver.Driver)
-    d.seq, d.opts = 3, driver.SoakOptions(requests=[], checkpoints=[1])
-    answers = d._ask(_Ctx(s), set(), [])
-    assert answers == {} and digest(canary) == hashlib.sha256(SECRET).hexdigest()
+    d.seq, d.opts, d.agentless_said = 3, driver.SoakOptions(requests=[], checkpoints=[1]), set()
+    answers, agentless = d._ask(_Ctx(s), {7}, [])
+    assert answers == {} and agentless == {7} and digest(canary) == hashlib.sha256(SECRET).hexdigest()
     written = (control / "trigger").read_bytes()
     assert written.startswith(b"3 0 500 - 3\n") and len(written) == driver.TRIGGER_SIZE
     assert (agent / "trigger").is_symlink() and (agent / "trigger.tmp").is_symlink()  # the app's, untouched
