@@ -63,7 +63,8 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
     app_exited = (load or {}).get("app_exited_after") is not None
     unsampled = (len(trailing) if trailing and not app_exited and all(s.get("running") is True for s in trailing)
                  else 0)
-    alive = {int(pid) for pid in (listed[-1] if unsampled else last)["processes"]}
+    # An app that exited left no process alive, even one the last sample caught shutting down.
+    alive = set() if app_exited else {int(pid) for pid in (listed[-1] if unsampled else last)["processes"]}
     silence = stopped_answering(samples)
     series = []
     events = []
@@ -78,6 +79,8 @@ def analyse(samples: list[dict], profiles: dict[int, list[tuple[int, memory.Prof
             events.append(f"{role} pid {pid} appeared by {seen[pid][0]} requests (a restart: max_request, "
                           "or a crash; it is a new series)")
         silent = silence.get(pid)
+        if app_exited and silent == seen[pid][-1]:
+            silent = None  # silent only in the last sample before the app exited: it was shutting down
         if silent is not None:
             last_point = max((pt for pt in points[pid] if pt[0] < silent), default=None)
             fds = next((smp["processes"][str(pid)].get("fds") for smp in reversed(samples)

@@ -108,3 +108,19 @@ def test_the_trigger_record_has_one_size_and_ends_with_its_sequence_number():
     assert len(many) == driver.TRIGGER_SIZE and line[0] == line[-1] == b"10"
     pids = [int(p) for p in line[3].split(b",")]
     assert pids == list(range(100000, 100000 + len(pids))) and 500 < len(pids) < 1000
+
+
+def test_a_server_that_exited_right_after_a_sample_caught_it_shutting_down_is_gone():
+    """A real session (tests/fixtures/soak/exited-while-sampled: the suite's server that shuts itself
+    down at request 1200, two workers, coroutines on): the last sample, at 1250 requests, still listed
+    every process, one worker no longer answering; then the app exited. Every process is gone after
+    it, none "stopped answering while still running"."""
+    folder = FIXTURE.parent / "exited-while-sampled"
+    samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+    load = json.loads((folder / "load.json").read_text())
+    assert load["app_exited_after"] == samples[-1]["requests"] == 1250 and len(samples[-1]["processes"]) == 4
+    assert any(p.get("answered") is False for p in samples[-1]["processes"].values())
+    a = report.analyse(samples, {}, Criteria(threshold=1.0, min_growth=65536, warmup=500), load=load)
+    text = report.render(a)
+    assert "stopped answering" not in text and not any(s["alive"] for s in a["series"])
+    assert text.count("was gone after 1250 requests") == 4, text
