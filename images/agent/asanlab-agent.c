@@ -218,6 +218,22 @@ static int stopping;
 static int running;
 static pthread_t thread;
 
+/* Once the process exits, the thread answers no more: a profile printed while LeakSanitizer's exit
+ * check wrote its report went into the middle of it, and the process hung there (a Swoole worker
+ * leaving at max_request as a soak checkpoint asked it for a profile stayed alive, silent, until the
+ * server stopped). The check is an atexit handler ASan registers as the program starts; exit runs
+ * handlers last registered first, but one registered by a preloaded library's constructor ran
+ * after it (glibc 2.36): the agent registers its own at its first answer, long after main began. */
+static pthread_mutex_t answering = PTHREAD_MUTEX_INITIALIZER;
+static int exiting;
+static int exit_hooked;
+
+static void stop_answering(void) {
+    pthread_mutex_lock(&answering); /* an answer being written ends first */
+    exiting = 1;
+    pthread_mutex_unlock(&answering);
+}
+
 static void *poll_loop(void *unused) {
     (void)unused;
     pthread_mutex_lock(&lock);
@@ -226,8 +242,13 @@ static void *poll_loop(void *unused) {
         long seq, contexts;
         int profile;
         if (folder[0] && read_trigger(&seq, &profile, &contexts) && seq > answered) {
-            answered = seq;
-            answer(seq, profile, contexts);
+            pthread_mutex_lock(&answering);
+            if (!exit_hooked) exit_hooked = atexit(stop_answering) == 0; /* inherited by forked children */
+            if (!exiting) {
+                answered = seq;
+                answer(seq, profile, contexts);
+            }
+            pthread_mutex_unlock(&answering);
         }
         check_deadline();
         pthread_mutex_lock(&lock);
@@ -283,6 +304,7 @@ static void in_child(void) {
     /* Nothing held them at fork (the thread was joined): fresh ones are equivalent and safe. */
     pthread_mutex_init(&lock, NULL);
     pthread_cond_init(&wake, NULL);
+    pthread_mutex_init(&answering, NULL);
     if (!folder[0]) return; /* the deadline is PID 1's alone */
     php_heap_child();
     php_census_child(folder);

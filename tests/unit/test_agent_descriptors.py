@@ -32,6 +32,8 @@ def built(tmp_path_factory):
     # php-*: the agent starts only in PHP (it checks the program's name).
     subprocess.run([CC, "-O1", "-g", "-o", str(out / "php-fd-hog"), str(REPO / "tests" / "agent" / "fd-hog.c")],
                    check=True)
+    subprocess.run([CC, "-O1", "-g", "-o", str(out / "php-exiting"), str(REPO / "tests" / "agent" / "exiting.c")],
+                   check=True)
     return out
 
 
@@ -95,3 +97,36 @@ def test_a_record_read_half_written_is_no_request(built, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_a_process_that_exits_answers_no_more(built, tmp_path):
+    """LeakSanitizer's exit check runs after the agent's atexit handler: from there on the agent
+    answers nothing (a profile printed into the check's report hung a Swoole worker leaving at
+    max_request). Before the exit it answers; in the exit's last step it does not."""
+    agent, control = tmp_path / "agent", tmp_path / "control"
+    agent.mkdir()
+    control.mkdir()
+    trigger = control / driver.TRIGGER
+    trigger.write_bytes(driver.trigger_record(0, False, 500, []))
+    proc = subprocess.Popen([str(built / "php-exiting")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "LD_PRELOAD": str(built / "agent.so"),
+                                 "ASANLAB_AGENT_DIR": str(agent), "ASANLAB_AGENT_TRIGGER": str(trigger)})
+    try:
+        pid = int(proc.stdout.readline().split()[1])
+        driver.write_trigger(trigger, driver.trigger_record(1, False, 500, []))
+        deadline = time.monotonic() + 30
+        while not answered(agent, pid, 1) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert answered(agent, pid, 1)
+        proc.stdin.write("exit\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "exiting\n"
+        driver.write_trigger(trigger, driver.trigger_record(2, False, 500, []))
+        time.sleep(1.0)  # twenty of the agent's polls
+        assert not answered(agent, pid, 2)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
