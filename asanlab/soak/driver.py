@@ -354,7 +354,15 @@ def _has_agent(s, pid: int) -> bool:
 
 
 def _alive(container) -> set[int]:
-    code, out = container.exec_run(["sh", "-c", "cd /proc && echo [0-9]*"], environment={"LD_PRELOAD": ""})
+    from docker.errors import APIError, NotFound
+
+    try:
+        code, out = container.exec_run(["sh", "-c", "cd /proc && echo [0-9]*"], environment={"LD_PRELOAD": ""})
+    except APIError as e:
+        # 409: the container stopped while an answer was awaited (the app exiting): nothing is alive.
+        if isinstance(e, NotFound) or e.status_code == 409:
+            return set()
+        raise
     return {int(x) for x in (out or b"").decode().split() if x.isdigit()}
 
 

@@ -124,3 +124,27 @@ def test_a_server_that_exited_right_after_a_sample_caught_it_shutting_down_is_go
     text = report.render(a)
     assert "stopped answering" not in text and not any(s["alive"] for s in a["series"])
     assert text.count("was gone after 1250 requests") == 4, text
+
+
+def test_a_container_that_stops_while_answers_are_awaited_has_no_process_alive():
+    """The app exiting during a sample: the daemon refuses the exec (409, "is not running"). That is
+    no process alive, not an error that ends the soak; any other refusal still is one."""
+    import pytest
+    from docker.errors import APIError
+
+    from asanlab.soak import driver
+
+    class Response:
+        def __init__(self, code):
+            self.status_code, self.reason, self.url = code, "", ""
+
+    class Container:
+        def __init__(self, code):
+            self.code = code
+
+        def exec_run(self, *a, **kw):
+            raise APIError("Container abc is not running", response=Response(self.code))
+
+    assert driver._alive(Container(409)) == set()
+    with pytest.raises(APIError):
+        driver._alive(Container(500))
