@@ -26,6 +26,10 @@ ASAN_DEFAULTS = {
     # Allocation stacks through code without frame pointers (libffi, so every FFI call) stop after
     # one frame with the fast unwinder; the slow one reaches the PHP function that allocated.
     "fast_unwind_on_malloc": 0,
+    # One behaviour whatever clang built the image: LLVM 15 turned stack use-after-return detection
+    # on by default on Linux (clang 14, bookworm's, has it off; clang 19, trixie's, on). Its fake
+    # stacks cost about 40% of a Swoole server's requests per second (docs/benchmarks.md).
+    "detect_stack_use_after_return": 0,
 }
 # Frame pointers only (ASan's fast unwinder): 3-4x the requests per second of the slow one
 # (docs/benchmarks.md), and complete stacks through PHP, Swoole's coroutines (asanlab's builds report
