@@ -281,6 +281,7 @@ class Driver:
                                                f"(sample {self.seq})"))
         return answers, agentless
 
+
 TRIGGER = "trigger"
 # The agents read the trigger in place (images/agent/asanlab-agent.c, read_trigger: at most 4095 bytes):
 # every record has this size, so each write replaces the whole of the previous one.

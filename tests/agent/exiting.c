@@ -1,8 +1,8 @@
 /* A process that exits while asanlab's agent (preloaded) still runs its thread. Named php-* when
  * built, so that the agent starts in it as in PHP. It prints "ready <pid>", waits for a line on
- * stdin, and returns from main. An exit handler registered as ASan registers LeakSanitizer's exit
- * check (from .preinit_array, before any preloaded library's constructor, so it runs after their
- * atexit handlers) prints "exiting" and waits for another line before the process ends, so that
+ * stdin, and returns from main. An exit handler registered where ASan registers LeakSanitizer's
+ * exit check (.preinit_array: it runs after the handlers registered once main has begun, the
+ * agent's among them) prints "exiting" and waits for another line before the process ends, so that
  * the test can ask the agent for a sample then.
  * tests/unit/test_agent_descriptors.py. */
 #include <stdio.h>
